@@ -1,0 +1,42 @@
+# PowerFlow: `make demo` runs the main job, `make test` runs every check.
+# Both set up what they need first (a virtualenv in .venv from pyproject.toml).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+STUBS  := $(VENV)/stubs
+
+.PHONY: setup demo test firmware typecheck bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# the two boards' stubs both install a top-level machine.pyi: one folder each
+	$(PY) -m pip install -q --target $(STUBS)/rp2 'micropython-rp2-stubs>=1.29'
+	$(PY) -m pip install -q --target $(STUBS)/stm32 'micropython-stm32-stubs>=1.29'
+	touch $@
+
+# Compile the node firmware to .mpy for both targets (what gets deployed to a board).
+firmware: $(STAMP)
+	$(PY) -m powerflow.tools.build_firmware --out build/firmware
+
+typecheck: $(STAMP)
+	MYPYPATH=$(STUBS)/rp2 $(PY) -m mypy --config-file firmware/mypy.ini firmware protocol/pfproto
+	MYPYPATH=$(STUBS)/stm32 $(PY) -m mypy --config-file firmware/mypy.ini firmware protocol/pfproto
+
+demo: $(STAMP)
+	$(VENV)/bin/powerflow demo-node --duration 10
+
+test: $(STAMP)
+	$(MAKE) typecheck
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/bench_protocol.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache

@@ -1,0 +1,9 @@
+"""`stm32` HAL backend (STM32F4, pyboard-class). Pins are named as the board names them
+("X1", "A0", ...); the independent watchdog allows up to 32 s."""
+
+from pfnode.hal.board import BoardHal
+
+
+class Stm32Hal(BoardHal):
+    def __init__(self, pins, vref_full_mv=16000):
+        super().__init__(pins, vref_full_mv, wdt_max_ms=32000)
