@@ -9,8 +9,8 @@ buffer and speaks exactly the subset PowerFlow uses:
   the shortest of float16/float32 that keeps the value;
 * decode: unsigned/negative integers, byte and text strings, arrays, maps with
   unsigned-integer keys, false/true/null and float16/32/64. Tags, indefinite
-  lengths, other simple values, duplicate keys and nesting deeper than
-  `max_depth` raise `CborError`.
+  lengths, other simple values, duplicate keys and more than `max_depth` levels of
+  nested containers raise `CborError`.
 """
 
 import math
@@ -244,8 +244,6 @@ class Decoder:
         raise CborError(ERR_MALFORMED)  # 28..30 reserved, 31 indefinite length
 
     def decode(self, depth=0):
-        if depth > self.max_depth:
-            raise CborError(ERR_MALFORMED)
         b = self.buf
         ib = b[self._take(1)]
         mt = ib >> 5
@@ -281,6 +279,8 @@ class Decoder:
                 return str(b[p : p + n], "utf-8")
             except UnicodeError:
                 raise CborError(ERR_MALFORMED)
+        if mt >= _MT_ARRAY and depth >= self.max_depth:
+            raise CborError(ERR_MALFORMED)  # containers may nest `max_depth` deep
         if mt == _MT_ARRAY:
             if n > self.end - self.pos:  # each item takes at least one byte
                 raise CborError(ERR_MALFORMED)

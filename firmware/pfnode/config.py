@@ -54,7 +54,7 @@ class Config:
             d.K_VOUT_DROOP: 0.0,
             d.K_VOUT_TRANSITION_RATE: 100.0,
             d.K_TON_RISE: 0.05,
-            d.K_GAINS: [0.3, 20.0],
+            d.K_GAINS: [0.3, 60.0],
             # full current to 85 degC, then down to 40 % at 105 degC, 0 at 115 degC
             d.K_DERATE_CURVE: [[85.0, 1.0], [105.0, 0.4], [115.0, 0.0]],
             d.K_FAILSAFE: d.FS_RAMP_DOWN,

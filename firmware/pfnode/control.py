@@ -3,7 +3,8 @@
 All arithmetic is on small integers (mV, mA, m-degC, Q10 gains) so that `step()`
 allocates nothing and may run from a timer interrupt (tests prove it under
 `micropython.heap_lock()`). Products are kept below 2**30: errors are clamped to
-+-16 V before they meet a gain of at most 32 (Q10).
++-16 V before they meet a gain of at most 32 (Q10), and the current-limit
+ratio works on currents divided by 64.
 
 Actuator model: the converter's own fast loop (in hardware) regulates its output
 to the reference `u_mv` written through the HAL; this outer loop trims that
@@ -48,7 +49,8 @@ class Controller:
         self.cfg = cfg
         self.target_mv = 0  # reference after soft-start / ramp limiting
         self.u_mv = 0  # actuator command
-        self.e_prev = 0
+        self.v_prev = 0
+        self.goal_prev = 0
         self.softstart = False
         self.ss_step_mv = 1
         self.mode = MODE_CV
@@ -57,7 +59,8 @@ class Controller:
         """Output switched off: forget the loop state so the next start is soft."""
         self.target_mv = 0
         self.u_mv = 0
-        self.e_prev = 0
+        self.v_prev = 0
+        self.goal_prev = 0
         self.softstart = True
 
     def start(self, cmd_mv):
@@ -70,7 +73,7 @@ class Controller:
     def step(self, cmd_mv, vout_mv, iout_ma, ilim_ma):
         """One control period; returns the new actuator reference (mV)."""
         cfg = self.cfg
-        # reference shaping
+        # reference shaping: soft-start, then the transition-rate limit
         t = self.target_mv
         rate = self.ss_step_mv if self.softstart else cfg.ramp_mv_per_step
         if t < cmd_mv:
@@ -81,32 +84,38 @@ class Controller:
             self.softstart = False
         dt_ref = t - self.target_mv
         self.target_mv = t
-        # droop: mohm * mA / 1000 = mV, positive current lowers the goal
+        # droop: mohm * mA / 1000 = mV; sourcing current lowers the goal.
+        # The reading answers the previous command, so it is held against the
+        # previous goal: a ramp then leaves no error for the integral to store.
         goal = t - cfg.droop_mohm * iout_ma // 1000
-        e_v = goal - vout_mv
-        # current limit as a voltage-equivalent error: 1 mA over the limit
-        # counts as 1 mV (0.25 A/V transconductance would oscillate less but
-        # respond slower; 1 keeps CC entry within a few steps)
-        e_i = ilim_ma - iout_ma
-        if e_i < e_v:
-            e = e_i
-            self.mode = MODE_CC
-        else:
-            e = e_v
-            self.mode = MODE_SOFTSTART if self.softstart else MODE_CV
+        e = self.goal_prev - vout_mv
+        self.goal_prev = goal
         if e > _E_CLAMP:
             e = _E_CLAMP
         elif e < -_E_CLAMP:
             e = -_E_CLAMP
-        # velocity-form PI (no separate integrator to wind up), plus the
-        # reference's own change as feed-forward outside current limiting
-        du = (cfg.kp_q * (e - self.e_prev) + cfg.ki_q * e) >> Q
-        if self.mode != MODE_CC:
-            du += dt_ref
-        self.e_prev = e
-        u = self.u_mv + du
-        # never command more than the target plus the headroom to cover a 25 %
-        # drop, nor more than the rating allows
+        # velocity-form PI: the reference's own change is fed forward, and the
+        # proportional part acts on how the output moved against it (so a
+        # moving reference gives no kick and a tracking output no brake)
+        u_prev = self.u_mv
+        dv = vout_mv - self.v_prev - dt_ref
+        if dv > _E_CLAMP:
+            dv = _E_CLAMP
+        elif dv < -_E_CLAMP:
+            dv = -_E_CLAMP
+        self.v_prev = vout_mv
+        u = u_prev + dt_ref + ((cfg.ki_q * e - cfg.kp_q * dv) >> Q)
+        # current limit from the load line: output current scales with the
+        # reference, so u * ilim / iout is the reference that gives ilim
+        self.mode = MODE_SOFTSTART if self.softstart else MODE_CV
+        i64 = iout_ma >> 6
+        if iout_ma > (ilim_ma >> 1) and i64 > 0:
+            u_cc = u_prev * (ilim_ma >> 6) // i64
+            if u_cc < u:
+                u = u_cc
+                self.mode = MODE_CC
+        # never more than the target plus the headroom to cover a 25 % drop,
+        # nor more than the rating allows
         hi = t + (t >> 2)
         if hi > cfg.vout_max_mv:
             hi = cfg.vout_max_mv

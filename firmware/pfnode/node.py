@@ -128,6 +128,10 @@ class Node:
             else:
                 ilim = derated_limit_ma(cfg, temp)
                 hal.set_vref(self.ctrl.step(self.cmd_mv, vout, iout, ilim))
+        self._update_mode()
+        self.ctrl_alive = True
+
+    def _update_mode(self):
         if self.prot.faults:
             self.mode = d.MODE_FAULT
         elif self.fs.latched:
@@ -136,7 +140,6 @@ class Node:
             self.mode = self.ctrl.mode
         else:
             self.mode = d.MODE_OFF
-        self.ctrl_alive = True
 
     # ================================================================ status
     def status_word(self):
@@ -195,7 +198,7 @@ class Node:
         })
 
     def uptime_ms(self):
-        return ticks_diff(self.hal.ticks_ms(), self.boot_ms) & 0x3FFFFFFF
+        return ticks_diff(self.hal.ticks_ms(), self.boot_ms) & 0xFFFFFFFF
 
     def send_telemetry(self):
         """Telemetry written key by key, in ascending key order, straight into the tx buffer."""
@@ -235,20 +238,20 @@ class Node:
             e.int(c)
         e.int(d.K_PORT_STATE)
         e.int(self.ports.state)
-        e.int(d.K_LEASE_MS)
-        e.int(self.fs.remaining_ms(hal.ticks_ms()))
         e.int(d.K_FAULTS)
         e.int(self.fault_bits())
         e.int(d.K_VOUT_COMMAND)
         e.float(_f(self.cmd_mv))
         e.int(d.K_WARNINGS)
         e.int(self.prot.warnings)
+        e.int(d.K_LEASE_LEFT_MS)
+        e.int(self.fs.remaining_ms(hal.ticks_ms()))
         return self._send(d.MSG_TELEMETRY)
 
     def send_heartbeat(self):
         return self.send_body(d.MSG_HEARTBEAT, {
             d.K_UPTIME_MS: self.uptime_ms(), d.K_STATUS_WORD: self.status_word(),
-            d.K_MODE: self.mode, d.K_LEASE_MS: self.fs.remaining_ms(self.hal.ticks_ms()),
+            d.K_MODE: self.mode, d.K_LEASE_LEFT_MS: self.fs.remaining_ms(self.hal.ticks_ms()),
         })
 
     def _ack(self, seq, result, reason=-1, field=-1, dst=d.ADDR_HOST):
@@ -321,6 +324,7 @@ class Node:
         if t == d.MSG_HEARTBEAT:
             return
         res, key = self._command(t, f.body, now)
+        self._update_mode()
         s.last_cmd_seq = f.seq
         s.last_cmd_result = (res, key)
         self._ack(f.seq, res, -1, key, f.src)

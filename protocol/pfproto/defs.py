@@ -2,8 +2,10 @@
 
 This module is shared verbatim by the node firmware (MicroPython) and the host
 (CPython); `protocol/SPEC.md` is its prose and `protocol/powerflow.cddl` its schema.
-Keep it free of anything but integer constants and small tuples so that it
-compiles with mpy-cross and costs the node a few hundred bytes of RAM.
+Keep it free of anything but integer constants and a few small tuples: every
+name here costs the node RAM (a dict entry and a qstr) unless the module is
+frozen into the firmware image. Readable names for the host live in
+`pfproto.names`.
 
 Units on the wire are SI: V, A, W, degC, %RH, s, ohm; time intervals that are
 integers are in ms and say so in their name.
@@ -92,7 +94,7 @@ K_IOUT_LIMIT = const(30)  # A, current limit after thermal derating
 K_MODE = const(31)  # uint, MODE_*
 K_REJECTS = const(32)  # [* uint], indexed by REJ_*
 K_PORT_STATE = const(33)  # uint bitmask, bit i = port i closed
-K_LEASE_MS = const(34)  # uint: remaining lease (telemetry) / lease length (setpoint)
+K_LEASE_MS = const(34)  # uint: how long a setpoint holds
 K_FAULTS = const(35)  # uint, FAULT_* bits latched
 K_VOUT_COMMAND = const(36)  # V
 K_OPERATION = const(37)  # bool: output on
@@ -100,6 +102,7 @@ K_PORT = const(38)  # uint, port index
 K_CLOSE = const(39)  # bool: close (true) or open (false)
 K_SESSION = const(40)  # uint16 session id
 K_WARNINGS = const(41)  # uint, FAULT_* bits currently in warning
+K_LEASE_LEFT_MS = const(42)  # uint: what is left of the setpoint lease
 # acknowledgement / events
 K_ACK_SEQ = const(50)  # seq of the frame acknowledged
 K_RESULT = const(51)  # uint, RES_*
@@ -142,7 +145,6 @@ MODE_CV = const(2)  # regulating voltage
 MODE_CC = const(3)  # current-limited
 MODE_FAILSAFE = const(4)  # host lost or lease expired: failsafe policy in force
 MODE_FAULT = const(5)  # a protection tripped the output off
-MODE_NAMES = ("off", "softstart", "cv", "cc", "failsafe", "fault")
 
 # ---- failsafe policies ---------------------------------------------------------
 FS_HOLD = const(0)  # keep the last setpoint (still within limits)
@@ -155,7 +157,6 @@ PROT_UV = const(1)
 PROT_OC = const(2)
 PROT_OT = const(3)
 N_PROT = const(4)
-PROT_NAMES = ("ov", "uv", "oc", "ot")
 
 FAULT_OV = const(0x01)
 FAULT_UV = const(0x02)
@@ -205,7 +206,6 @@ RES_AUTH = const(3)  # bad or missing tag, replayed counter, or no session
 RES_STATE = const(4)  # refused in the present state (fault / failsafe latched)
 RES_INTERLOCK = const(5)  # port close refused: voltages differ too much
 RES_UNSUPPORTED = const(6)
-RES_NAMES = ("ok", "malformed", "out_of_range", "auth", "state", "interlock", "unsupported")
 
 # ---- reject reasons (counted by the receiver, index into K_REJECTS) ------------
 REJ_COBS = const(0)
@@ -226,9 +226,6 @@ REJ_REPLAY = const(14)  # counter not fresh
 REJ_NO_SESSION = const(15)  # a command outside the current session
 REJ_DIRECTION = const(16)  # a message type this end never receives
 N_REJ = const(17)
-REJ_NAMES = ("cobs", "crc", "truncated", "oversized", "version", "flags", "unknown_msg",
-             "cbor", "type", "range", "missing", "unknown_field", "tag", "no_tag",
-             "replay", "no_session", "direction")
 
 # ---- absolute ranges a receiver enforces (a node narrows them by its ratings) ------
 VOUT_MAX_ABS = 60.0  # V

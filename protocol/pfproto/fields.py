@@ -2,7 +2,7 @@
 
 Shared by the node (which checks every received body against it) and the host
 (which checks before sending, so that an out-of-range value is refused with
-nothing sent). `powerflow.cddl` states the same rules for schema validators;
+nothing sent, and checks what nodes send with the tables of `fields_host`). `powerflow.cddl` states the same rules for schema validators;
 the tests hold the two in agreement.
 """
 
@@ -10,7 +10,7 @@ from pfproto import defs as d
 
 # field kinds
 T_UINT = 0
-T_NUM = 1  # int or float; finite
+T_NUM = 1  # float (never int); finite
 T_BOOL = 2
 T_BYTES16 = 3
 T_TEXT = 4
@@ -19,50 +19,16 @@ T_CURVE = 6  # [* [degC, fraction]], 2..DERATE_POINTS_MAX points, degC strictly 
 T_RESPONSE = 7  # {PROT_* => [RESP_*, retries, delay_ms]}
 T_UINT_LIST = 8
 
-# key -> (kind, min, max); min/max are None where the kind fixes the range
+# key -> (kind, min, max) for the fields of the bodies a node receives; the host
+# adds the rest from `pfproto.fields_host` (the node never loads those tables).
 FIELDS = {
-    d.K_NODE_ID: (T_UINT, d.NODE_ID_MIN, d.NODE_ID_MAX),
-    d.K_FW_VERSION: (T_TEXT, None, None),
-    d.K_BOARD: (T_TEXT, None, None),
-    d.K_MFR_VOUT_MAX: (T_NUM, 0.0, d.VOUT_MAX_ABS),
-    d.K_MFR_IOUT_MAX: (T_NUM, 0.0, d.IOUT_MAX_ABS),
-    d.K_MFR_POUT_MAX: (T_NUM, 0.0, d.VOUT_MAX_ABS * d.IOUT_MAX_ABS),
-    d.K_MFR_VIN_MIN: (T_NUM, 0.0, 1000.0),
-    d.K_MFR_VIN_MAX: (T_NUM, 0.0, 1000.0),
-    d.K_CAPABILITIES: (T_UINT, 0, 0xFFFF),
-    d.K_PORTS: (T_UINT, 0, d.MAX_PORTS),
     d.K_UPTIME_MS: (T_UINT, 0, 0xFFFFFFFF),
-    d.K_KEYED: (T_BOOL, None, None),
     d.K_NONCE: (T_BYTES16, None, None),
-    d.K_BOOT_REASON: (T_UINT, 0, 255),
-    d.K_READ_VIN: (T_NUM, -1000.0, 1000.0),
-    d.K_READ_IIN: (T_NUM, -d.IOUT_MAX_ABS, d.IOUT_MAX_ABS),
-    d.K_READ_VOUT: (T_NUM, -1000.0, 1000.0),
-    d.K_READ_IOUT: (T_NUM, -d.IOUT_MAX_ABS, d.IOUT_MAX_ABS),
-    d.K_READ_POUT: (T_NUM, -1.0e6, 1.0e6),
-    d.K_READ_TEMPERATURE_1: (T_NUM, -273.0, 1000.0),
-    d.K_READ_TEMPERATURE_2: (T_NUM, -273.0, 1000.0),
-    d.K_READ_TEMPERATURE_3: (T_NUM, -273.0, 1000.0),
-    d.K_READ_HUMIDITY: (T_NUM, 0.0, 100.0),
-    d.K_STATUS_WORD: (T_UINT, 0, 0xFFFF),
-    d.K_IOUT_LIMIT: (T_NUM, 0.0, d.IOUT_MAX_ABS),
-    d.K_MODE: (T_UINT, 0, len(d.MODE_NAMES) - 1),
-    d.K_REJECTS: (T_UINT_LIST, 0, 0xFFFFFFFF),
-    d.K_PORT_STATE: (T_UINT, 0, 0xFF),
-    d.K_LEASE_MS: (T_UINT, 0, d.LEASE_MS_MAX),
-    d.K_FAULTS: (T_UINT, 0, 0xFFFF),
-    d.K_WARNINGS: (T_UINT, 0, 0xFFFF),
+    d.K_LEASE_MS: (T_UINT, d.LEASE_MS_MIN, d.LEASE_MS_MAX),
     d.K_VOUT_COMMAND: (T_NUM, 0.0, d.VOUT_MAX_ABS),
     d.K_OPERATION: (T_BOOL, None, None),
     d.K_PORT: (T_UINT, 0, d.MAX_PORTS - 1),
     d.K_CLOSE: (T_BOOL, None, None),
-    d.K_SESSION: (T_UINT, 1, 0xFFFF),
-    d.K_ACK_SEQ: (T_UINT, 0, d.SEQ_MAX),
-    d.K_RESULT: (T_UINT, 0, len(d.RES_NAMES) - 1),
-    d.K_REASON: (T_UINT, 0, d.N_REJ - 1),
-    d.K_FIELD: (T_UINT, 0, 255),
-    d.K_EVENT: (T_UINT, 1, 255),
-    d.K_VALUE: (T_NUM, -1.0e6, 1.0e6),
     d.K_VOUT_OV_FAULT_LIMIT: (T_NUM, 0.0, d.VOUT_MAX_ABS),
     d.K_VOUT_OV_WARN_LIMIT: (T_NUM, 0.0, d.VOUT_MAX_ABS),
     d.K_VOUT_UV_WARN_LIMIT: (T_NUM, 0.0, d.VOUT_MAX_ABS),
@@ -84,45 +50,25 @@ FIELDS = {
     d.K_INTERLOCK_DV: (T_NUM, 0.0, d.VOUT_MAX_ABS),
 }
 
-_CONFIG_KEYS = (
-    d.K_VOUT_OV_FAULT_LIMIT, d.K_VOUT_OV_WARN_LIMIT, d.K_VOUT_UV_WARN_LIMIT,
-    d.K_VOUT_UV_FAULT_LIMIT, d.K_IOUT_OC_WARN_LIMIT, d.K_IOUT_OC_FAULT_LIMIT,
-    d.K_OT_WARN_LIMIT, d.K_OT_FAULT_LIMIT, d.K_VOUT_DROOP, d.K_VOUT_TRANSITION_RATE,
-    d.K_TON_RISE, d.K_GAINS, d.K_DERATE_CURVE, d.K_FAILSAFE, d.K_HEARTBEAT_TIMEOUT_MS,
-    d.K_TELEMETRY_PERIOD_MS, d.K_FAULT_RESPONSE, d.K_DEBOUNCE, d.K_INTERLOCK_DV,
-)
-
-_TELEMETRY_KEYS = (
-    d.K_READ_VIN, d.K_READ_IIN, d.K_READ_VOUT, d.K_READ_IOUT, d.K_READ_POUT,
-    d.K_READ_TEMPERATURE_1, d.K_READ_TEMPERATURE_2, d.K_READ_TEMPERATURE_3,
-    d.K_READ_HUMIDITY, d.K_STATUS_WORD, d.K_IOUT_LIMIT, d.K_MODE, d.K_UPTIME_MS,
-    d.K_REJECTS, d.K_PORT_STATE, d.K_LEASE_MS, d.K_FAULTS, d.K_WARNINGS, d.K_VOUT_COMMAND,
-)
-
 # message type -> (required keys, optional keys)
 BODIES = {
-    d.MSG_HELLO: (
-        (d.K_NODE_ID, d.K_FW_VERSION, d.K_BOARD, d.K_MFR_VOUT_MAX, d.K_MFR_IOUT_MAX,
-         d.K_MFR_POUT_MAX, d.K_MFR_VIN_MIN, d.K_MFR_VIN_MAX, d.K_CAPABILITIES, d.K_PORTS,
-         d.K_UPTIME_MS, d.K_KEYED, d.K_BOOT_REASON),
-        (),
-    ),
     d.MSG_IDENTIFY: ((), ()),
-    d.MSG_HEARTBEAT: ((d.K_UPTIME_MS,), (d.K_STATUS_WORD, d.K_MODE, d.K_LEASE_MS)),
-    d.MSG_TELEMETRY: (_TELEMETRY_KEYS, ()),
+    d.MSG_HEARTBEAT: ((d.K_UPTIME_MS,), ()),  # from the host
     d.MSG_SETPOINT: ((d.K_VOUT_COMMAND, d.K_LEASE_MS), (d.K_OPERATION,)),
     d.MSG_PORT_SWITCH: ((d.K_PORT, d.K_CLOSE), ()),
-    d.MSG_CONFIG: ((), _CONFIG_KEYS),
+    d.MSG_CONFIG: ((), (
+        d.K_VOUT_OV_FAULT_LIMIT, d.K_VOUT_OV_WARN_LIMIT, d.K_VOUT_UV_WARN_LIMIT,
+        d.K_VOUT_UV_FAULT_LIMIT, d.K_IOUT_OC_WARN_LIMIT, d.K_IOUT_OC_FAULT_LIMIT,
+        d.K_OT_WARN_LIMIT, d.K_OT_FAULT_LIMIT, d.K_VOUT_DROOP, d.K_VOUT_TRANSITION_RATE,
+        d.K_TON_RISE, d.K_GAINS, d.K_DERATE_CURVE, d.K_FAILSAFE, d.K_HEARTBEAT_TIMEOUT_MS,
+        d.K_TELEMETRY_PERIOD_MS, d.K_FAULT_RESPONSE, d.K_DEBOUNCE, d.K_INTERLOCK_DV)),
     d.MSG_CLEAR_FAULTS: ((), ()),
     d.MSG_SESSION_INIT: ((d.K_NONCE,), ()),
-    d.MSG_SESSION_ACCEPT: ((d.K_NONCE, d.K_SESSION, d.K_ACK_SEQ), ()),
-    d.MSG_ACK: ((d.K_ACK_SEQ, d.K_RESULT), (d.K_REASON, d.K_FIELD)),
-    d.MSG_EVENT: ((d.K_EVENT, d.K_UPTIME_MS), (d.K_FAULTS, d.K_VALUE, d.K_STATUS_WORD, d.K_PORT)),
 }
 
 
 def _is_num(v):
-    return (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, float)
+    return isinstance(v, float)  # SI quantities are always floats on the wire
 
 
 def _finite(v):
@@ -215,8 +161,10 @@ def check_body(msg_type, body):
     for k, v in body.items():
         if k not in required and k not in optional:
             return d.REJ_UNKNOWN_FIELD, k
-        kind, lo, hi = FIELDS[k]
-        r = _check_field(kind, lo, hi, v)
+        spec = FIELDS.get(k)
+        if spec is None:
+            return d.REJ_UNKNOWN_FIELD, k
+        r = _check_field(spec[0], spec[1], spec[2], v)
         if r:
             return r, k
     return 0, -1

@@ -1,0 +1,1 @@
+"""PowerFlow converter-node firmware (MicroPython)."""

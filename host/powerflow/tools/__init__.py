@@ -1,0 +1,1 @@
+"""Developer tools: firmware build, test-vector generation, deployment."""

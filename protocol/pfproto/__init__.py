@@ -1,0 +1,1 @@
+"""PowerFlow protocol definitions shared by the node firmware and the host."""
