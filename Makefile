@@ -24,9 +24,14 @@ $(STAMP): pyproject.toml
 firmware: $(STAMP)
 	$(PY) -m powerflow.tools.build_firmware --out build/firmware
 
+# The node code against each board's MicroPython stubs (their stdlib replaces CPython's).
+NODE_CODE := firmware/pfnode firmware/main.py protocol/pfproto/defs.py protocol/pfproto/fields.py
 typecheck: $(STAMP)
-	MYPYPATH=$(STUBS)/rp2 $(PY) -m mypy --config-file firmware/mypy.ini firmware protocol/pfproto
-	MYPYPATH=$(STUBS)/stm32 $(PY) -m mypy --config-file firmware/mypy.ini firmware protocol/pfproto
+	@for board in rp2 stm32; do \
+	  echo "type-checking the firmware against micropython-$$board-stubs"; \
+	  MYPYPATH=$(STUBS)/$$board $(PY) -m mypy --config-file firmware/mypy.ini \
+	    --custom-typeshed-dir $(STUBS)/$$board $(NODE_CODE) || exit 1; \
+	done
 
 demo: $(STAMP)
 	$(VENV)/bin/powerflow demo-node --duration 10

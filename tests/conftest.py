@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the firmware is plain Python: the CPython tests import it directly too
+sys.path.insert(0, str(ROOT / "firmware"))
 MP_TESTS = ROOT / "tests" / "firmware" / "mp"
 # The smallest target (STM32F4) leaves MicroPython about 100 KB of heap. The unix
 # port is 64-bit, so the same objects take more room here than on the board:

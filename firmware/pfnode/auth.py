@@ -66,7 +66,7 @@ class Session:
         self.id = 0
         self.last_seq = 0
         self.last_cmd_seq = -1
-        self.last_cmd_result = None  # cached acknowledgement body for duplicates
+        self.last_cmd_result = (0, -1)  # (RES_*, key) of the last command, for duplicates
         self.tx_seq = 0
 
     @property
@@ -77,7 +77,7 @@ class Session:
         self.id = session_id
         self.last_seq = 0
         self.last_cmd_seq = -1
-        self.last_cmd_result = None
+        self.last_cmd_result = (0, -1)
         self.tx_seq = 0
         if self.key:
             self.mac = Hmac(derive_session_key(self.key, host_nonce, node_nonce, session_id))

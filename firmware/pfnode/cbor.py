@@ -20,7 +20,7 @@ try:
     from micropython import const
 except ImportError:  # CPython (fast-mode emulation, tests)
 
-    def const(x):  # type: ignore[no-redef]
+    def const(x):  # type: ignore[no-redef,misc]
         return x
 
 

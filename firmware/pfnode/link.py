@@ -48,7 +48,7 @@ class StreamLink:
 
 def open_pty(path):
     """Open an emulated serial device (the slave end of a pty) for non-blocking reads."""
-    import termios
+    import termios  # type: ignore[import-not-found]  # unix port only (emulation)
 
     f = open(path, "r+b")
     fd = f.fileno()

@@ -67,6 +67,8 @@ class Node:
         # watchdog check-ins: fed only when both the control and comms paths ran
         self.ctrl_alive = False
         self.comms_alive = False
+        self.accepted = 0  # frames that passed every check and were acted on
+        self.rejects_at_clear = 0  # reject counters are cumulative; CML flags new ones
         hal.set_enable(False)
         hal.set_vref(0)
         self._push_event(d.EV_BOOT, 0, self.boot_reason)
@@ -164,8 +166,8 @@ class Node:
             sw |= d.SW_MFR
         if not (self.output_on and self.mode in (d.MODE_CV, d.MODE_CC)):
             sw |= d.SW_POWER_GOOD_N
-        if sum(self.framer.rejects):
-            sw |= d.SW_CML
+        if sum(self.framer.rejects) > self.rejects_at_clear:
+            sw |= d.SW_CML  # frames rejected since the last CLEAR_FAULTS
         return sw
 
     def fault_bits(self):
@@ -309,6 +311,7 @@ class Node:
             self._ack(f.seq, res, reason, key, f.src)
             return
         now = self.hal.ticks_ms()
+        self.accepted += 1
         if duplicate:
             res, key = s.last_cmd_result
             self._ack(f.seq, res, -1, key, f.src)
@@ -371,7 +374,7 @@ class Node:
             if was_latched and self.output_on:
                 # a held output keeps running on a grace lease; the host must renew it
                 self.fs.grant(now, self.cfg.heartbeat_timeout_ms)
-            self.framer.rejects[:] = [0] * d.N_REJ
+            self.rejects_at_clear = sum(self.framer.rejects)
             self._push_event(d.EV_FAULTS_CLEARED, 0, 0)
             return d.RES_OK, -1
         return d.RES_UNSUPPORTED, -1

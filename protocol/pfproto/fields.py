@@ -151,10 +151,10 @@ def check_body(msg_type, body):
     Returns (0, -1) when it fits, else (reason, key) with reason a REJ_* code and
     key the offending body key (-1 when no single key is to blame).
     """
-    spec = BODIES.get(msg_type)
-    if spec is None:
+    body_spec = BODIES.get(msg_type)
+    if body_spec is None:
         return d.REJ_UNKNOWN_MSG, -1
-    required, optional = spec
+    required, optional = body_spec
     for k in required:
         if k not in body:
             return d.REJ_MISSING, k

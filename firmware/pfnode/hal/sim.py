@@ -17,7 +17,7 @@ except ImportError:  # CPython
     import time as _time
 
     def _real_ticks_ms():  # type: ignore[misc]
-        return int(_time.monotonic() * 1000) & TICKS_MAX
+        return int(_time.monotonic() * 1000) % (TICKS_MAX + 1)  # type: ignore[attr-defined]
 
 
 class ConverterPlant:
@@ -103,7 +103,7 @@ class SimHal:
 
     def advance(self, ms):
         """Move the virtual clock on by `ms` and the plant with it."""
-        self._now = ticks_add(self._now, ms)
+        self._now = ticks_add(self._now, ms)  # type: ignore[type-var]
         self.sync(ms / 1000.0)
 
     def background(self):

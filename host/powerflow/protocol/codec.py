@@ -54,6 +54,9 @@ class Frame:
     signed: bytes = b""  # header|body, the bytes the tag covers
 
 
+_F32_MAX = 3.4028234663852886e38
+
+
 def round_f32(x: float) -> float:
     """The value a float takes on the wire (float32, then the shortest exact CBOR float)."""
     return struct.unpack(">f", struct.pack(">f", x))[0]
@@ -63,8 +66,8 @@ def _f32_floats(v: Any) -> Any:
     if isinstance(v, bool) or v is None:
         return v
     if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ValueError("non-finite float")
+        if not math.isfinite(v) or abs(v) > _F32_MAX:
+            raise ValueError(f"{v!r} cannot be carried as a float32")
         return round_f32(v)
     if isinstance(v, list | tuple):
         return [_f32_floats(x) for x in v]
