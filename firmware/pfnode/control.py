@@ -51,6 +51,7 @@ class Controller:
         self.u_mv = 0  # actuator command
         self.v_prev = 0
         self.goal_prev = 0
+        self.frac = 0  # Q10 remainder of the PI increment
         self.softstart = False
         self.ss_step_mv = 1
         self.mode = MODE_CV
@@ -61,6 +62,7 @@ class Controller:
         self.u_mv = 0
         self.v_prev = 0
         self.goal_prev = 0
+        self.frac = 0
         self.softstart = True
 
     def start(self, cmd_mv):
@@ -104,7 +106,12 @@ class Controller:
         elif dv < -_E_CLAMP:
             dv = -_E_CLAMP
         self.v_prev = vout_mv
-        u = u_prev + dt_ref + ((cfg.ki_q * e - cfg.kp_q * dv) >> Q)
+        # the fraction below 1 mV is carried to the next step, or the integral
+        # would stall a few mV short of the goal
+        acc = self.frac + cfg.ki_q * e - cfg.kp_q * dv
+        du = acc >> Q
+        self.frac = acc - (du << Q)
+        u = u_prev + dt_ref + du
         # current limit from the load line: output current scales with the
         # reference, so u * ilim / iout is the reference that gives ilim
         self.mode = MODE_SOFTSTART if self.softstart else MODE_CV

@@ -54,6 +54,17 @@ def build(out: Path, arches: list[str]) -> dict[str, Path]:
     return built
 
 
+def ensure_build(arch: str = "armv6m", out: Path | None = None) -> Path:
+    """The firmware build for `arch`, rebuilt when any source is newer than it."""
+    out = out or ROOT / "build" / "firmware"
+    stamp = out / arch / ".stamp"
+    newest = max([src.stat().st_mtime for src, _ in sources()] + [(FIRMWARE / "main.py").stat().st_mtime])
+    if not stamp.exists() or stamp.stat().st_mtime < newest:
+        build(out, [arch])
+        stamp.touch()
+    return out / arch
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "firmware")

@@ -1,0 +1,1 @@
+"""The emulated rack: real firmware on the real MicroPython interpreter, one process per node."""

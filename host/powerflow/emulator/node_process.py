@@ -1,0 +1,76 @@
+"""One emulated converter node: the real firmware in its own MicroPython process.
+
+The firmware runs from its mpy-cross build (as on a board) with the heap capped
+like the smallest target, on the `sim` HAL backend, talking over a pty cable
+(`PtyBridge`) or a loopback TCP port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from powerflow.tools.build_firmware import ensure_build
+
+HEAP = "100K"
+
+
+def micropython_exe() -> str:
+    exe = Path(sys.executable).parent / "micropython"
+    return str(exe) if exe.exists() else "micropython"
+
+
+class NodeProcess:
+    """Start, kill and restart one node. `conf` is the node.json of firmware/main.py."""
+
+    def __init__(self, conf: dict[str, Any], heap: str = HEAP, workdir: Path | None = None) -> None:
+        self.conf = conf
+        self.heap = heap
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"pfnode{conf['node_id']}-")
+        self.workdir = workdir or Path(self._tmp.name)
+        self.conf_path = self.workdir / "node.json"
+        self.log_path = self.workdir / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        fw = ensure_build("armv6m")
+        self.conf_path.write_text(json.dumps(self.conf))
+        env = dict(os.environ, MICROPYPATH=f"{fw}:.frozen")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [micropython_exe(), "-X", f"heapsize={self.heap}", str(fw / "main.py"),
+             str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=self.workdir)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a node that loses power."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
