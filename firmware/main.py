@@ -35,9 +35,12 @@ def make_link(spec):
         uid, _, baud = rest.partition(":")
         return StreamLink(machine.UART(int(uid), baudrate=int(baud or 1000000), timeout=0))
     if kind == "usb":
+        import micropython
+
         from pfnode.link import StreamLink
 
-        return StreamLink(sys.stdin.buffer)  # USB-CDC REPL port, raw once main.py runs
+        micropython.kbd_intr(-1)  # 0x03 is data on this link, not Ctrl-C
+        return StreamLink(sys.stdin.buffer, sys.stdout.buffer)  # type: ignore[attr-defined]
     raise ValueError("unknown link: " + spec)
 
 

@@ -17,8 +17,11 @@ _RX_CHUNK = 128
 
 
 class StreamLink:
-    def __init__(self, stream):
+    """`stream` is read (and written, unless `out` is given: USB-CDC reads stdin, writes stdout)."""
+
+    def __init__(self, stream, out=None):
         self.stream = stream
+        self.out = out if out is not None else stream
         self.buf = bytearray(_RX_CHUNK)
         self._poll = select.poll()
         self._poll.register(stream, select.POLLIN)
@@ -38,7 +41,7 @@ class StreamLink:
         done = 0
         while done < n:
             try:
-                w = self.stream.write(mv[done:n])
+                w = self.out.write(mv[done:n])
             except OSError:
                 return  # a full or vanished link drops the frame; the host retries
             if not w:
