@@ -42,6 +42,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_protocol.py
+	$(PY) bench/fuzz_firmware.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache
