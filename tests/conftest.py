@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from powerflow.emulator.node_process import micropython_exe
+from powerflow.tools.build_firmware import mpy_cross as mpy_cross_exe
+
 ROOT = Path(__file__).resolve().parents[1]
 # the firmware is plain Python: the CPython tests import it directly too
 sys.path.insert(0, str(ROOT / "firmware"))
@@ -21,16 +24,6 @@ MP_TESTS = ROOT / "tests" / "firmware" / "mp"
 HEAP_SMALLEST = "100K"
 # scripts the interpreter is started with stay source; the modules they import are compiled
 ENTRY_SCRIPTS = {"mp_runner.py", "mp_vectors.py", "mp_fuzz.py"}
-
-
-def micropython_exe() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    return str(exe) if exe.exists() else "micropython"
-
-
-def mpy_cross_exe() -> str:
-    exe = Path(sys.executable).parent / "mpy-cross"
-    return str(exe) if exe.exists() else "mpy-cross"
 
 
 @pytest.fixture(scope="session")
