@@ -26,11 +26,158 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--link", choices=("pty", "tcp"), default="pty",
                       help="pty: a serial device opened with pyserial; tcp: loopback Ethernet")
     demo.add_argument("--vout", type=_positive, default=12.0, help="output voltage, V (default 12)")
+    flow = sub.add_parser("flow", help="load flow of a case")
+    flow.add_argument("case", help="MATPOWER .m file, rack .toml file, or built-in (ieee33)")
+    flow.add_argument("--method", choices=("auto", "bibc", "newton"), default="auto")
+    flow.add_argument("--open", type=_branch_list, default=None, metavar="B,B,...",
+                      help="open exactly these branches (1-based), close all others")
+    flow.add_argument("--json", action="store_true")
+    rec = sub.add_parser("reconfigure", help="least-loss radial configuration")
+    rec.add_argument("case")
+    rec.add_argument("--top", type=_count, default=5, metavar="K")
+    rec.add_argument("--vmin", type=_pu, default=None, metavar="V", help="lowest voltage, p.u.")
+    rec.add_argument("--method", choices=("auto", "enumerate", "misocp"), default="auto")
+    rec.add_argument("--time-limit", type=_positive, default=60.0, metavar="S")
+    rec.add_argument("--json", action="store_true")
+    opt = sub.add_parser("optimize", help="flexible buses (and reconfiguration) at least cost")
+    opt.add_argument("case")
+    opt.add_argument("--flex", type=_flex_list, default=None, metavar="BUS:PCT,...",
+                     help="flexible buses and their +- range in percent (default: the case's)")
+    opt.add_argument("--c-loss", type=_nonneg, required=True, metavar="X", help="cost per kW lost")
+    opt.add_argument("--c-flex", type=_nonneg, required=True, metavar="Y",
+                     help="cost per kW / kvar of flexibility used")
+    opt.add_argument("--reconfigure", action="store_true", help="choose the configuration too")
+    opt.add_argument("--vmin", type=_pu, default=None, metavar="V")
+    opt.add_argument("--json", action="store_true")
     return p
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+def _nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return v
+
+
+def _pu(text: str) -> float:
+    v = _nonneg(text)
+    if not 0 < v < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: a voltage in p.u. is between 0 and 2")
+    return v
+
+
+def _branch_list(text: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected branch numbers like 7,9,14") from None
+    if any(b < 1 for b in out):
+        raise argparse.ArgumentTypeError("branch numbers start at 1")
+    return out
+
+
+def _flex_list(text: str) -> dict[int, float]:
+    out = {}
+    for item in text.split(","):
+        bus, sep, pct = item.partition(":")
+        try:
+            out[int(bus)] = float(pct)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected BUS:PERCENT, e.g. 9:35") from None
+        if not sep or not 0 <= out[int(bus)] <= 100:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected BUS:PERCENT with 0..100 %")
+    return out
+
+
+def _print(obj: dict, as_json: bool, lines: list[str]) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(obj, indent=1))
+    else:
+        print("\n".join(lines))
+
+
+def _grid_command(args: argparse.Namespace) -> int:
+    from powerflow.grid import report
+    from powerflow.grid.case import CaseError
+    from powerflow.grid.cases import load_case, with_flex
+
+    try:
+        case = load_case(args.case)
+        if args.command == "flow":
+            from powerflow.grid.loadflow import solve
+
+            if args.open is not None:
+                bad = [b for b in args.open if b > case.n_branch]
+                if bad:
+                    raise CaseError(f"{case.name} has {case.n_branch} branches; no branch {bad[0]}")
+                case = case.with_open([b - 1 for b in args.open])
+            r = solve(case, args.method)
+            out = report.flow_report(r)
+            lines = [f"{case.name}: " + (f"loss {out['loss_kw']:.3f} kW, {out['loss_kvar']:.3f} kvar; "
+                                         f"Vmin {out['vmin_pu']:.5f} p.u. at bus {out['vmin_bus']} "
+                                         f"({r.method}, {r.iterations} iterations)"
+                                         if r.converged else f"no solution: {r.message}")]
+            _print(out, args.json, lines)
+            return 0 if r.converged else 1
+        if args.command == "reconfigure":
+            from powerflow.grid.reconfigure import reconfigure
+
+            res = reconfigure(case, args.top, args.vmin, args.method, args.time_limit)
+            out = report.reconfig_report(res)
+            if res.best is None:
+                lines = [f"{case.name}: {res.message}"]
+            else:
+                lines = [f"{case.name}: open {out['open_branches']}: loss {out['loss_kw']:.3f} kW, "
+                         f"Vmin {out['vmin_pu']:.5f} p.u.; {res.radial_configurations:,} radial "
+                         f"configurations, {res.evaluated:,} evaluated, gap {res.optimality_gap:.2%}, "
+                         f"{res.elapsed_s:.2f} s ({res.method})"]
+                lines += [f"  #{i + 1} open {t['open_branches']}: {t['loss_kw']:.3f} kW, "
+                          f"Vmin {t['vmin_pu']:.5f}" for i, t in enumerate(out["top"])]
+            _print(out, args.json, lines)
+            return 0 if res.best is not None else 1
+        from powerflow.grid.flex import solve_flex, solve_joint
+
+        if args.flex is not None:
+            case = with_flex(case, args.flex)
+        if not case.flex:
+            raise CaseError(f"{case.name} has no flexible buses: give --flex BUS:PCT,...")
+        fr = (solve_joint if args.reconfigure else solve_flex)(case, args.c_loss, args.c_flex,
+                                                               args.vmin)
+        out = report.flex_report(fr, case.name)
+        if fr.flow is None:
+            lines = [f"{case.name}: {fr.message}"]
+        else:
+            lines = [f"{case.name}: cost {fr.cost:.4f} = {args.c_loss} x {fr.loss_kw:.3f} kW lost + "
+                     f"{args.c_flex} x ({fr.flex_used_kw:.2f} kW + {fr.flex_used_kvar:.2f} kvar used); "
+                     f"open {out['open_branches']}; Vmin {out['vmin_pu']:.5f} p.u."]
+            lines += [f"  bus {b}: {a['p_kw']:.2f} kW ({a['dp_kw']:+.2f}), {a['q_kvar']:.2f} kvar "
+                      f"({a['dq_kvar']:+.2f})" for b, a in out["adjustments"].items()]
+        _print(out, args.json, lines)
+        return 0 if fr.feasible else 1
+    except CaseError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("flow", "reconfigure", "optimize"):
+        return _grid_command(args)
     if args.command == "demo-node":
         from powerflow.demo import run_demo
 

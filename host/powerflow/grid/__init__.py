@@ -1,0 +1,1 @@
+"""Power-flow engine: case data, load flow, reconfiguration, flexible-bus optimisation."""

@@ -1,0 +1,169 @@
+"""Load flow of many radial configurations in one call.
+
+Each configuration is a spanning tree given by its open branches. One compiled
+kernel (numba, parallel over configurations) orients each tree from the feed
+and runs backward/forward sweeps: the same fixed point as Teng's BIBC/BCBV/DLF
+iteration, with BIBC and BCBV applied along the tree instead of formed. Work
+per configuration is O(buses) per iteration, with no Python in the loop.
+
+(A numpy version vectorised across configurations was measured first: 1.9-2.6 s
+for the 50,751 IEEE-33 trees, bound by fancy-indexed scatters at about 2 ms per
+sweep step; see bench/RESULTS.md.)
+
+A configuration is reported converged only when its update fell below `tol`
+and its voltages never collapsed or moved further than their first step (a
+contraction from the flat start never does); the others are flagged, never ranked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from powerflow.grid.case import Case
+from powerflow.grid.loadflow import V_COLLAPSE
+from powerflow.grid.topology import merged_nodes
+
+F = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    open_branches: NDArray[np.int64]  # K x m
+    converged: NDArray[np.bool_]
+    loss_pu: F  # real power loss, p.u. (nan where not converged)
+    vmin_pu: F
+    vmin_node: NDArray[np.int64]  # bus index of the minimum
+    iterations: int
+
+
+
+@numba.njit(parallel=True, cache=True)
+def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, vmin_node, iters):
+    k, m = open_sets.shape
+    nb = fn.shape[0]
+    nn = s.shape[0]
+    for c in numba.prange(k):
+        closed = np.ones(nb, np.bool_)
+        for q in range(m):
+            closed[open_sets[c, q]] = False
+        # adjacency of the closed branches (compressed rows)
+        deg = np.zeros(nn + 1, np.int64)
+        for b in range(nb):
+            if closed[b]:
+                deg[fn[b] + 1] += 1
+                deg[tn[b] + 1] += 1
+        for i in range(nn):
+            deg[i + 1] += deg[i]
+        fill = deg[:-1].copy()
+        nbr = np.empty(deg[nn], np.int64)
+        nbb = np.empty(deg[nn], np.int64)
+        for b in range(nb):
+            if closed[b]:
+                nbr[fill[fn[b]]] = tn[b]
+                nbb[fill[fn[b]]] = b
+                fill[fn[b]] += 1
+                nbr[fill[tn[b]]] = fn[b]
+                nbb[fill[tn[b]]] = b
+                fill[tn[b]] += 1
+        # breadth-first order from the feed (node 0)
+        order = np.empty(nn, np.int64)
+        parent = np.full(nn, -1, np.int64)
+        zp = np.zeros(nn, np.complex128)
+        seen = np.zeros(nn, np.bool_)
+        seen[0] = True
+        order[0] = 0
+        head = 0
+        tail = 1
+        while head < tail:
+            u = order[head]
+            head += 1
+            for e in range(deg[u], deg[u + 1]):
+                w = nbr[e]
+                if not seen[w]:
+                    seen[w] = True
+                    parent[w] = u
+                    zp[w] = z[nbb[e]]
+                    order[tail] = w
+                    tail += 1
+        if tail != nn:
+            iters[c] = -1  # not a spanning tree
+            continue
+        v = np.full(nn, v0, np.complex128)
+        j = np.zeros(nn, np.complex128)
+        first = 0.0
+        ok = False
+        it = 0
+        for it in range(1, max_iter + 1):
+            for i in range(nn):
+                j[i] = np.conj(s[i] / v[i])
+            for p in range(nn - 1, 0, -1):
+                i = order[p]
+                j[parent[i]] += j[i]
+            step = 0.0
+            low = 1e9
+            for p in range(1, nn):
+                i = order[p]
+                vi = v[parent[i]] - zp[i] * j[i]
+                d = abs(vi - v[i])
+                if d > step:
+                    step = d
+                v[i] = vi
+                a = abs(vi)
+                if a < low:
+                    low = a
+            if it == 1:
+                first = step
+            if not np.isfinite(step) or low < vcollapse or step > first:
+                break
+            if step < tol:
+                ok = True
+                break
+        iters[c] = it
+        if ok:
+            # losses with the final voltages' currents
+            for i in range(nn):
+                j[i] = np.conj(s[i] / v[i])
+            for p in range(nn - 1, 0, -1):
+                i = order[p]
+                j[parent[i]] += j[i]
+            acc = 0.0
+            low = 1e9
+            arg = 0
+            for i in range(1, nn):
+                acc += (j[i].real ** 2 + j[i].imag ** 2) * zp[i].real
+            for i in range(nn):
+                a = abs(v[i])
+                if a < low:
+                    low = a
+                    arg = i
+            loss[c] = acc
+            vmin[c] = low
+            vmin_node[c] = arg
+
+
+def evaluate(case: Case, open_sets: NDArray[np.int64], tol: float = 1e-9,
+             max_iter: int = 100) -> BatchResult:
+    """Losses and minimum voltage of every configuration in `open_sets` (K x m)."""
+    node = merged_nodes(case)
+    nn = int(node.max()) + 1
+    s = np.zeros(nn, complex)
+    np.add.at(s, node, case.s_load)
+    s[0] = 0
+    k = open_sets.shape[0]
+    loss = np.full(k, np.nan)
+    vmin = np.full(k, np.nan)
+    vnode = np.zeros(k, np.int64)
+    iters = np.zeros(k, np.int64)
+    if len(set(np.round(case.v_slack, 12))) > 1:
+        raise ValueError(f"{case.name}: feeds at different voltages cannot be merged")
+    _kernel(np.ascontiguousarray(open_sets, np.int64), node[case.f], node[case.t],
+            case.z.astype(np.complex128), s, complex(case.v_slack[0]), tol, max_iter, V_COLLAPSE,
+            loss, vmin, vnode, iters)
+    first = np.zeros(nn, np.int64)  # a bus index for each merged node (for reporting)
+    first[node[::-1]] = np.arange(case.n_bus)[::-1]
+    ok = np.isfinite(loss)
+    return BatchResult(np.asarray(open_sets), ok, loss, vmin, first[vnode], int(iters.max(initial=0)))
