@@ -155,10 +155,19 @@ def solve_flex(case: Case, c_loss: float, c_flex: float, vmin: float | None = No
     xs = np.asarray(sol.x)
     p = case.p_load.copy()
     q = case.q_load.copy()
-    p[fidx] = xs[iPF:iPF + nf]
-    q[fidx] = xs[iQF:iQF + nf]
+    # an interior-point solution may sit a hair outside a bound: put it back inside
+    p[fidx] = np.clip(xs[iPF:iPF + nf], pmin, pmax)
+    q[fidx] = np.clip(xs[iQF:iQF + nf], qmin, qmax)
+    # deviations at the solver's tolerance are no decision: snap them to the base demand
+    tiny = 1e-6 * max(float(np.max(np.abs(case.p_load))), 1e-12)
+    p = np.where(np.abs(p - case.p_load) < tiny, case.p_load, p)
+    q = np.where(np.abs(q - case.q_load) < tiny, case.q_load, q)
     relax_loss = float(np.sum(r * xs[iL:iL + m])) * base
-    return _checked(case, c_loss, c_flex, p, q, opened, relax_loss, time.perf_counter() - t0, vmin)
+    res = _checked(case, c_loss, c_flex, p, q, opened, relax_loss, time.perf_counter() - t0, vmin)
+    # never recommend more than doing nothing costs
+    idle = _checked(case, c_loss, c_flex, case.p_load, case.q_load, opened, relax_loss,
+                    time.perf_counter() - t0, vmin)
+    return idle if idle.feasible and idle.cost <= res.cost else res
 
 
 def _checked(case: Case, c_loss: float, c_flex: float, p: F, q: F, opened: tuple[int, ...],

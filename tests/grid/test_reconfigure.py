@@ -1,0 +1,105 @@
+"""Reconfiguration: the IEEE-33 optimum and configuration count, no diverged configuration
+ranked, and agreement with brute force on random meshed networks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from powerflow.grid import batch
+from powerflow.grid.case import CaseError
+from powerflow.grid.cases import load_case
+from powerflow.grid.exchange import search
+from powerflow.grid.loadflow import is_radial, solve_radial
+from powerflow.grid.reconfigure import reconfigure
+from powerflow.grid.topology import count_radial, enumerate_radial
+from tests.grid.netgen import random_case
+
+
+@pytest.fixture(scope="module")
+def ieee33():
+    case = load_case("ieee33")
+    sets = enumerate_radial(case)
+    return case, sets, batch.evaluate(case, sets)
+
+
+def test_ieee33_has_50751_radial_configurations(ieee33) -> None:
+    case, sets, _ = ieee33
+    assert count_radial(case) == 50751  # matrix-tree theorem
+    assert len(sets) == 50751 and len(np.unique(sets, axis=0)) == 50751
+    rng = np.random.default_rng(1)
+    for row in sets[rng.choice(len(sets), 200, replace=False)]:
+        assert is_radial(case.with_open(list(row)))
+
+
+def test_ieee33_minimum_loss_configuration(ieee33) -> None:
+    case, _, _ = ieee33
+    res = reconfigure(case, top_k=2)
+    assert [b + 1 for b in res.best.open_branches] == [7, 9, 14, 32, 37]
+    assert res.best.loss_kw == pytest.approx(139.551, abs=5e-4)
+    assert res.best.vmin_pu == pytest.approx(0.93782, abs=5e-6) and res.best.flow.vmin_bus == 32
+    assert [b + 1 for b in res.top[1].open_branches] == [7, 9, 14, 28, 32]
+    assert res.top[1].loss_kw == pytest.approx(139.978, abs=5e-4)
+    assert res.radial_configurations == res.evaluated == 50751 and res.optimality_gap == 0.0
+
+
+def test_no_configuration_reaches_095_pu(ieee33) -> None:
+    res = reconfigure(ieee33[0], vmin=0.95)
+    assert res.best is None and "0.95" in res.message
+
+
+def test_batch_results_are_exact_solutions_and_failures_are_not(ieee33) -> None:
+    case, sets, res = ieee33
+    assert 6000 <= (~res.converged).sum() <= 6600  # configurations without a solution
+    rng = np.random.default_rng(2)
+    for i in rng.choice(np.flatnonzero(res.converged), 300, replace=False):
+        exact = solve_radial(case.with_open(list(sets[i])))
+        assert exact.converged
+        assert exact.loss.real == pytest.approx(res.loss_pu[i], rel=1e-6)
+        assert exact.vmin_pu == pytest.approx(res.vmin_pu[i], abs=1e-7)
+    for i in rng.choice(np.flatnonzero(~res.converged), 200, replace=False):
+        assert np.isnan(res.loss_pu[i])
+        assert not solve_radial(case.with_open(list(sets[i]))).converged
+
+
+def brute_force(case):
+    m = case.n_branch - (case.n_bus - 1)
+    best = None
+    count = 0
+    for opened in itertools.combinations(range(case.n_branch), m):
+        c = case.with_open(list(opened))
+        if not is_radial(c):
+            continue
+        count += 1
+        r = solve_radial(c)
+        if r.converged and (best is None or r.loss_kw < best[1]):
+            best = (opened, r.loss_kw)
+    return best, count
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_enumeration_agrees_with_brute_force(seed: int) -> None:
+    case = random_case(seed, n=11, ties=3, dc=seed % 2 == 1)
+    (opened, loss), count = brute_force(case)
+    res = reconfigure(case)
+    assert res.radial_configurations == count == len(enumerate_radial(case))
+    assert res.best.open_branches == opened
+    assert res.best.loss_kw == pytest.approx(loss, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_misocp_and_branch_exchange_agree_with_enumeration(seed: int) -> None:
+    case = random_case(100 + seed, n=12, ties=3)
+    exact = reconfigure(case)
+    mi = reconfigure(case, method="misocp", time_limit=30)
+    assert mi.best.open_branches == exact.best.open_branches
+    assert mi.optimality_gap < 1e-3
+    opened, loss, _ = search(case)
+    assert tuple(opened) == exact.best.open_branches
+
+
+def test_too_large_to_enumerate_is_said_clearly() -> None:
+    with pytest.raises(CaseError, match="too many to enumerate"):
+        enumerate_radial(load_case("examples/cases/case118zh.m"), limit=1000)
