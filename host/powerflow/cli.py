@@ -102,6 +102,11 @@ def _flex_list(text: str) -> dict[int, float]:
     return out
 
 
+def _power(kw: float) -> str:
+    """Losses for people: kW on feeders, W on a rack's busbars."""
+    return f"{kw:.3f} kW" if kw >= 1 else f"{kw * 1e3:.3f} W"
+
+
 def _print(obj: dict, as_json: bool, lines: list[str]) -> None:
     import json
 
@@ -128,7 +133,7 @@ def _grid_command(args: argparse.Namespace) -> int:
                 case = case.with_open([b - 1 for b in args.open])
             r = solve(case, args.method)
             out = report.flow_report(r)
-            lines = [f"{case.name}: " + (f"loss {out['loss_kw']:.3f} kW, {out['loss_kvar']:.3f} kvar; "
+            lines = [f"{case.name}: " + (f"loss {_power(out['loss_kw'])}, {out['loss_kvar']:.3f} kvar; "
                                          f"Vmin {out['vmin_pu']:.5f} p.u. at bus {out['vmin_bus']} "
                                          f"({r.method}, {r.iterations} iterations)"
                                          if r.converged else f"no solution: {r.message}")]
@@ -142,11 +147,11 @@ def _grid_command(args: argparse.Namespace) -> int:
             if res.best is None:
                 lines = [f"{case.name}: {res.message}"]
             else:
-                lines = [f"{case.name}: open {out['open_branches']}: loss {out['loss_kw']:.3f} kW, "
+                lines = [f"{case.name}: open {out['open_branches']}: loss {_power(out['loss_kw'])}, "
                          f"Vmin {out['vmin_pu']:.5f} p.u.; {res.radial_configurations:,} radial "
                          f"configurations, {res.evaluated:,} evaluated, gap {res.optimality_gap:.2%}, "
                          f"{res.elapsed_s:.2f} s ({res.method})"]
-                lines += [f"  #{i + 1} open {t['open_branches']}: {t['loss_kw']:.3f} kW, "
+                lines += [f"  #{i + 1} open {t['open_branches']}: {_power(t['loss_kw'])}, "
                           f"Vmin {t['vmin_pu']:.5f}" for i, t in enumerate(out["top"])]
             _print(out, args.json, lines)
             return 0 if res.best is not None else 1
@@ -189,5 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def entry() -> int:
+    """Console entry point: `main` with a quiet exit when the reader of stdout goes away."""
+    try:
+        return main()
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

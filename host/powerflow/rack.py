@@ -1,0 +1,239 @@
+"""Rack description files (TOML): the feed, the converter nodes, the power mesh and the
+devices on it. One format for the emulated rack, the host controller and the power-flow
+engine. `load_rack` checks everything and names the file, the entry and the field of
+anything wrong, with what was expected.
+
+    [rack]      name, bus_voltage (V)
+    [feed]      voltage (V), breaker_limit_w (W)
+    [[segment]] id
+    [[node]]    id, segment, link, rating_w, vout_max, iout_max, r_out (ohm),
+                efficiency = [[load fraction, efficiency], ...], position = [slot, height], key
+    [[branch]]  id, from, to, r (ohm), switch = "none" | "tie", closed (normal state)
+    [[device]]  id, segment, priority (1 = most important), p_min_w, p_max_w, p_nom_w,
+                trace, utilisation
+    [battery]   segment, capacity_wh, p_charge_max_w, p_discharge_max_w, efficiency, soc
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class RackError(ValueError):
+    """An invalid rack file; the message names the file, the entry and the field."""
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    segment: str
+    link: str
+    rating_w: float
+    vout_max: float
+    iout_max: float
+    r_out: float  # ohm: output (droop) resistance
+    efficiency: tuple[tuple[float, float], ...]
+    position: tuple[int, int] = (0, 0)
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Branch:
+    id: str
+    from_: str
+    to: str
+    r: float  # ohm
+    switch: str  # "none" or "tie"
+    closed: bool
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    segment: str
+    priority: int
+    p_min_w: float
+    p_max_w: float
+    p_nom_w: float
+    trace: str = "steady"
+    utilisation: str = "gpu"
+
+
+@dataclass(frozen=True)
+class Battery:
+    segment: str
+    capacity_wh: float
+    p_charge_max_w: float
+    p_discharge_max_w: float
+    efficiency: float
+    soc: float
+
+
+@dataclass(frozen=True)
+class Rack:
+    name: str
+    bus_voltage: float
+    feed_voltage: float
+    breaker_limit_w: float
+    segments: tuple[str, ...]
+    nodes: tuple[Node, ...]
+    branches: tuple[Branch, ...]
+    devices: tuple[Device, ...]
+    battery: Battery | None = None
+    path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Reader:
+    def __init__(self, path: str, where: str, data: dict[str, Any]) -> None:
+        self.path, self.where, self.data = path, where, data
+        self.used: set[str] = set()
+
+    def err(self, key: str, expected: str, got: Any = None) -> RackError:
+        tail = f"; got {got!r}" if got is not None else ""
+        return RackError(f"{self.path}: {self.where}: field '{key}': expected {expected}{tail}")
+
+    def get(self, key: str, default: Any = ...) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise RackError(f"{self.path}: {self.where}: field '{key}' is missing")
+            return default
+        return self.data[key]
+
+    def num(self, key: str, lo: float, hi: float, default: Any = ...) -> float:
+        v = self.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise self.err(key, f"a number from {lo} to {hi}", v)
+        return float(v)
+
+    def int_(self, key: str, lo: int, hi: int, default: Any = ...) -> int:
+        v = self.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise self.err(key, f"a whole number from {lo} to {hi}", v)
+        return v
+
+    def text(self, key: str, default: Any = ..., choices: tuple[str, ...] | None = None) -> str:
+        v = self.get(key, default)
+        if not isinstance(v, str) or (choices and v not in choices):
+            raise self.err(key, f"one of {', '.join(choices)}" if choices else "text", v)
+        return v
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise RackError(f"{self.path}: {self.where}: unknown field '{unknown[0]}'")
+
+
+def load_rack(path: str | Path) -> Rack:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise RackError(f"{p}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RackError(f"{p}: not valid TOML: {e}") from None
+    return parse_rack(raw, str(p))
+
+
+def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
+    for key in raw:
+        if key not in ("rack", "feed", "segment", "node", "branch", "device", "battery"):
+            raise RackError(f"{path}: unknown section [{key}]")
+    rk = _Reader(path, "[rack]", raw.get("rack", {}))
+    name = rk.text("name", Path(path).stem)
+    bus_v = rk.num("bus_voltage", 1.0, 60.0)
+    rk.done()
+    fd = _Reader(path, "[feed]", raw.get("feed", {}))
+    feed_v = fd.num("voltage", 1.0, 1000.0)
+    breaker = fd.num("breaker_limit_w", 1.0, 1e7)
+    fd.done()
+    segs = []
+    for i, s in enumerate(raw.get("segment", [])):
+        r = _Reader(path, f"[[segment]] #{i + 1}", s)
+        sid = r.text("id")
+        if sid in segs:
+            raise r.err("id", "a segment id not used before", sid)
+        segs.append(sid)
+        r.done()
+    if not segs:
+        raise RackError(f"{path}: no [[segment]]: a rack needs at least one bus segment")
+
+    def seg(r: _Reader, key: str = "segment") -> str:
+        v = r.text(key)
+        if v not in segs:
+            raise r.err(key, f"one of the segment ids {', '.join(segs)}", v)
+        return v
+
+    nodes = []
+    for i, n in enumerate(raw.get("node", [])):
+        r = _Reader(path, f"[[node]] #{i + 1}", n)
+        nid = r.int_("id", 1, 0xFFFE)
+        if any(x.id == nid for x in nodes):
+            raise r.err("id", "a node id not used before", nid)
+        eff = r.get("efficiency", [[0.1, 0.91], [0.5, 0.965], [1.0, 0.957]])
+        if (not isinstance(eff, list) or len(eff) < 2 or any(
+                not isinstance(e, list) or len(e) != 2 or not all(isinstance(v, int | float) for v in e)
+                or not (0 < e[0] <= 1.5 and 0.5 < e[1] <= 1) for e in eff)
+                or any(eff[k][0] >= eff[k + 1][0] for k in range(len(eff) - 1))):
+            raise r.err("efficiency", "[[load fraction, efficiency], ...] with rising fractions in "
+                        "(0, 1.5] and efficiencies in (0.5, 1]", eff)
+        pos = r.get("position", [0, 0])
+        if not (isinstance(pos, list) and len(pos) == 2 and all(isinstance(v, int) for v in pos)):
+            raise r.err("position", "[slot, height] as whole numbers", pos)
+        key = r.get("key", None)
+        if key is not None and (not isinstance(key, str) or len(key) < 32 or any(
+                c not in "0123456789abcdefABCDEF" for c in key) or len(key) % 2):
+            raise r.err("key", "at least 32 hex digits")
+        link = r.text("link", "pty")
+        if not (link in ("pty", "tcp") or link.startswith(("serial:", "tcp:"))):
+            raise r.err("link", "pty, tcp, serial:DEVICE or tcp:HOST:PORT", link)
+        nodes.append(Node(nid, seg(r), link, r.num("rating_w", 1.0, 1e6),
+                          r.num("vout_max", 1.0, 60.0), r.num("iout_max", 0.1, 1000.0),
+                          r.num("r_out", 0.0, 1.0, 0.004), tuple(tuple(e) for e in eff),
+                          (pos[0], pos[1]), key))
+        r.done()
+    if not nodes:
+        raise RackError(f"{path}: no [[node]]: a rack needs at least one converter node")
+    branches = []
+    for i, b in enumerate(raw.get("branch", [])):
+        r = _Reader(path, f"[[branch]] #{i + 1}", b)
+        bid = r.text("id", f"b{i + 1}")
+        f, t = seg(r, "from"), seg(r, "to")
+        if f == t:
+            raise r.err("to", "a segment other than 'from'", t)
+        sw = r.text("switch", "none", ("none", "tie"))
+        closed = r.get("closed", True)
+        if not isinstance(closed, bool):
+            raise r.err("closed", "true or false", closed)
+        if sw == "none" and not closed:
+            raise r.err("closed", "true for a branch without a switch", closed)
+        branches.append(Branch(bid, f, t, r.num("r", 1e-7, 10.0), sw, closed))
+        r.done()
+    devices = []
+    for i, dv in enumerate(raw.get("device", [])):
+        r = _Reader(path, f"[[device]] #{i + 1}", dv)
+        did = r.text("id")
+        if any(x.id == did for x in devices):
+            raise r.err("id", "a device id not used before", did)
+        pmin, pmax = r.num("p_min_w", 0.0, 1e6), r.num("p_max_w", 0.0, 1e6)
+        if pmin > pmax:
+            raise r.err("p_min_w", f"at most p_max_w ({pmax})", pmin)
+        pnom = r.num("p_nom_w", pmin, pmax, pmax)
+        devices.append(Device(did, seg(r), r.int_("priority", 1, 10), pmin, pmax, pnom,
+                              r.text("trace", "steady", ("steady", "diurnal", "training",
+                                                          "inference", "spikes")),
+                              r.text("utilisation", "gpu", ("gpu", "cpu"))))
+        r.done()
+    battery = None
+    if "battery" in raw:
+        r = _Reader(path, "[battery]", raw["battery"])
+        battery = Battery(seg(r), r.num("capacity_wh", 1.0, 1e7), r.num("p_charge_max_w", 0.0, 1e7),
+                          r.num("p_discharge_max_w", 0.0, 1e7), r.num("efficiency", 0.5, 1.0, 0.95),
+                          r.num("soc", 0.0, 1.0, 0.5))
+        r.done()
+    return Rack(name, bus_v, feed_v, breaker, tuple(segs), tuple(nodes), tuple(branches),
+                tuple(devices), battery, path)

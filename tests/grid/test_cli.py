@@ -1,0 +1,53 @@
+"""`powerflow flow | reconfigure | optimize` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "powerflow.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def test_flow_json() -> None:
+    r = run("flow", "examples/cases/case33bw.m", "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["converged"]
+    assert out["loss_kw"] == pytest.approx(202.677, abs=1e-3) and out["vmin_bus"] == 18
+    assert len(out["voltages_pu"]) == 33 and out["voltages_pu"]["1"] == 1.0
+
+
+def test_reconfigure_json() -> None:
+    out = json.loads(run("reconfigure", "ieee33", "--top", "3", "--json").stdout)
+    assert out["open_branches"] == [7, 9, 14, 32, 37] and out["radial_configurations"] == 50751
+    assert out["evaluated"] == 50751 and out["optimality_gap"] == 0.0 and len(out["top"]) == 3
+    assert out["elapsed_s"] > 0
+
+
+def test_optimize_json() -> None:
+    out = json.loads(run("optimize", "ieee33", "--c-loss", "1", "--c-flex", "0.01", "--reconfigure",
+                         "--json").stdout)
+    assert out["feasible"] and out["cost"] < 139.551
+    assert set(out["adjustments"]) == {"5", "9", "17", "21", "25"}
+    for key in ("loss_kw", "flex_used_kw", "flex_used_kvar", "open_branches", "vmin_pu"):
+        assert key in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("flow", "nope.m"), "nope.m: no such file"),
+    (("flow", "ieee33", "--open", "7,99"), "no branch 99"),
+    (("flow", "mystery"), "not a built-in case"),
+    (("optimize", "examples/cases/case69.m", "--c-loss", "1", "--c-flex", "1"), "no flexible buses"),
+    (("optimize", "ieee33", "--c-loss", "-1", "--c-flex", "1"), "must be a finite number >= 0"),
+    (("reconfigure", "ieee33", "--vmin", "3"), "between 0 and 2"),
+])
+def test_bad_arguments_get_clear_errors(args, message: str) -> None:
+    r = run(*args)
+    assert r.returncode == 2 and message in r.stderr and not r.stdout
