@@ -43,6 +43,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_protocol.py
 	$(PY) bench/fuzz_firmware.py
+	$(PY) bench/bench_grid.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache
