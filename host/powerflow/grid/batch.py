@@ -41,6 +41,17 @@ class BatchResult:
 
 
 
+@numba.njit(cache=True)
+def _currents(s, v, order, parent, j):
+    """Backward sweep: each node's load current plus its subtree's (j is overwritten)."""
+    nn = s.shape[0]
+    for i in range(nn):
+        j[i] = np.conj(s[i] / v[i])
+    for p in range(nn - 1, 0, -1):
+        i = order[p]
+        j[parent[i]] += j[i]
+
+
 @numba.njit(parallel=True, cache=True)
 def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, vmin_node, iters):
     k, m = open_sets.shape
@@ -98,11 +109,7 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
         ok = False
         it = 0
         for it in range(1, max_iter + 1):
-            for i in range(nn):
-                j[i] = np.conj(s[i] / v[i])
-            for p in range(nn - 1, 0, -1):
-                i = order[p]
-                j[parent[i]] += j[i]
+            _currents(s, v, order, parent, j)
             step = 0.0
             low = 1e9
             for p in range(1, nn):
@@ -124,12 +131,7 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
                 break
         iters[c] = it
         if ok:
-            # losses with the final voltages' currents
-            for i in range(nn):
-                j[i] = np.conj(s[i] / v[i])
-            for p in range(nn - 1, 0, -1):
-                i = order[p]
-                j[parent[i]] += j[i]
+            _currents(s, v, order, parent, j)  # with the final voltages
             acc = 0.0
             low = 1e9
             arg = 0

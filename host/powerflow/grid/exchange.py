@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from powerflow.grid import batch
 from powerflow.grid.case import Case
 from powerflow.grid.loadflow import orient
-from powerflow.grid.topology import merged_nodes
+from powerflow.grid.topology import DisjointSets, merged_nodes
 
 
 def _loop(case: Case, open_set: NDArray[np.int64], chord: int) -> list[int]:
@@ -79,22 +79,9 @@ def branch_exchange(case: Case, start: NDArray[np.int64] | None = None, vmin: fl
 def random_radial(case: Case, rng: np.random.Generator) -> NDArray[np.int64]:
     """A random radial configuration: Kruskal's spanning tree under random weights."""
     node = merged_nodes(case)
-    nn = int(node.max()) + 1
-    rep = list(range(nn))
-
-    def find(a: int) -> int:
-        while rep[a] != a:
-            rep[a] = rep[rep[a]]
-            a = rep[a]
-        return a
-
+    sets = DisjointSets(int(node.max()) + 1)
     weights = rng.random(case.n_branch) - 2.0 * (~case.switchable)  # fixed branches first
-    closed = []
-    for b in np.argsort(weights):
-        u, w = find(int(node[case.f[b]])), find(int(node[case.t[b]]))
-        if u != w:
-            rep[u] = w
-            closed.append(b)
+    closed = [b for b in np.argsort(weights) if sets.union(int(node[case.f[b]]), int(node[case.t[b]]))]
     return np.setdiff1d(np.arange(case.n_branch), closed)
 
 

@@ -34,6 +34,28 @@ class Cycles:
     masks: NDArray[np.int64]  # per branch: bit c set when the branch lies on cycle c
 
 
+class DisjointSets:
+    """Union-find over 0..n-1 (path halving)."""
+
+    def __init__(self, n: int) -> None:
+        self.rep = list(range(n))
+
+    def find(self, a: int) -> int:
+        rep = self.rep
+        while rep[a] != a:
+            rep[a] = rep[rep[a]]
+            a = rep[a]
+        return a
+
+    def union(self, a: int, b: int) -> bool:
+        """Join the sets of a and b; False when they were one set already."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        self.rep[ra] = rb
+        return True
+
+
 def merged_nodes(case: Case) -> Ints:
     """Node of each bus after merging the feed buses into node 0."""
     node = np.empty(case.n_bus, np.int64)
@@ -49,22 +71,13 @@ def fundamental_cycles(case: Case) -> Cycles:
     node = merged_nodes(case)
     nn = int(node.max()) + 1
     order = np.concatenate([np.flatnonzero(case.closed), np.flatnonzero(~case.closed)])
-    parent_of = list(range(nn))
-
-    def find(a: int) -> int:
-        while parent_of[a] != a:
-            parent_of[a] = parent_of[parent_of[a]]
-            a = parent_of[a]
-        return a
-
+    sets = DisjointSets(nn)
     tree, chords = [], []
     for b in order:
-        u, w = find(int(node[case.f[b]])), find(int(node[case.t[b]]))
-        if u == w:
-            chords.append(int(b))
-        else:
-            parent_of[u] = w
+        if sets.union(int(node[case.f[b]]), int(node[case.t[b]])):
             tree.append(int(b))
+        else:
+            chords.append(int(b))
     if len(tree) != nn - 1:
         raise CaseError(f"{case.name}: the network is not connected even with every branch closed")
     # paths in the reference tree
@@ -110,19 +123,11 @@ def count_radial(case: Case) -> int:
     node = merged_nodes(case)
     nn = int(node.max()) + 1
     # non-switchable branches are contracted: they are in every configuration
-    rep = list(range(nn))
-
-    def find(a: int) -> int:
-        while rep[a] != a:
-            rep[a] = rep[rep[a]]
-            a = rep[a]
-        return a
-
+    sets = DisjointSets(nn)
     for b in np.flatnonzero(~case.switchable):
-        u, w = find(int(node[case.f[b]])), find(int(node[case.t[b]]))
-        if u == w:
+        if not sets.union(int(node[case.f[b]]), int(node[case.t[b]])):
             return 0  # fixed branches already form a loop
-        rep[u] = w
+    find = sets.find
     roots = sorted({find(a) for a in range(nn)})
     idx = {r: k for k, r in enumerate(roots)}
     k = len(roots)
