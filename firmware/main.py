@@ -56,6 +56,10 @@ def build(conf):
 
         plant = ConverterPlant(nports=ratings.ports, **conf.get("sim", {}))
         hal = hal_mod.load("sim", plant=plant)
+    elif name == "emu":
+        emu = conf["emu"]
+        hal = hal_mod.load("emu", sensors=emu["sensors"], actuators=emu["actuators"],
+                           nports=ratings.ports)
     else:
         hal = hal_mod.load(name, pins=conf["pins"])
     key = conf.get("key")

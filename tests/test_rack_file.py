@@ -25,7 +25,8 @@ def test_small_rack_loads_and_solves() -> None:
     p_dev = sum(d.p_nom_w for d in rack.devices)
     src_w = r.s_from()[: len(rack.nodes)].real.sum() * case.base_mva * 1e6
     assert src_w == pytest.approx(p_dev + r.loss_kw * 1e3, rel=1e-9)
-    assert np.all(r.vm[1:] < 1.0) and r.vmin_pu > 0.98
+    # every converter drops its droop below the source: 12 mohm x ~24 A of 12 V is about 2.4 %
+    assert np.all(r.vm[1:] < 1.0) and r.vmin_pu > 0.96
 
 
 def mutate(edit):

@@ -118,6 +118,11 @@ class Controller:
         i64 = iout_ma >> 6
         if iout_ma > (ilim_ma >> 1) and i64 > 0:
             u_cc = u_prev * (ilim_ma >> 6) // i64
+            # a stiff bus (converters in parallel) is not a load line: move at most
+            # 1/8 of the way per step there, the hardware limit acting meanwhile
+            floor = u_prev - (u_prev >> 3)
+            if u_cc < floor:
+                u_cc = floor
             if u_cc < u:
                 u = u_cc
                 self.mode = MODE_CC

@@ -8,7 +8,8 @@ anything wrong, with what was expected.
     [[segment]] id
     [[node]]    id, segment, link, rating_w, vout_max, iout_max, r_out (ohm),
                 efficiency = [[load fraction, efficiency], ...], position = [slot, height], key
-    [[branch]]  id, from, to, r (ohm), switch = "none" | "tie", closed (normal state)
+    [[branch]]  id, from, to, r (ohm), switch = "none" | "tie", closed (normal state),
+                port = [node id, port index] (the node port that operates the tie)
     [[device]]  id, segment, priority (1 = most important), p_min_w, p_max_w, p_nom_w,
                 trace, utilisation
     [battery]   segment, capacity_wh, p_charge_max_w, p_discharge_max_w, efficiency, soc
@@ -48,6 +49,7 @@ class Branch:
     r: float  # ohm
     switch: str  # "none" or "tie"
     closed: bool
+    port: tuple[int, int] | None = None  # (node id, port index) operating the tie
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,18 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
             raise r.err("closed", "true or false", closed)
         if sw == "none" and not closed:
             raise r.err("closed", "true for a branch without a switch", closed)
-        branches.append(Branch(bid, f, t, r.num("r", 1e-7, 10.0), sw, closed))
+        port = r.get("port", None)
+        if port is not None:
+            if (sw != "tie" or not isinstance(port, list) or len(port) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in port)):
+                raise r.err("port", "[node id, port index] on a branch with switch = \"tie\"", port)
+            owner = next((n for n in nodes if n.id == port[0]), None)
+            if owner is None or owner.segment not in (f, t) or not 0 <= port[1] < 8:
+                raise r.err("port", "a node on one of the branch's segments and a port 0..7", port)
+            if any(x.port == (port[0], port[1]) for x in branches):
+                raise r.err("port", "a node port not already operating another tie", port)
+            port = (port[0], port[1])
+        branches.append(Branch(bid, f, t, r.num("r", 1e-7, 10.0), sw, closed, port))
         r.done()
     devices = []
     for i, dv in enumerate(raw.get("device", [])):

@@ -14,7 +14,7 @@ T_NUM = 1  # float (never int); finite
 T_BOOL = 2
 T_BYTES16 = 3
 T_TEXT = 4
-T_GAINS = 5  # [kp, ki], each 0..GAIN_MAX
+T_GAINS = 5  # [kp (0..GAIN_MAX), ki (0..KI_MAX)]
 T_CURVE = 6  # [* [degC, fraction]], 2..DERATE_POINTS_MAX points, degC strictly rising
 T_RESPONSE = 7  # {PROT_* => [RESP_*, retries, delay_ms]}
 T_UINT_LIST = 8
@@ -106,11 +106,8 @@ def _check_field(kind, lo, hi, v):
     if kind == T_GAINS:
         if not isinstance(v, list) or len(v) != 2:
             return d.REJ_TYPE
-        for x in v:
-            r = _check_field(T_NUM, lo, hi, x)
-            if r:
-                return r
-        return 0
+        r = _check_field(T_NUM, 0.0, d.GAIN_MAX, v[0])
+        return r or _check_field(T_NUM, 0.0, d.KI_MAX, v[1])
     if kind == T_CURVE:
         if not isinstance(v, list):
             return d.REJ_TYPE

@@ -17,8 +17,9 @@ control step that uses them never allocates):
     reset_cause() -> int              BOOT_* of pfproto.defs
     nports: int                       number of mesh ports
 
-Backends: `sim` (emulation and tests), `rp2` (RP2040 boards), `stm32` (STM32F4
-boards). `load(name, **kw)` imports only the one asked for, so a board never
+Backends: `sim` (a stand-alone converter model, for tests and the one-node demo),
+`emu` (a node of the emulated rack: register files shared with the rack physics),
+`rp2` (RP2040 boards), `stm32` (STM32F4 boards). `load(name, **kw)` imports only the one asked for, so a board never
 loads another board's code.
 """
 
@@ -28,6 +29,10 @@ def load(name, **kw):
         from pfnode.hal.sim import SimHal
 
         return SimHal(**kw)
+    if name == "emu":
+        from pfnode.hal.emu import EmuHal
+
+        return EmuHal(**kw)
     if name == "rp2":
         from pfnode.hal.rp2 import Rp2Hal
 

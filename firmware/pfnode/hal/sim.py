@@ -24,12 +24,13 @@ class ConverterPlant:
     """Averaged model of one DC-DC converter and its load (SI units, floats).
 
     The converter's hardware loop holds its output at the reference minus an
-    output-resistance drop; the load is a resistance plus a constant current.
+    output-resistance drop, up to its cycle-by-cycle current limit `i_hw`; the
+    load is a resistance plus a constant current.
     Converter temperature follows a first-order model of its losses.
     """
 
     def __init__(self, vin=48.0, rout=0.004, load_ohm=1.0, load_a=0.0, efficiency=0.95,
-                 ambient_c=25.0, humidity=40.0, rth=2.0, tau_s=20.0, nports=2):
+                 ambient_c=25.0, humidity=40.0, rth=2.0, tau_s=20.0, nports=2, i_hw=55.0):
         self.vin = vin  # V
         self.rout = rout  # ohm
         self.load_ohm = load_ohm  # ohm (0 or less: no resistive load)
@@ -39,6 +40,7 @@ class ConverterPlant:
         self.humidity = humidity  # %RH
         self.rth = rth  # degC per W of converter loss
         self.tau_s = tau_s  # s, thermal time constant
+        self.i_hw = i_hw  # A, the power stage's cycle-by-cycle current limit
         self.temp_c = ambient_c  # degC, converter hot spot
         self.vref = 0.0  # V, set through the HAL
         self.enabled = False
@@ -58,8 +60,14 @@ class ConverterPlant:
             v = (self.vref - self.rout * self.load_a) / (1.0 + self.rout * g)
             if v < 0.0:
                 v = 0.0
+            i = v * g + self.load_a if v > 0.0 else 0.0
+            if i > self.i_hw:  # the hardware limit holds the current; the voltage gives way
+                i = self.i_hw
+                v = (i - self.load_a) / g if g > 0.0 else 0.0
+                if v < 0.0:
+                    v = 0.0
             self.vout = v
-            self.iout = v * g + self.load_a if v > 0.0 else 0.0
+            self.iout = i
         else:
             self.vout = 0.0
             self.iout = 0.0

@@ -1,0 +1,256 @@
+"""Physics of an emulated rack: converters, the DC mesh, devices, temperatures, battery.
+
+Converters are averaged models: each holds its output at the reference its
+firmware writes (the converter's own fast loop, in hardware on a real board)
+behind its output resistance, sources current only (an ORing stage blocks
+reverse current), never more than its power stage's cycle-by-cycle limit
+(1.1 x rated current; the firmware's current limit is the slower outer one),
+and loses power along its efficiency curve, which heats it
+with a first-order thermal model. The mesh is stepped in time (implicit Euler on
+the segment bus capacitances, Newton's method inside), with devices as
+constant-power loads (constant impedance below 70 % of the bus voltage, where
+real supplies drop out). Device
+demand follows a utilisation trace per device. Units SI; current positive when
+a converter sources power.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from powerflow.rack import Rack
+
+LOW_V = 0.7  # fraction of bus voltage below which loads behave as resistors
+
+
+def _unit(seed: int, k: int) -> float:
+    """A deterministic pseudo-random number in [0, 1) for integer step k."""
+    x = (k * 2654435761 + seed * 97531) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x45D9F3B) & 0xFFFFFFFF
+    x ^= x >> 16
+    return x / 4294967296.0
+
+
+def utilisation(kind: str, t: float, seed: int) -> float:
+    """Device utilisation (0..1) at time t (s) for a trace kind."""
+    if kind == "steady":
+        return 0.6 + 0.02 * (_unit(seed, int(t)) - 0.5)
+    if kind == "diurnal":
+        return 0.55 + 0.3 * math.sin(2 * math.pi * (t / 86400.0 - 0.25)) + 0.03 * _unit(seed, int(t))
+    if kind == "training":
+        # steps of ~0.95 with a dip each 10 s iteration boundary and a checkpoint every 600 s
+        if t % 600.0 < 20.0:
+            return 0.25
+        return 0.45 if t % 10.0 < 1.0 else 0.95
+    if kind == "inference":
+        # bursts of requests: each second may start a burst lasting 2 s
+        busy = sum(1 for k in (int(t), int(t) - 1) if _unit(seed, k) < 0.45)
+        return min(1.0, 0.25 + 0.35 * busy)
+    if kind == "spikes":
+        return 1.0 if _unit(seed, int(t * 2)) < 0.03 else 0.45
+    raise ValueError(f"unknown trace {kind!r}")
+
+
+@dataclass
+class SensorFault:
+    stuck: float | None = None  # the reading stays at this value
+    drift_per_s: float = 0.0  # added to the reading, growing with time since injection
+    since: float = 0.0
+
+
+@dataclass
+class ConverterState:
+    node_id: int
+    seg: int
+    rating_w: float
+    r_out: float
+    eff_x: np.ndarray
+    eff_y: np.ndarray
+    vref: float = 0.0  # V, written by the firmware
+    enabled: bool = False
+    ports: int = 0  # bit mask written by the firmware
+    failed: bool = False  # fault injection: the power stage is dead
+    temp_c: float = 25.0
+    i_out: float = 0.0
+    p_loss: float = 0.0
+    p_in: float = 0.0
+    rth: float = 1.5  # degC per W of loss
+    tau_s: float = 60.0
+    i_hw: float = 55.0  # A: the power stage's own cycle-by-cycle current limit
+    sensor_faults: dict[str, SensorFault] = field(default_factory=dict)
+
+    def efficiency(self, p_out: float) -> float:
+        x = p_out / self.rating_w
+        return float(np.interp(x, self.eff_x, self.eff_y))
+
+
+class RackPhysics:
+    """State and time-stepping of one rack. `step(dt)` advances it; `readings(node)` gives
+    what a node's sensors see."""
+
+    def __init__(self, rack: Rack, seed: int = 0, ambient_c: float = 25.0, humidity: float = 40.0):
+        self.rack = rack
+        self.t = 0.0
+        self.seed = seed
+        self.ambient_c = ambient_c
+        self.humidity = humidity
+        self.segs = list(rack.segments)
+        sidx = {s: i for i, s in enumerate(self.segs)}
+        self.conv = {n.id: ConverterState(n.id, sidx[n.segment], n.rating_w, max(n.r_out, 1e-5),
+                                          np.array([e[0] for e in n.efficiency]),
+                                          np.array([e[1] for e in n.efficiency]), temp_c=ambient_c,
+                                          i_hw=1.1 * n.iout_max)
+                     for n in rack.nodes}
+        self.bf = np.array([sidx[b.from_] for b in rack.branches], np.int64)
+        self.bt = np.array([sidx[b.to] for b in rack.branches], np.int64)
+        self.br = np.array([b.r for b in rack.branches])
+        self.manual_closed = np.array([b.closed for b in rack.branches])  # ties without a port
+        self.dev_seg = np.array([sidx[d.segment] for d in rack.devices], np.int64)
+        self.dev_seed = [seed * 1000 + k for k in range(len(rack.devices))]
+        self.dev_util = np.zeros(len(rack.devices))
+        self.dev_p = np.array([d.p_nom_w for d in rack.devices])  # W demanded
+        self.dev_cap = np.array([d.p_max_w for d in rack.devices])  # W limit set by the host
+        self.dev_extra = np.zeros(len(rack.devices))  # W added by a load-spike fault
+        self.dev_extra_until = np.zeros(len(rack.devices))
+        self.v = np.full(len(self.segs), 0.0)
+        self.served = np.zeros(len(rack.devices))  # W actually delivered
+        self.converged = True  # the last solve met its tolerance
+        self._p_max_seg = np.zeros(len(self.segs))  # W: the most the devices of a segment draw
+        np.add.at(self._p_max_seg, self.dev_seg, np.array([d.p_max_w for d in rack.devices]))
+        self._update_devices(0.0)
+
+    # ---- commands from the firmware and from fault injection --------------------------
+    def set_actuators(self, node_id: int, vref_v: float, enabled: bool, ports: int) -> None:
+        c = self.conv[node_id]
+        c.vref, c.enabled, c.ports = vref_v, enabled, ports
+
+    def branch_closed(self) -> np.ndarray:
+        closed = self.manual_closed.copy()
+        for k, b in enumerate(self.rack.branches):
+            if b.port is not None:
+                owner = self.conv[b.port[0]]
+                closed[k] = bool(owner.ports >> b.port[1] & 1)
+        return closed
+
+    # ---- time --------------------------------------------------------------------------
+    def _update_devices(self, dt: float) -> None:
+        a = 1.0 if dt <= 0 else min(1.0, dt / 0.2)  # power follows utilisation within ~0.2 s
+        for k, d in enumerate(self.rack.devices):
+            u = utilisation(d.trace, self.t, self.dev_seed[k])
+            self.dev_util[k] = u
+            target = d.p_min_w + u * (d.p_max_w - d.p_min_w)
+            if self.t < self.dev_extra_until[k]:
+                target += self.dev_extra[k]
+            self.dev_p[k] += (target - self.dev_p[k]) * a
+
+    def step(self, dt: float) -> None:
+        self.t += dt
+        self._update_devices(dt)
+        self.solve(dt)
+        for c in self.conv.values():
+            steady = self.ambient_c + c.rth * c.p_loss
+            c.temp_c += (steady - c.temp_c) * min(1.0, dt / c.tau_s)
+
+    def solve(self, dt: float = 0.005, iters: int = 50) -> None:
+        """Advance the segment voltages by one implicit-Euler step of the bus capacitances.
+
+        Each segment's capacitance is sized so that C/dt exceeds the largest negative
+        conductance its constant-power loads can show, which makes the step's Jacobian
+        positive definite: one operating point, reached continuously from the last, as
+        the bus capacitors make it happen (a static solve would also find the unstable
+        low-voltage branch of constant-power loads).
+        """
+        ns = len(self.segs)
+        closed = self.branch_closed()
+        g = np.zeros((ns, ns))
+        for f, t, r, on in zip(self.bf, self.bt, self.br, closed, strict=True):
+            if on:
+                y = 1.0 / r
+                g[f, f] += y
+                g[t, t] += y
+                g[f, t] -= y
+                g[t, f] -= y
+        live = [c for c in self.conv.values() if c.enabled and not c.failed and c.vref > 0]
+        p_load = np.zeros(ns)
+        np.add.at(p_load, self.dev_seg, np.minimum(self.dev_p, self.dev_cap))
+        vlow = LOW_V * self.rack.bus_voltage
+        dt = max(dt, 1e-4)
+        c_dt = 2.0 * np.maximum(self._p_max_seg, 1.0) / vlow ** 2  # C/dt, S
+        v_prev = self.v.copy()
+        v = v_prev.copy()
+        self.converged = False
+        for _ in range(iters):
+            res = c_dt * (v - v_prev) + g @ v
+            jac = np.diag(c_dt) + g
+            for c in live:
+                i = (c.vref - v[c.seg]) / c.r_out
+                if i >= c.i_hw:
+                    res[c.seg] -= c.i_hw
+                elif i > 0:
+                    res[c.seg] -= i
+                    jac[c.seg, c.seg] += 1.0 / c.r_out
+            hi = v >= vlow
+            vs = np.maximum(v, 1e-9)
+            res += np.where(hi, p_load / vs, p_load * v / vlow ** 2)
+            jac += np.diag(np.where(hi, -p_load / vs ** 2, p_load / vlow ** 2))
+            dv = np.linalg.solve(jac, -res)
+            step = float(np.max(np.abs(dv)))
+            if step > 1.0:
+                dv *= 1.0 / step
+            v = np.maximum(v + dv, 0.0)
+            if step < 1e-9:
+                self.converged = True
+                break
+        self.v = v
+        for c in self.conv.values():
+            on = c in live
+            c.i_out = min(c.i_hw, max(0.0, (c.vref - v[c.seg]) / c.r_out)) if on else 0.0
+            p_out = c.i_out * v[c.seg]
+            idle = 0.005 * c.rating_w if c.enabled and not c.failed else 0.0
+            eta = c.efficiency(p_out) if p_out > 0 else 1.0
+            c.p_loss = p_out * (1.0 / eta - 1.0) + idle
+            c.p_in = p_out + c.p_loss
+        vd = v[self.dev_seg]
+        demand = np.minimum(self.dev_p, self.dev_cap)
+        self.served = np.where(vd >= vlow, demand, demand * (vd / vlow) ** 2)
+
+    # ---- what sensors see --------------------------------------------------------------
+    def readings(self, node_id: int) -> dict[str, float]:
+        c = self.conv[node_id]
+        r = {
+            "vin": self.rack.feed_voltage, "iin": c.p_in / self.rack.feed_voltage,
+            "vout": float(self.v[c.seg]), "iout": c.i_out, "temp1": c.temp_c,
+            "temp2": c.temp_c - 0.3 * (c.temp_c - self.ambient_c), "ambient": self.ambient_c,
+            "humidity": self.humidity,
+        }
+        for name, fault in c.sensor_faults.items():
+            if fault.stuck is not None:
+                r[name] = fault.stuck
+            else:
+                r[name] += fault.drift_per_s * (self.t - fault.since)
+        return r
+
+    def port_voltages(self, node_id: int) -> list[float]:
+        """Voltage on the far side of each of a node's 8 ports (0 where no tie)."""
+        out = [0.0] * 8
+        c = self.conv[node_id]
+        for k, b in enumerate(self.rack.branches):
+            if b.port is not None and b.port[0] == node_id:
+                other = self.bt[k] if self.bf[k] == c.seg else self.bf[k]
+                out[b.port[1]] = float(self.v[other])
+        return out
+
+    # ---- totals -------------------------------------------------------------------------
+    def feed_power_w(self) -> float:
+        return float(sum(c.p_in for c in self.conv.values()))
+
+    def loss_w(self) -> dict[str, float]:
+        conv = float(sum(c.p_loss for c in self.conv.values()))
+        closed = self.branch_closed()
+        i = (self.v[self.bf] - self.v[self.bt]) / self.br
+        dist = float(np.sum(np.where(closed, i * i * self.br, 0.0)))
+        return {"conversion": conv, "distribution": dist}
