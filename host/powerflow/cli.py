@@ -26,6 +26,64 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--link", choices=("pty", "tcp"), default="pty",
                       help="pty: a serial device opened with pyserial; tcp: loopback Ethernet")
     demo.add_argument("--vout", type=_positive, default=12.0, help="output voltage, V (default 12)")
+    run = sub.add_parser("run", help="run the host controller for a rack (the main job)")
+    run.add_argument("rack", help="rack file (.toml)")
+    run.add_argument("--emulate", action="store_true", help="run the rack emulated on this machine")
+    run.add_argument("--duration", type=_positive, default=None, metavar="S",
+                     help="stop after S seconds (default: until Ctrl-C)")
+    run.add_argument("--port", type=_tcp_port, default=None, help="API port (default 8470)")
+    run.add_argument("--db", default=None, help="telemetry database (SQLite file)")
+    run.add_argument("--no-start", action="store_true",
+                     help="do not bring the outputs up; leave the rack as the nodes boot (off)")
+
+    def client(name: str, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--host", default=None, help="host API URL (default $POWERFLOW_HOST or "
+                                                    "http://127.0.0.1:8470)")
+        c.add_argument("--json", action="store_true")
+        return c
+
+    client("nodes", "the rack's nodes: state, V/I/T, derating, faults")
+    w = client("watch", "live view of the nodes")
+    w.add_argument("--interval", type=_positive, default=0.5)
+    w.add_argument("--duration", type=_positive, default=None)
+    st = client("set", "change a node's output or a port (confirmed by the node)")
+    st.add_argument("node", type=_count)
+    st.add_argument("--vout", type=_positive, default=None, metavar="V")
+    onoff = st.add_mutually_exclusive_group()
+    onoff.add_argument("--on", action="store_true")
+    onoff.add_argument("--off", action="store_true")
+    st.add_argument("--port", type=int, default=None, metavar="P")
+    oc = st.add_mutually_exclusive_group()
+    oc.add_argument("--open", action="store_true")
+    oc.add_argument("--close", action="store_true")
+    cf = client("clear-faults", "clear a node's latched faults")
+    cf.add_argument("node", type=_count)
+    hi = client("history", "a node's telemetry history")
+    hi.add_argument("node", type=_count)
+    hi.add_argument("metric", help="e.g. READ_VOUT, READ_IOUT, READ_TEMPERATURE_1")
+    hi.add_argument("--since", default="10m", help="10m, 2h, 1d, or a Unix time (default 10m)")
+    hi.add_argument("--csv", action="store_true")
+    fa = sub.add_parser("fault", help="fault injection (emulated racks only)")
+    fsub = fa.add_subparsers(dest="fault_command", required=True, metavar="inject")
+    fi = fsub.add_parser("inject", help="inject a fault")
+    fi.add_argument("kind", choices=["converter-failure", "converter-repair", "sensor-stuck",
+                                     "sensor-drift", "sensor-clear", "link-cut", "link-noise",
+                                     "link-clear", "node-reboot", "node-kill", "ambient",
+                                     "load-spike"])
+    fi.add_argument("--node", type=_count, default=None)
+    fi.add_argument("--sensor", default=None)
+    fi.add_argument("--value", type=float, default=None)
+    fi.add_argument("--drift-per-s", dest="drift_per_s", type=float, default=None)
+    fi.add_argument("--bit-error-rate", dest="bit_error_rate", type=float, default=None)
+    fi.add_argument("--drop-rate", dest="drop_rate", type=float, default=None)
+    fi.add_argument("--celsius", type=float, default=None)
+    fi.add_argument("--device", default=None)
+    fi.add_argument("--watts", type=float, default=None)
+    fi.add_argument("--seconds", type=float, default=None)
+    fi.add_argument("--host", default=None)
+    fi.add_argument("--json", action="store_true")
+
     flow = sub.add_parser("flow", help="load flow of a case")
     flow.add_argument("case", help="MATPOWER .m file, rack .toml file, or built-in (ieee33)")
     flow.add_argument("--method", choices=("auto", "bibc", "newton"), default="auto")
@@ -50,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--vmin", type=_pu, default=None, metavar="V")
     opt.add_argument("--json", action="store_true")
     return p
+
+
+def _tcp_port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1..65535")
+    return v
 
 
 def _count(text: str) -> int:
@@ -179,10 +247,43 @@ def _grid_command(args: argparse.Namespace) -> int:
         return 2
 
 
+def _client_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from powerflow import client as c
+
+    if args.command == "set":
+        if args.vout is None and not (args.on or args.off) and args.port is None:
+            parser.error("set: give --vout V, --on/--off, or --port P with --open/--close")
+        if args.port is not None and not (args.open or args.close):
+            parser.error("set: --port needs --open or --close")
+        if (args.open or args.close) and args.port is None:
+            parser.error("set: --open/--close need --port P")
+    fn = {"nodes": c.cmd_nodes, "watch": c.cmd_watch, "set": c.cmd_set,
+          "clear-faults": c.cmd_clear, "history": c.cmd_history, "fault": c.cmd_fault}[args.command]
+    try:
+        return fn(args)
+    except c.ClientError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command in ("flow", "reconfigure", "optimize"):
         return _grid_command(args)
+    if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault"):
+        return _client_command(args, parser)
+    if args.command == "run":
+        from powerflow.hostrun import DEFAULT_PORT, run_host
+        from powerflow.rack import RackError
+
+        try:
+            asyncio.run(run_host(args.rack, args.emulate, args.duration,
+                                 args.port or DEFAULT_PORT, args.db, not args.no_start))
+        except RackError as e:
+            print(f"powerflow: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "demo-node":
         from powerflow.demo import run_demo
 

@@ -1,0 +1,129 @@
+"""The host's local HTTP JSON API (FastAPI). OpenAPI document at /openapi.json."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
+from powerflow.link.session import CommandError
+from powerflow.manager import NodeManager, NodeUnavailable
+from powerflow.store import TelemetryStore
+
+PREFIX = "/api/v1"
+
+
+class SetpointRequest(BaseModel):
+    vout: float | None = Field(None, gt=0, le=60, description="output voltage, V")
+    on: bool | None = Field(None, description="output on (true) or off (false)")
+
+
+class PortRequest(BaseModel):
+    port: int = Field(ge=0, le=7)
+    close: bool
+
+
+class FaultRequest(BaseModel):
+    kind: Literal["converter-failure", "converter-repair", "sensor-stuck", "sensor-drift",
+                  "sensor-clear", "link-cut", "link-noise", "link-clear", "node-reboot", "node-kill",
+                  "ambient", "load-spike"]
+    node: int | None = None
+    sensor: Literal["vout", "iout", "temp1", "temp2", "ambient", "vin", "iin", "humidity"] = "temp1"
+    value: float | None = None
+    drift_per_s: float = 0.0
+    bit_error_rate: float = Field(0.0, ge=0, le=0.1)
+    drop_rate: float = Field(0.0, ge=0, le=1)
+    celsius: float | None = Field(None, ge=-20, le=80)
+    device: str | None = None
+    watts: float = Field(0.0, ge=0, le=1e5)
+    seconds: float = Field(5.0, gt=0, le=3600)
+
+
+def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None) -> FastAPI:
+    app = FastAPI(title="PowerFlow host", version="0.1.0",
+                  description="Rack controller API: nodes, commands, telemetry history.")
+
+    def node_call_errors(e: Exception) -> HTTPException:
+        if isinstance(e, NodeUnavailable):
+            return HTTPException(404 if "not in rack" in str(e) else 409, str(e))
+        if isinstance(e, ValueError):
+            return HTTPException(422, str(e))
+        if isinstance(e, CommandError):
+            return HTTPException(409 if e.result is not None else 504, f"node: {e}")
+        raise e
+
+    @app.get(PREFIX + "/status")
+    def status() -> dict[str, Any]:
+        return {"rack": manager.rack.name, "uptime_s": time.time() - manager.started,
+                "nodes": len(manager.nodes),
+                "online": sum(1 for n in manager.nodes.values() if n.state == "online"),
+                "stored_rows": store.acked, "emulated": emulator is not None}
+
+    @app.get(PREFIX + "/nodes")
+    def nodes() -> list[dict[str, Any]]:
+        return manager.snapshot()
+
+    @app.get(PREFIX + "/nodes/{node_id}")
+    def node(node_id: int) -> dict[str, Any]:
+        ns = manager.nodes.get(node_id)
+        if ns is None:
+            raise HTTPException(404, f"node {node_id} is not in rack {manager.rack.name}")
+        return {**ns.summary(), "telemetry": ns.telemetry, "hello": ns.hello,
+                "events": ns.events[-20:]}
+
+    @app.post(PREFIX + "/nodes/{node_id}/setpoint")
+    async def setpoint(node_id: int, req: SetpointRequest) -> dict[str, Any]:
+        if req.vout is None and req.on is None:
+            raise HTTPException(422, "give vout, on, or both")
+        try:
+            return await manager.set_output(node_id, req.vout, req.on)
+        except (NodeUnavailable, ValueError, CommandError) as e:
+            raise node_call_errors(e) from None
+
+    @app.post(PREFIX + "/nodes/{node_id}/port")
+    async def port(node_id: int, req: PortRequest) -> dict[str, Any]:
+        try:
+            return await manager.set_port(node_id, req.port, req.close)
+        except (NodeUnavailable, ValueError, CommandError) as e:
+            raise node_call_errors(e) from None
+
+    @app.post(PREFIX + "/nodes/{node_id}/clear-faults")
+    async def clear(node_id: int) -> dict[str, Any]:
+        try:
+            return await manager.clear_faults(node_id)
+        except (NodeUnavailable, ValueError, CommandError) as e:
+            raise node_call_errors(e) from None
+
+    @app.get(PREFIX + "/history")
+    def history(node: int, metric: str, since: float, until: float | None = None
+                ) -> dict[str, Any]:
+        if node not in manager.nodes:
+            raise HTTPException(404, f"node {node} is not in rack {manager.rack.name}")
+        store.flush()
+        known = store.metrics(node)
+        if metric not in known:
+            raise HTTPException(404, f"no metric {metric!r} for node {node}; known: "
+                                     f"{', '.join(sorted(known)) or 'none yet'}")
+        pts = store.query(node, metric, since, until)
+        return {"node": node, "metric": metric, "points": [[p.t, p.value] for p in pts]}
+
+    @app.get(PREFIX + "/events")
+    def events(since: float = 0.0) -> list[dict[str, Any]]:
+        store.flush()
+        return [{"t": t, "node": n, "kind": k, "detail": dt} for t, n, k, dt in
+                store.recent_events(since)]
+
+    @app.post(PREFIX + "/emulator/faults")
+    def inject(req: FaultRequest) -> dict[str, Any]:
+        if emulator is None:
+            raise HTTPException(409, "fault injection needs an emulated rack (powerflow run --emulate)")
+        from powerflow.emulator.faults import apply_fault
+
+        try:
+            return apply_fault(emulator, req.model_dump())
+        except (KeyError, ValueError) as e:
+            raise HTTPException(422, str(e)) from None
+
+    return app

@@ -1,0 +1,240 @@
+"""The host's node manager: one task per node of the rack.
+
+For each node: connect (reconnecting with backoff), discover it by its HELLO,
+open a session, configure it, then heartbeat, renew its setpoint lease and
+collect its telemetry into the store. A node silent for LOST_AFTER_S is
+declared lost and the task starts over, which also rediscovers a node that
+rebooted. Commands go through `NodeSession.command` (acknowledged, retried
+with the same counter); out-of-limit values are refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pfproto import defs as d
+from pfproto.names import MODE_NAMES
+from powerflow.link.session import CommandError, NodeSession
+from powerflow.link.transport import LinkAddress, open_link
+from powerflow.protocol.names import body_to_names
+from powerflow.rack import Node, Rack
+from powerflow.store import TelemetryStore
+
+HEARTBEAT_TIMEOUT_MS = 2000  # the node's failsafe timer; it heartbeats every quarter of it
+LOST_AFTER_S = 2.0  # four of the node's heartbeat periods without a frame
+HOST_HEARTBEAT_S = 0.5
+LEASE_RENEW_S = 1.0
+LEASE_MS = 3000
+TELEMETRY_MS = 500
+STORED = ("READ_VIN", "READ_IIN", "READ_VOUT", "READ_IOUT", "READ_POUT", "READ_TEMPERATURE_1",
+          "READ_TEMPERATURE_2", "READ_TEMPERATURE_3", "READ_HUMIDITY", "IOUT_LIMIT", "STATUS_WORD",
+          "MODE", "FAULTS", "VOUT_COMMAND")
+
+
+class NodeUnavailable(Exception):
+    """The node is not online, or not part of this rack."""
+
+
+@dataclass
+class NodeState:
+    node: Node
+    address: LinkAddress
+    state: str = "connecting"  # connecting | online | lost
+    hello: dict[str, Any] = field(default_factory=dict)
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    last_rx: float = 0.0  # monotonic
+    lost_count: int = 0
+    online_since: float = 0.0
+    vout: float | None = None  # desired VOUT_COMMAND, renewed as a lease; None = off
+    ports: dict[int, bool] = field(default_factory=dict)  # desired port states
+    session: NodeSession | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        t = self.telemetry
+        return {
+            "id": self.node.id, "state": self.state, "link": str(self.address),
+            "segment": self.node.segment, "mode": MODE_NAMES.get(t.get("MODE", -1), "unknown"),
+            "vout": t.get("READ_VOUT"), "iout": t.get("READ_IOUT"), "pout": t.get("READ_POUT"),
+            "temperature": t.get("READ_TEMPERATURE_1"), "ambient": t.get("READ_TEMPERATURE_3"),
+            "humidity": t.get("READ_HUMIDITY"), "iout_limit": t.get("IOUT_LIMIT"),
+            "vout_command": t.get("VOUT_COMMAND"), "status_word": t.get("STATUS_WORD"),
+            "faults": t.get("FAULTS"), "warnings": t.get("WARNINGS"),
+            "port_state": t.get("PORT_STATE"), "lease_left_ms": t.get("LEASE_LEFT_MS"),
+            "rejects": sum(t.get("REJECTS", [])), "lost_count": self.lost_count,
+            "firmware": self.hello.get("FW_VERSION"), "vout_max": self.hello.get("MFR_VOUT_MAX"),
+        }
+
+
+class NodeManager:
+    def __init__(self, rack: Rack, addresses: dict[int, LinkAddress], store: TelemetryStore,
+                 droop_ohm: bool = True) -> None:
+        self.rack = rack
+        self.store = store
+        self.droop = droop_ohm
+        self.nodes = {n.id: NodeState(n, addresses[n.id]) for n in rack.nodes}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = time.time()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(ns), name=f"node {i}")
+                       for i, ns in self.nodes.items()]
+        self._tasks.append(loop.create_task(self._flusher(), name="store"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ns in self.nodes.values():
+            if ns.session is not None:
+                await ns.session.close()
+        self.store.flush()
+
+    async def _flusher(self) -> None:
+        last_maint = time.monotonic()
+        while True:
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(self.store.flush)
+            if time.monotonic() - last_maint > 60:
+                last_maint = time.monotonic()
+                await asyncio.to_thread(self.store.maintain)
+
+    # ---- one node ----------------------------------------------------------------------
+    async def _run(self, ns: NodeState) -> None:
+        backoff = 0.1
+        key = bytes.fromhex(ns.node.key) if ns.node.key else None
+        while True:
+            ns.state = "connecting" if ns.state != "lost" else "lost"
+            try:
+                reader, writer = await asyncio.wait_for(open_link(ns.address), 3.0)
+            except (OSError, TimeoutError, Exception):  # serial errors are not OSError
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+                continue
+            session = NodeSession(reader, writer, key=key, node_id=ns.node.id)
+            ns.session = session
+            try:
+                await self._serve(ns, session)
+                backoff = 0.1
+            except (TimeoutError, CommandError, ConnectionError, PermissionError, OSError) as e:
+                self._event(ns, "link", f"{type(e).__name__}: {e}")
+            finally:
+                ns.session = None
+                await session.close()
+            if ns.state == "online":
+                ns.state = "lost"
+                ns.lost_count += 1
+                self._event(ns, "lost", "no frame for %.1f s" % LOST_AFTER_S)
+            await asyncio.sleep(backoff)
+            backoff = min(2.0, backoff * 2)
+
+    async def _serve(self, ns: NodeState, s: NodeSession) -> None:
+        hello = await s.wait_hello(timeout=3.0)
+        ns.hello = body_to_names(hello)
+        await s.open_session()
+        cfg: dict[int, Any] = {d.K_TELEMETRY_PERIOD_MS: TELEMETRY_MS,
+                               d.K_HEARTBEAT_TIMEOUT_MS: HEARTBEAT_TIMEOUT_MS}
+        if self.droop:  # share load as the converters' own droop does (see the rack physics)
+            cfg[d.K_VOUT_DROOP] = min(ns.node.r_out, d.DROOP_MAX)
+        await s.command(d.MSG_CONFIG, cfg)
+        pending = dict(ns.ports)  # the desired port states, applied below and retried
+        ns.state = "online"
+        ns.online_since = time.time()
+        ns.last_rx = time.monotonic()
+        self._event(ns, "online", f"firmware {ns.hello.get('FW_VERSION')}")
+        next_hb = next_lease = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            while not s.inbox.empty():
+                self._received(ns, s.inbox.get_nowait())
+            if now - ns.last_rx > LOST_AFTER_S:
+                return
+            if now >= next_hb:
+                s.heartbeat(int((time.time() - self.started) * 1000))
+                next_hb = now + HOST_HEARTBEAT_S
+            if now >= next_lease:
+                if ns.vout is not None:
+                    await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: ns.vout,
+                                                     d.K_LEASE_MS: LEASE_MS})
+                for port, close in list(pending.items()):
+                    try:
+                        await s.command(d.MSG_PORT_SWITCH, {d.K_PORT: port, d.K_CLOSE: close})
+                        del pending[port]
+                    except CommandError as e:  # interlock: the two sides still differ
+                        if e.result != d.RES_INTERLOCK:
+                            raise
+                next_lease = now + LEASE_RENEW_S
+            try:
+                rx = await asyncio.wait_for(s.inbox.get(), 0.1)
+            except TimeoutError:
+                continue
+            self._received(ns, rx)
+
+    def _received(self, ns: NodeState, rx: Any) -> None:
+        ns.last_rx = rx.t
+        f = rx.frame
+        if f.type == d.MSG_TELEMETRY:
+            named = body_to_names(f.body)
+            ns.telemetry = named
+            self.store.add(ns.node.id, time.time(), {k: named[k] for k in STORED if k in named})
+        elif f.type == d.MSG_EVENT:
+            from pfproto.names import EV_NAMES
+
+            self._event(ns, EV_NAMES.get(f.body[d.K_EVENT], "event"), str(body_to_names(f.body)))
+
+    def _event(self, ns: NodeState, kind: str, detail: str) -> None:
+        ev = {"t": time.time(), "node": ns.node.id, "kind": kind, "detail": detail}
+        ns.events.append(ev)
+        del ns.events[:-50]
+        self.store.event(ev["t"], ns.node.id, kind, detail)
+
+    # ---- commands (from the API) -----------------------------------------------------------
+    def _online(self, node_id: int) -> tuple[NodeState, NodeSession]:
+        ns = self.nodes.get(node_id)
+        if ns is None:
+            raise NodeUnavailable(f"node {node_id} is not in rack {self.rack.name}")
+        if ns.state != "online" or ns.session is None:
+            raise NodeUnavailable(f"node {node_id} is {ns.state}")
+        return ns, ns.session
+
+    async def set_output(self, node_id: int, vout: float | None = None, on: bool | None = None
+                         ) -> dict[str, Any]:
+        """Change a node's output: `vout` (V) and/or on/off. ValueError when out of limits."""
+        ns, s = self._online(node_id)
+        target = ns.vout if vout is None else vout
+        if on is False:
+            await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS,
+                                             d.K_OPERATION: False})
+            ns.vout = None
+            return {"node": node_id, "on": False}
+        if target is None:
+            raise ValueError("the node has no output voltage yet: give vout")
+        if not 0 < target <= ns.node.vout_max:
+            raise ValueError(f"vout {target} V is outside 0..{ns.node.vout_max} V (node {node_id}'s "
+                             "rating)")
+        await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: float(target), d.K_LEASE_MS: LEASE_MS})
+        ns.vout = float(target)
+        return {"node": node_id, "on": True, "vout": ns.vout}
+
+    async def set_port(self, node_id: int, port: int, close: bool) -> dict[str, Any]:
+        ns, s = self._online(node_id)
+        nports = sum(1 for b in self.rack.branches if b.port and b.port[0] == node_id)
+        if not 0 <= port < max(nports, 1):
+            raise ValueError(f"node {node_id} has {nports} port(s) on the mesh; no port {port}")
+        await s.command(d.MSG_PORT_SWITCH, {d.K_PORT: port, d.K_CLOSE: close})
+        ns.ports[port] = close
+        return {"node": node_id, "port": port, "closed": close}
+
+    async def clear_faults(self, node_id: int) -> dict[str, Any]:
+        _, s = self._online(node_id)
+        await s.command(d.MSG_CLEAR_FAULTS, {})
+        return {"node": node_id, "cleared": True}
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [ns.summary() for ns in self.nodes.values()]

@@ -1,0 +1,130 @@
+"""Telemetry history in SQLite (WAL).
+
+Every telemetry frame becomes one row per metric: (node, metric, t, value), t in
+Unix seconds. Rows are written in batches; `acked` counts the rows whose
+transaction has committed, which survive the host process being killed (WAL
+with synchronous=NORMAL loses nothing on a process crash, only possibly on a
+power cut of the machine). Raw rows older than `retention_s` are folded into
+one-minute averages (kept `rollup_retention_s`) and deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS telemetry (node INTEGER NOT NULL, metric TEXT NOT NULL,
+                                      t REAL NOT NULL, value REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS telemetry_nmt ON telemetry (node, metric, t);
+CREATE TABLE IF NOT EXISTS telemetry_1m (node INTEGER NOT NULL, metric TEXT NOT NULL,
+                                         t REAL NOT NULL, value REAL NOT NULL,
+                                         vmin REAL NOT NULL, vmax REAL NOT NULL, n INTEGER NOT NULL,
+                                         PRIMARY KEY (node, metric, t));
+CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, node INTEGER, kind TEXT NOT NULL,
+                                   detail TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Point:
+    t: float
+    value: float
+
+
+class TelemetryStore:
+    def __init__(self, path: str | Path, retention_s: float = 3600.0,
+                 rollup_retention_s: float = 7 * 86400.0) -> None:
+        self.path = str(path)
+        self.retention_s = retention_s
+        self.rollup_retention_s = rollup_retention_s
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, str, float, float]] = []
+        self._events: list[tuple[float, int | None, str, str]] = []
+        self.acked = 0  # rows committed
+
+    def add(self, node: int, t: float, metrics: dict[str, float]) -> None:
+        """Queue one frame's metrics (committed by the next `flush`)."""
+        with self._lock:
+            self._pending.extend((node, m, t, float(v)) for m, v in metrics.items())
+
+    def event(self, t: float, node: int | None, kind: str, detail: str = "") -> None:
+        with self._lock:
+            self._events.append((t, node, kind, detail))
+
+    def flush(self) -> int:
+        """Commit what is queued; returns the rows committed now."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+            evs, self._events = self._events, []
+        if not rows and not evs:
+            return 0
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", evs)
+        db.execute("COMMIT")
+        self.acked += len(rows)
+        return len(rows)
+
+    def query(self, node: int, metric: str, since: float, until: float | None = None
+              ) -> list[Point]:
+        """Raw points where kept, one-minute averages before that; oldest first."""
+        until = time.time() if until is None else until
+        raw = self._db.execute("SELECT t, value FROM telemetry WHERE node=? AND metric=? AND t>=? "
+                               "AND t<=? ORDER BY t", (node, metric, since, until)).fetchall()
+        first = raw[0][0] if raw else until
+        rolled = self._db.execute("SELECT t, value FROM telemetry_1m WHERE node=? AND metric=? "
+                                  "AND t>=? AND t<? ORDER BY t",
+                                  (node, metric, since, first)).fetchall()
+        return [Point(t, v) for t, v in rolled + raw]
+
+    def metrics(self, node: int) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT metric FROM telemetry WHERE node=? UNION "
+            "SELECT DISTINCT metric FROM telemetry_1m WHERE node=?", (node, node))]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0])
+
+    def recent_events(self, since: float) -> list[tuple[float, int | None, str, str]]:
+        return self._db.execute("SELECT t, node, kind, detail FROM events WHERE t>=? ORDER BY t",
+                                (since,)).fetchall()
+
+    def maintain(self, now: float | None = None) -> tuple[int, int]:
+        """Roll raw rows older than the retention into minute averages; drop old averages.
+        Returns (raw rows folded, minute rows dropped)."""
+        now = time.time() if now is None else now
+        cut = now - self.retention_s
+        db = self._db
+        db.execute("BEGIN")
+        db.execute("""INSERT INTO telemetry_1m
+                      SELECT node, metric, CAST(t / 60 AS INTEGER) * 60.0 AS m, AVG(value),
+                             MIN(value), MAX(value), COUNT(*)
+                      FROM telemetry WHERE t < ? GROUP BY node, metric, m
+                      ON CONFLICT (node, metric, t) DO UPDATE SET
+                        value = (value * n + excluded.value * excluded.n) / (n + excluded.n),
+                        vmin = MIN(vmin, excluded.vmin), vmax = MAX(vmax, excluded.vmax),
+                        n = n + excluded.n""", (cut,))
+        folded = db.execute("DELETE FROM telemetry WHERE t < ?", (cut,)).rowcount
+        dropped = db.execute("DELETE FROM telemetry_1m WHERE t < ?",
+                             (now - self.rollup_retention_s,)).rowcount
+        db.execute("COMMIT")
+        return folded, dropped
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+
+def frame_metrics(body_named: dict[str, object], fields: Iterable[str]) -> dict[str, float]:
+    """The numeric telemetry fields of a frame, by name."""
+    return {f: float(body_named[f]) for f in fields if isinstance(body_named.get(f), int | float)}
