@@ -33,8 +33,11 @@ typecheck: $(STAMP)
 	    --custom-typeshed-dir $(STUBS)/$$board $(NODE_CODE) || exit 1; \
 	done
 
+# The main job: the small example rack emulated (real firmware in MicroPython processes,
+# over ptys and TCP) under the host controller, for 30 s. Its API serves the CLI meanwhile.
 demo: $(STAMP)
-	$(VENV)/bin/powerflow demo-node --duration 10
+	$(VENV)/bin/powerflow run examples/racks/small.toml --emulate --duration 30 \
+	  --db build/demo-telemetry.sqlite3
 
 test: $(STAMP)
 	$(MAKE) typecheck

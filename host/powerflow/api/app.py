@@ -115,8 +115,10 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         return [{"t": t, "node": n, "kind": k, "detail": dt} for t, n, k, dt in
                 store.recent_events(since)]
 
+    # async: node processes restarted here must be children of the event-loop thread, which
+    # lives as long as the host (they are set to die with the thread that started them)
     @app.post(PREFIX + "/emulator/faults")
-    def inject(req: FaultRequest) -> dict[str, Any]:
+    async def inject(req: FaultRequest) -> dict[str, Any]:
         if emulator is None:
             raise HTTPException(409, "fault injection needs an emulated rack (powerflow run --emulate)")
         from powerflow.emulator.faults import apply_fault

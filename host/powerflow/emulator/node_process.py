@@ -21,6 +21,17 @@ from powerflow.tools.build_firmware import ensure_build
 HEAP = "100K"
 
 
+def _die_with_parent() -> None:
+    """In the child: receive SIGKILL when the emulator's process dies (Linux prctl), so a
+    host killed with SIGKILL leaves no node processes behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def micropython_exe() -> str:
     exe = Path(sys.executable).parent / "micropython"
     return str(exe) if exe.exists() else "micropython"
@@ -46,7 +57,7 @@ class NodeProcess:
         self.proc = subprocess.Popen(
             [micropython_exe(), "-X", f"heapsize={self.heap}", str(fw / "main.py"),
              str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=self.workdir)
+            env=env, cwd=self.workdir, preexec_fn=_die_with_parent)
         log.close()
 
     def alive(self) -> bool:
