@@ -62,7 +62,7 @@ class SensorFault:
     since: float = 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the physics keeps one per node
 class ConverterState:
     node_id: int
     seg: int
@@ -117,6 +117,13 @@ class RackPhysics:
         self.dev_extra = np.zeros(len(rack.devices))  # W added by a load-spike fault
         self.dev_extra_until = np.zeros(len(rack.devices))
         self.v = np.full(len(self.segs), 0.0)
+        # per node: (port, segment on the far side of the tie it operates)
+        self._far: dict[int, list[tuple[int, int]]] = {n.id: [] for n in rack.nodes}
+        for k, b in enumerate(rack.branches):
+            if b.port is not None:
+                seg = self.conv[b.port[0]].seg
+                other = int(self.bt[k] if self.bf[k] == seg else self.bf[k])
+                self._far[b.port[0]].append((b.port[1], other))
         self.served = np.zeros(len(rack.devices))  # W actually delivered
         self.converged = True  # the last solve met its tolerance
         self._p_max_seg = np.zeros(len(self.segs))  # W: the most the devices of a segment draw
@@ -206,8 +213,9 @@ class RackPhysics:
                 self.converged = True
                 break
         self.v = v
+        live_ids = {c.node_id for c in live}
         for c in self.conv.values():
-            on = c in live
+            on = c.node_id in live_ids
             c.i_out = min(c.i_hw, max(0.0, (c.vref - v[c.seg]) / c.r_out)) if on else 0.0
             p_out = c.i_out * v[c.seg]
             idle = 0.005 * c.rating_w if c.enabled and not c.failed else 0.0
@@ -237,11 +245,8 @@ class RackPhysics:
     def port_voltages(self, node_id: int) -> list[float]:
         """Voltage on the far side of each of a node's 8 ports (0 where no tie)."""
         out = [0.0] * 8
-        c = self.conv[node_id]
-        for k, b in enumerate(self.rack.branches):
-            if b.port is not None and b.port[0] == node_id:
-                other = self.bt[k] if self.bf[k] == c.seg else self.bf[k]
-                out[b.port[1]] = float(self.v[other])
+        for port, other in self._far[node_id]:
+            out[port] = float(self.v[other])
         return out
 
     # ---- totals -------------------------------------------------------------------------
