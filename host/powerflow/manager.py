@@ -121,7 +121,9 @@ class NodeManager:
             try:
                 await self._serve(ns, session)
                 backoff = 0.1
-            except (TimeoutError, CommandError, ConnectionError, PermissionError, OSError) as e:
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a node's task must outlive anything its link does
                 self._event(ns, "link", f"{type(e).__name__}: {e}")
             finally:
                 ns.session = None

@@ -116,6 +116,7 @@ def test_killed_node_is_lost_then_rediscovered(host: Host) -> None:
 
 
 def test_noisy_link_delivers_counts_rejects_and_applies_no_corrupt_command(host: Host) -> None:
+    wait_for(lambda: host.node(1)["mode"] == "cv", 15, "node 1 regulating")
     r = host.cli("fault", "inject", "link-noise", "--node", "1", "--bit-error-rate", "0.0005")
     assert r.returncode == 0, r.stderr
     sent = []
