@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after S seconds (default: until Ctrl-C)")
     run.add_argument("--port", type=_tcp_port, default=None, help="API port (default 8470)")
     run.add_argument("--db", default=None, help="telemetry database (SQLite file)")
+    run.add_argument("--faults", default=None, metavar="FILE",
+                     help="scripted faults for the emulated rack (TOML, [[fault]] at_s = ...)")
+    run.add_argument("--telemetry-ms", type=int, default=500, choices=range(10, 60001),
+                     metavar="MS", help="telemetry period asked of every node (default 500)")
     run.add_argument("--no-start", action="store_true",
                      help="do not bring the outputs up; leave the rack as the nodes boot (off)")
 
@@ -274,12 +278,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault"):
         return _client_command(args, parser)
     if args.command == "run":
-        from powerflow.hostrun import DEFAULT_PORT, run_host
+        from powerflow.hostrun import run_host
         from powerflow.rack import RackError
+        from powerflow.ui import DEFAULT_PORT
 
+        faults = None
+        if args.faults:
+            from powerflow.emulator.faults import load_fault_script
+
+            if not args.emulate:
+                parser.error("--faults needs --emulate (faults are injected into the emulator)")
+            try:
+                faults = load_fault_script(args.faults)
+            except ValueError as e:
+                print(f"powerflow: error: {e}", file=sys.stderr)
+                return 2
         try:
             asyncio.run(run_host(args.rack, args.emulate, args.duration,
-                                 args.port or DEFAULT_PORT, args.db, not args.no_start))
+                                 args.port or DEFAULT_PORT, args.db, not args.no_start,
+                                 telemetry_ms=args.telemetry_ms, faults=faults))
         except RackError as e:
             print(f"powerflow: error: {e}", file=sys.stderr)
             return 2

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from powerflow.hostrun import DEFAULT_PORT, node_table
+from powerflow.ui import DEFAULT_PORT, node_table
 
 API = "/api/v1"
 

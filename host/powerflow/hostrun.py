@@ -18,15 +18,14 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from powerflow.api.app import create_app
+from powerflow.ui import DEFAULT_PORT, node_table
 from powerflow.link.transport import LinkAddress
 from powerflow.manager import NodeManager
 from powerflow.rack import Rack, RackError, load_rack
 from powerflow.store import TelemetryStore
 
-DEFAULT_PORT = 8470
 
 
 def node_addresses(rack: Rack) -> dict[int, LinkAddress]:
@@ -43,27 +42,24 @@ def node_addresses(rack: Rack) -> dict[int, LinkAddress]:
     return out
 
 
-def node_table(rows: list[dict[str, Any]], title: str) -> Table:
-    t = Table(title=title)
-    for col in ("node", "state", "mode", "Vout V", "Iout A", "P W", "T °C", "Ilim A", "faults",
-                "lease ms", "rejects"):
-        t.add_column(col, justify="right")
+async def _script(emu: Any, faults: list[dict[str, Any]], t0: float, console: Console) -> None:
+    """Apply scripted faults at their times (seconds after the host started)."""
+    from powerflow.emulator.faults import apply_fault
 
-    def f(v: Any, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
-
-    for r in rows:
-        style = {"online": "", "lost": "red", "connecting": "yellow"}.get(r["state"], "")
-        t.add_row(str(r["id"]), r["state"], r["mode"], f(r["vout"], ".3f"), f(r["iout"], ".2f"),
-                  f(r["pout"], ".1f"), f(r["temperature"], ".1f"), f(r["iout_limit"], ".1f"),
-                  f(r["faults"], "#06x"), f(r["lease_left_ms"], "d"), str(r["rejects"]),
-                  style=style)
-    return t
+    for f in faults:
+        await asyncio.sleep(max(0.0, t0 + f["at_s"] - time.monotonic()))
+        try:
+            apply_fault(emu, f)
+            console.print(f"[yellow]t={f['at_s']:.1f} s: fault {f['kind']}"
+                          f"{' on node ' + str(f['node']) if f.get('node') else ''}[/]")
+        except ValueError as e:
+            console.print(f"[red]fault at {f['at_s']} s not applied: {e}[/]")
 
 
 async def run_host(rack_path: str | Path, emulate: bool = False, duration: float | None = None,
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
-                   console: Console | None = None) -> dict[str, Any]:
+                   console: Console | None = None, telemetry_ms: int = 500,
+                   faults: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     console = console or Console(width=max(110, Console().width))
     rack = load_rack(rack_path)
     emu = None
@@ -76,7 +72,7 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
         addresses = node_addresses(rack)
     db = db or Path(os.environ.get("POWERFLOW_DB", f"{rack.name}-telemetry.sqlite3"))
     store = TelemetryStore(db)
-    manager = NodeManager(rack, addresses, store)
+    manager = NodeManager(rack, addresses, store, telemetry_ms=telemetry_ms)
     if start:
         for b in rack.branches:
             if b.port is not None and b.closed:
@@ -95,6 +91,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
     console.print(f"PowerFlow host for rack [bold]{rack.name}[/] ({len(rack.nodes)} nodes"
                   f"{', emulated' if emu else ''}); API at {url}; telemetry in {db}")
     t0 = time.monotonic()
+    if faults and emu is not None:
+        asyncio.create_task(_script(emu, faults, t0, console))
     try:
         with Live(node_table(manager.snapshot(), rack.name), console=console,
                   refresh_per_second=2, transient=False) as live:

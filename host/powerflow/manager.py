@@ -71,8 +71,9 @@ class NodeState:
 
 class NodeManager:
     def __init__(self, rack: Rack, addresses: dict[int, LinkAddress], store: TelemetryStore,
-                 droop_ohm: bool = True) -> None:
+                 droop_ohm: bool = True, telemetry_ms: int = TELEMETRY_MS) -> None:
         self.rack = rack
+        self.telemetry_ms = telemetry_ms
         self.store = store
         self.droop = droop_ohm
         self.nodes = {n.id: NodeState(n, addresses[n.id]) for n in rack.nodes}
@@ -139,7 +140,7 @@ class NodeManager:
         hello = await s.wait_hello(timeout=3.0)
         ns.hello = body_to_names(hello)
         await s.open_session()
-        cfg: dict[int, Any] = {d.K_TELEMETRY_PERIOD_MS: TELEMETRY_MS,
+        cfg: dict[int, Any] = {d.K_TELEMETRY_PERIOD_MS: self.telemetry_ms,
                                d.K_HEARTBEAT_TIMEOUT_MS: HEARTBEAT_TIMEOUT_MS}
         if self.droop:  # share load as the converters' own droop does (see the rack physics)
             cfg[d.K_VOUT_DROOP] = min(ns.node.r_out, d.DROOP_MAX)

@@ -45,13 +45,13 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class Host:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "telemetry.sqlite3"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "powerflow.cli", "run", str(RACK), "--emulate", "--port",
-             str(self.port), "--db", str(self.db)], cwd=tmp, stdout=subprocess.DEVNULL,
+             str(self.port), "--db", str(self.db), *extra], cwd=tmp, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="120"))
 
     def api(self, path: str, **params: Any) -> Any:
@@ -146,3 +146,24 @@ def test_acknowledged_rows_survive_sigkill(tmp_path) -> None:
     with sqlite3.connect(h.db) as db:
         n = db.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
     assert n >= acked
+
+
+def test_scripted_faults_are_applied_on_time(tmp_path) -> None:
+    script = tmp_path / "faults.toml"
+    script.write_text('[[fault]]\nat_s = 4.0\nkind = "converter-failure"\nnode = 4\n')
+    h = Host(tmp_path, "--faults", str(script))
+    try:
+        wait_for(lambda: h.node(4)["mode"] == "cv" and h.node(4)["iout"] > 5, 30, "node 4 loaded")
+        wait_for(lambda: h.node(4)["iout"] < 0.5, 15, "node 4's converter failed by the script")
+        assert all(h.node(i)["state"] == "online" for i in (1, 2, 3))
+    finally:
+        h.stop()
+
+
+def test_bad_fault_script_is_refused_before_starting(tmp_path) -> None:
+    script = tmp_path / "faults.toml"
+    script.write_text('[[fault]]\nat_s = -1\nkind = "ambient"\n')
+    r = subprocess.run([sys.executable, "-m", "powerflow.cli", "run", str(RACK), "--emulate",
+                        "--faults", str(script), "--duration", "1"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "[[fault]] #1: field 'at_s'" in r.stderr

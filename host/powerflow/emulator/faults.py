@@ -48,3 +48,37 @@ def apply_fault(emu: Any, f: dict[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown fault {kind!r}")
     return {"applied": kind, "node": node}
+
+
+def load_fault_script(path: str) -> list[dict[str, Any]]:
+    """A timed fault list (TOML): `[[fault]] at_s = 5.0, kind = "...", node = 1, ...`.
+
+    Each entry is checked against the API's FaultRequest model; ValueError names the entry.
+    """
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from powerflow.api.app import FaultRequest
+
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as e:
+        raise ValueError(f"{path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    out = []
+    for i, item in enumerate(raw.get("fault", [])):
+        item = dict(item)
+        at = item.pop("at_s", None)
+        if not isinstance(at, int | float) or at < 0:
+            raise ValueError(f"{path}: [[fault]] #{i + 1}: field 'at_s': expected seconds >= 0")
+        try:
+            req = FaultRequest(**item)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise ValueError(f"{path}: [[fault]] #{i + 1}: field "
+                             f"'{'.'.join(str(x) for x in first['loc'])}': {first['msg']}") from None
+        out.append({"at_s": float(at), **req.model_dump()})
+    return sorted(out, key=lambda f: f["at_s"])
