@@ -26,6 +26,23 @@ from powerflow.rack import Rack
 LOW_V = 0.7  # fraction of bus voltage below which loads behave as resistors
 
 
+DIODE_V = 0.005  # V: the ORing stage's turn-on, blended over +-5 mV so Newton sees no corner
+
+
+def _source(x: float, r: float, i_hw: float) -> tuple[float, float]:
+    """A converter's output current (A) and its slope dI/dx (S) at x = vref - vbus (V):
+    x / r when conducting, nothing when the bus is above the reference (ORing), a
+    quadratic blend across +-DIODE_V, and no more than the power stage's limit."""
+    dlt = DIODE_V
+    if x >= dlt:
+        i, di = x / r, 1.0 / r
+    elif x > -dlt:
+        i, di = (x + dlt) ** 2 / (4.0 * dlt * r), (x + dlt) / (2.0 * dlt * r)
+    else:
+        return 0.0, 0.0
+    return (i_hw, 0.0) if i >= i_hw else (i, di)
+
+
 def _unit(seed: int, k: int) -> float:
     """A deterministic pseudo-random number in [0, 1) for integer step k."""
     x = (k * 2654435761 + seed * 97531) & 0xFFFFFFFF
@@ -88,6 +105,26 @@ class ConverterState:
         return float(np.interp(x, self.eff_x, self.eff_y))
 
 
+@dataclass(eq=False)
+class BatteryState:
+    """A battery backup unit: it holds the bus at `v_hold` when the bus sags below it
+    (discharging at most p_discharge_max), and recharges at up to p_charge_max when the
+    bus is above `v_float`. `p_cmd` (W, + discharging), when set, overrides both: the
+    allocator's peak shaving."""
+
+    seg: int
+    capacity_wh: float
+    p_charge_max: float
+    p_discharge_max: float
+    efficiency: float
+    soc: float
+    v_hold: float
+    v_float: float
+    r: float = 0.002  # ohm, the unit's output resistance when holding the bus
+    p_cmd: float | None = None
+    p_out: float = 0.0  # W delivered to the bus (negative while charging)
+
+
 class RackPhysics:
     """State and time-stepping of one rack. `step(dt)` advances it; `readings(node)` gives
     what a node's sensors see."""
@@ -117,6 +154,10 @@ class RackPhysics:
         self.dev_extra = np.zeros(len(rack.devices))  # W added by a load-spike fault
         self.dev_extra_until = np.zeros(len(rack.devices))
         self.v = np.full(len(self.segs), 0.0)
+        b = rack.battery
+        self.battery = None if b is None else BatteryState(
+            sidx[b.segment], b.capacity_wh, b.p_charge_max_w, b.p_discharge_max_w, b.efficiency,
+            b.soc, 0.95 * rack.bus_voltage, 0.97 * rack.bus_voltage)
         # per node: (port, segment on the far side of the tie it operates)
         self._far: dict[int, list[tuple[int, int]]] = {n.id: [] for n in rack.nodes}
         for k, b in enumerate(rack.branches):
@@ -128,6 +169,8 @@ class RackPhysics:
         self.converged = True  # the last solve met its tolerance
         self._p_max_seg = np.zeros(len(self.segs))  # W: the most the devices of a segment draw
         np.add.at(self._p_max_seg, self.dev_seg, np.array([d.p_max_w for d in rack.devices]))
+        if self.battery is not None:  # charging is a constant-power load too
+            self._p_max_seg[self.battery.seg] += self.battery.p_charge_max
         self._update_devices(0.0)
 
     # ---- commands from the firmware and from fault injection --------------------------
@@ -188,43 +231,87 @@ class RackPhysics:
         dt = max(dt, 1e-4)
         c_dt = 2.0 * np.maximum(self._p_max_seg, 1.0) / vlow ** 2  # C/dt, S
         v_prev = self.v.copy()
-        v = v_prev.copy()
-        self.converged = False
-        for _ in range(iters):
+
+        def residual(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             res = c_dt * (v - v_prev) + g @ v
             jac = np.diag(c_dt) + g
             for c in live:
-                i = (c.vref - v[c.seg]) / c.r_out
-                if i >= c.i_hw:
-                    res[c.seg] -= c.i_hw
-                elif i > 0:
-                    res[c.seg] -= i
-                    jac[c.seg, c.seg] += 1.0 / c.r_out
+                i, di = _source(c.vref - v[c.seg], c.r_out, c.i_hw)
+                res[c.seg] -= i
+                jac[c.seg, c.seg] += di
+            bat = self.battery
+            if bat is not None:
+                i_b, g_b = self._battery_current(v[bat.seg])
+                res[bat.seg] -= i_b
+                jac[bat.seg, bat.seg] += g_b
             hi = v >= vlow
             vs = np.maximum(v, 1e-9)
             res += np.where(hi, p_load / vs, p_load * v / vlow ** 2)
             jac += np.diag(np.where(hi, -p_load / vs ** 2, p_load / vlow ** 2))
+            return res, jac
+
+        v = v_prev.copy()
+        self.converged = False
+        res, jac = residual(v)
+        for _ in range(iters):
             dv = np.linalg.solve(jac, -res)
             step = float(np.max(np.abs(dv)))
             if step > 1.0:
                 dv *= 1.0 / step
-            v = np.maximum(v + dv, 0.0)
-            if step < 1e-9:
+            norm = float(np.linalg.norm(res))
+            t = 1.0
+            for _ in range(12):  # backtrack until the residual shrinks
+                trial = np.maximum(v + t * dv, 0.0)
+                res_t, jac_t = residual(trial)
+                if float(np.linalg.norm(res_t)) < norm or t < 1e-3:
+                    break
+                t *= 0.5
+            v, res, jac = trial, res_t, jac_t
+            if step * t < 1e-9 or float(np.linalg.norm(res)) < 1e-9:
                 self.converged = True
                 break
         self.v = v
         live_ids = {c.node_id for c in live}
         for c in self.conv.values():
             on = c.node_id in live_ids
-            c.i_out = min(c.i_hw, max(0.0, (c.vref - v[c.seg]) / c.r_out)) if on else 0.0
+            c.i_out = _source(c.vref - v[c.seg], c.r_out, c.i_hw)[0] if on else 0.0
             p_out = c.i_out * v[c.seg]
             idle = 0.005 * c.rating_w if c.enabled and not c.failed else 0.0
             eta = c.efficiency(p_out) if p_out > 0 else 1.0
             c.p_loss = p_out * (1.0 / eta - 1.0) + idle
             c.p_in = p_out + c.p_loss
+        if self.battery is not None:
+            bat = self.battery
+            bat.p_out = self._battery_current(v[bat.seg])[0] * v[bat.seg]
+            # state of charge: discharging draws p/eff from the cells, charging stores p*eff
+            e = bat.p_out / bat.efficiency if bat.p_out > 0 else bat.p_out * bat.efficiency
+            bat.soc = min(1.0, max(0.0, bat.soc - e * dt / 3600.0 / bat.capacity_wh))
         vd = v[self.dev_seg]
         demand = np.minimum(self.dev_p, self.dev_cap)
         self.served = np.where(vd >= vlow, demand, demand * (vd / vlow) ** 2)
+
+    def _battery_current(self, vbus: float) -> tuple[float, float]:
+        """(current into the bus, A; its derivative -dI/dV, S) at bus voltage `vbus`."""
+        b = self.battery
+        assert b is not None
+        vb = max(vbus, 1.0)
+        if b.p_cmd is not None:
+            p = b.p_cmd
+            if (p > 0 and b.soc <= 0.0) or (p < 0 and b.soc >= 1.0):
+                return 0.0, 0.0
+            p = min(max(p, -b.p_charge_max), b.p_discharge_max)
+            return p / vb, p / vb ** 2  # constant power: dI/dV = -p / v^2
+        if b.soc > 0.0 and vbus < b.v_hold:
+            i = (b.v_hold - vbus) / b.r
+            imax = b.p_discharge_max / vb
+            return (imax, 0.0) if i >= imax else (i, 1.0 / b.r)
+        if b.soc < 1.0 and vbus > b.v_float:
+            ramp = 0.01 * self.rack.bus_voltage  # charge power rises over 1 % above v_float
+            if vbus - b.v_float < ramp:
+                p = b.p_charge_max * (vbus - b.v_float) / ramp
+                return -p / vb, b.p_charge_max / ramp / vb - p / vb ** 2
+            return -b.p_charge_max / vb, -b.p_charge_max / vb ** 2
+        return 0.0, 0.0
 
     # ---- what sensors see --------------------------------------------------------------
     def readings(self, node_id: int) -> dict[str, float]:

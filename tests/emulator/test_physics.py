@@ -1,0 +1,90 @@
+"""The rack physics on its own: energy balance, droop sharing, limits, battery."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from powerflow.emulator.physics import RackPhysics, utilisation
+from powerflow.rack import Battery, load_rack
+from tests.conftest import ROOT
+
+RACKS = ROOT / "examples" / "racks"
+
+
+def settle(ph: RackPhysics, seconds: float = 1.0) -> None:
+    for _ in range(int(seconds / 0.005)):
+        ph.step(0.005)
+
+
+@pytest.mark.parametrize("name", ["small", "orv3", "large"])
+def test_energy_balance(name: str) -> None:
+    ph = RackPhysics(load_rack(RACKS / f"{name}.toml"))
+    for nid in ph.conv:
+        ph.set_actuators(nid, ph.rack.bus_voltage, True, 0xFF)
+    settle(ph)
+    ph._update_devices = lambda dt: None  # hold the demand still: no bus capacitor current left
+    settle(ph, 0.5)
+    assert ph.converged
+    bat = ph.battery.p_out if ph.battery else 0.0
+    supplied = sum(c.i_out * ph.v[c.seg] for c in ph.conv.values()) + bat
+    assert supplied == pytest.approx(ph.served.sum() + ph.loss_w()["distribution"], rel=1e-6)
+    assert ph.feed_power_w() == pytest.approx(
+        sum(c.i_out * ph.v[c.seg] + c.p_loss for c in ph.conv.values()), rel=1e-9)
+
+
+def test_equal_converters_share_by_droop() -> None:
+    rack = load_rack(RACKS / "small.toml")
+    ph = RackPhysics(rack)
+    for nid in ph.conv:
+        ph.set_actuators(nid, 12.0, True, 1)
+    settle(ph)
+    cur = [c.i_out for c in ph.conv.values()]
+    assert max(cur) - min(cur) < 0.05 * max(cur)  # segments nearly equal, droop shares
+    # a converter set 0.1 V higher takes about 0.1 V / r_out more than the others
+    ph.set_actuators(1, 12.1, True, 1)
+    settle(ph)
+    gap = ph.conv[1].i_out - np.mean([ph.conv[i].i_out for i in (2, 3, 4)])
+    assert 0.5 * 0.1 / 0.012 < gap < 0.1 / 0.012
+
+
+def test_hardware_current_limit_and_dark_islands() -> None:
+    ph = RackPhysics(load_rack(RACKS / "small.toml"))
+    ph.dev_cap[:] = 1e6
+    ph.dev_p[:] = 2000.0  # far beyond the rack: every converter at its limit
+    for nid in ph.conv:
+        ph.set_actuators(nid, 12.0, True, 1)
+    ph.step(0.005)
+    assert all(c.i_out == pytest.approx(c.i_hw) for c in ph.conv.values())
+    ph2 = RackPhysics(load_rack(RACKS / "small.toml"))
+    for nid in ph2.conv:
+        ph2.set_actuators(nid, 12.0, nid != 1, 0)  # node 1 off, every tie open
+    settle(ph2, 2.0)
+    assert ph2.v[0] < 0.5 and np.all(ph2.v[1:] > 11.0)  # segment A is dark, the rest live
+
+
+def test_battery_holds_the_bus_when_every_converter_fails() -> None:
+    rack = load_rack(RACKS / "small.toml")
+    rack = dataclasses.replace(rack, battery=Battery("B", 500.0, 300.0, 3000.0, 0.95, 0.5))
+    ph = RackPhysics(rack)
+    for nid in ph.conv:
+        ph.set_actuators(nid, 12.0, True, 1)
+    settle(ph)
+    assert ph.battery.p_out < 0  # healthy bus: recharging
+    soc = ph.battery.soc
+    for c in ph.conv.values():
+        c.failed = True
+    settle(ph, 2.0)
+    assert ph.battery.p_out > 0.9 * ph.served.sum()  # the battery carries the rack
+    assert np.all(ph.v > 0.9 * rack.bus_voltage) and ph.battery.soc < soc
+
+
+def test_traces_are_deterministic_and_bounded() -> None:
+    for kind in ("steady", "diurnal", "training", "inference", "spikes"):
+        a = [utilisation(kind, t * 0.37, 5) for t in range(3000)]
+        assert a == [utilisation(kind, t * 0.37, 5) for t in range(3000)]
+        assert 0.0 <= min(a) and max(a) <= 1.0
+    with pytest.raises(ValueError, match="unknown trace"):
+        utilisation("lunar", 0.0, 1)
