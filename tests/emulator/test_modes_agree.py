@@ -11,10 +11,9 @@ import pytest
 from pfproto import defs as d
 from powerflow.emulator.fast import FastRack
 from powerflow.emulator.rack_emulator import EmulatedRack
-from powerflow.link.session import NodeSession
 from powerflow.rack import load_rack
 from tests.conftest import ROOT
-from tests.emulator.test_rack_process import _connect, _until
+from tests.emulator.test_rack_process import _until, bring_up
 
 CONFIG = {d.K_VOUT_DROOP: 0.012, d.K_TON_RISE: 0.5, d.K_TELEMETRY_PERIOD_MS: 100}
 
@@ -43,21 +42,7 @@ async def process_mode(rack) -> dict[int, tuple[float, float]]:
     emu = EmulatedRack(rack)
     addrs = emu.start()
     try:
-        loop = asyncio.get_running_loop()
-        sessions = {}
-        for nid, addr in addrs.items():
-            r, w = await _connect(addr, loop.time() + 15)
-            sessions[nid] = s = NodeSession(r, w)
-            await s.wait_hello()
-            await s.open_session()
-            await s.command(d.MSG_CONFIG, CONFIG)
-        for b in rack.branches:
-            if b.port and b.closed:
-                await sessions[b.port[0]].command(d.MSG_PORT_SWITCH, {d.K_PORT: b.port[1],
-                                                                       d.K_CLOSE: True})
-        await asyncio.gather(*[s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 12.0,
-                                                          d.K_LEASE_MS: 60000})
-                               for s in sessions.values()])
+        sessions = await bring_up(rack, addrs, CONFIG)
         latest: dict = {}
         await _until(lambda t: all(b[d.K_MODE] == d.MODE_CV for b in t.values()), sessions, 15,
                      latest)

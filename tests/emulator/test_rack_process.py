@@ -43,31 +43,35 @@ async def _until(cond, sessions, timeout: float, latest: dict) -> bool:
     return False
 
 
+async def bring_up(rack, addrs, config: dict) -> dict[int, NodeSession]:
+    """Sessions with every node, `config` sent, normally-closed ties closed, 12 V everywhere."""
+    loop = asyncio.get_running_loop()
+    sessions = {}
+    for nid, addr in addrs.items():
+        r, w = await _connect(addr, loop.time() + 15)
+        sessions[nid] = s = NodeSession(r, w)
+        await s.wait_hello()
+        await s.open_session()
+        await s.command(d.MSG_CONFIG, config)
+    for b in rack.branches:
+        if b.port and b.closed:
+            await sessions[b.port[0]].command(d.MSG_PORT_SWITCH, {d.K_PORT: b.port[1],
+                                                                   d.K_CLOSE: True})
+    await asyncio.gather(*[s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 12.0, d.K_LEASE_MS: 30000})
+                           for s in sessions.values()])
+    return sessions
+
+
 async def scenario() -> dict:
     rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
     emu = EmulatedRack(rack)
     addrs = emu.start()
     out: dict = {}
     try:
-        loop = asyncio.get_running_loop()
-        sessions = {}
-        for nid, addr in addrs.items():
-            r, w = await _connect(addr, loop.time() + 15)
-            s = NodeSession(r, w)
-            await s.wait_hello()
-            await s.open_session()
-            sessions[nid] = s
+        # droop matched to the converters' own (ORv3-like)
+        sessions = await bring_up(rack, addrs, {d.K_VOUT_DROOP: 0.012, d.K_TELEMETRY_PERIOD_MS: 100,
+                                                d.K_TON_RISE: 0.5})
         out["kinds"] = sorted(a.kind for a in addrs.values())
-        for s in sessions.values():  # droop matched to the converters' own (ORv3-like)
-            await s.command(d.MSG_CONFIG, {d.K_VOUT_DROOP: 0.012, d.K_TELEMETRY_PERIOD_MS: 100,
-                                           d.K_TON_RISE: 0.5})
-        for b in rack.branches:
-            if b.port and b.closed:
-                await sessions[b.port[0]].command(d.MSG_PORT_SWITCH, {d.K_PORT: b.port[1],
-                                                                       d.K_CLOSE: True})
-        await asyncio.gather(*[s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 12.0,
-                                                          d.K_LEASE_MS: 30000})
-                               for s in sessions.values()])
         latest: dict = {}
 
         def settled(t):
