@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--json", action="store_true")
     opt = sub.add_parser("optimize", help="flexible buses (and reconfiguration) at least cost")
     opt.add_argument("case")
-    opt.add_argument("--flex", type=_flex_list, default=None, metavar="BUS:PCT,...",
-                     help="flexible buses and their +- range in percent (default: the case's)")
+    opt.add_argument("--flex", type=_flex_list, default=None, metavar="BUS:PCT[:COST],...",
+                     help="flexible buses, their +- range in percent and optional cost weight "
+                          "(default: the case's)")
     opt.add_argument("--c-loss", type=_nonneg, required=True, metavar="X", help="cost per kW lost")
     opt.add_argument("--c-flex", type=_nonneg, required=True, metavar="Y",
                      help="cost per kW / kvar of flexibility used")
@@ -161,17 +162,23 @@ def _branch_list(text: str) -> list[int]:
     return out
 
 
-def _flex_list(text: str) -> dict[int, float]:
-    out = {}
+def _flex_list(text: str) -> tuple[dict[int, float], dict[int, float]]:
+    """BUS:PERCENT[:COST],... -> ({bus: percent}, {bus: cost weight})."""
+    pct, cost = {}, {}
     for item in text.split(","):
-        bus, sep, pct = item.partition(":")
+        parts = item.split(":")
         try:
-            out[int(bus)] = float(pct)
+            if len(parts) not in (2, 3):
+                raise ValueError
+            bus = int(parts[0])
+            pct[bus] = float(parts[1])
+            cost[bus] = float(parts[2]) if len(parts) == 3 else 1.0
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r}: expected BUS:PERCENT, e.g. 9:35") from None
-        if not sep or not 0 <= out[int(bus)] <= 100:
-            raise argparse.ArgumentTypeError(f"{item!r}: expected BUS:PERCENT with 0..100 %")
-    return out
+            raise argparse.ArgumentTypeError(f"{item!r}: expected BUS:PERCENT[:COST], e.g. 9:35 "
+                                             "or 9:35:2") from None
+        if not 0 <= pct[bus] <= 100 or not 0 <= cost[bus] < float("inf"):
+            raise argparse.ArgumentTypeError(f"{item!r}: PERCENT is 0..100 and COST >= 0")
+    return pct, cost
 
 
 def _power(kw: float) -> str:
@@ -230,7 +237,7 @@ def _grid_command(args: argparse.Namespace) -> int:
         from powerflow.grid.flex import solve_flex, solve_joint
 
         if args.flex is not None:
-            case = with_flex(case, args.flex)
+            case = with_flex(case, *args.flex)
         if not case.flex:
             raise CaseError(f"{case.name} has no flexible buses: give --flex BUS:PCT,...")
         fr = (solve_joint if args.reconfigure else solve_flex)(case, args.c_loss, args.c_flex,
@@ -239,9 +246,10 @@ def _grid_command(args: argparse.Namespace) -> int:
         if fr.flow is None:
             lines = [f"{case.name}: {fr.message}"]
         else:
-            lines = [f"{case.name}: cost {fr.cost:.4f} = {args.c_loss} x {fr.loss_kw:.3f} kW lost + "
-                     f"{args.c_flex} x ({fr.flex_used_kw:.2f} kW + {fr.flex_used_kvar:.2f} kvar used); "
-                     f"open {out['open_branches']}; Vmin {out['vmin_pu']:.5f} p.u."]
+            lines = [f"{case.name}: cost {fr.cost:.4f} ({args.c_loss} x {fr.loss_kw:.3f} kW lost, "
+                     f"{fr.flex_used_kw:.2f} kW + {fr.flex_used_kvar:.2f} kvar of flexibility at "
+                     f"{args.c_flex} x each bus's weight); open {out['open_branches']}; "
+                     f"Vmin {out['vmin_pu']:.5f} p.u."]
             lines += [f"  bus {b}: {a['p_kw']:.2f} kW ({a['dp_kw']:+.2f}), {a['q_kvar']:.2f} kvar "
                       f"({a['dq_kvar']:+.2f})" for b, a in out["adjustments"].items()]
         _print(out, args.json, lines)

@@ -83,3 +83,15 @@ def test_ieee33_joint_problem() -> None:
     reconf_only = solve_radial(case.with_open([6, 8, 13, 31, 36])).loss_kw
     assert j.feasible and j.cost < alone.cost and j.cost < reconf_only
     assert j.elapsed_s < 10
+
+
+def test_per_bus_costs_steer_the_flexibility() -> None:
+    case = load_case("ieee33")
+    cheap = with_flex(case, {25: 32.0, 24: 32.0}, {25: 0.1, 24: 100.0})
+    r = solve_flex(cheap, 1.0, 0.05)
+    i24, i25 = cheap.index_of(24), cheap.index_of(25)
+    assert abs(r.p_load[i24] - cheap.p_load[i24]) < 1e-9  # too dear to touch
+    assert r.p_load[i25] < cheap.p_load[i25] - 1e-4  # cheap: used
+    base = cheap.base_mva * 1e3
+    used25 = (abs(r.p_load[i25] - cheap.p_load[i25]) + abs(r.q_load[i25] - cheap.q_load[i25])) * base
+    assert r.cost == pytest.approx(r.loss_kw + 0.05 * 0.1 * used25, rel=1e-9)

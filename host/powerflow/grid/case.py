@@ -34,6 +34,7 @@ class FlexBus:
     q_max: float
     p_base: float  # the demand with no flexibility used
     q_base: float
+    cost: float = 1.0  # weight of this bus's flexibility: a kW here costs cost x c_flex
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class Case:
             k = int(np.flatnonzero(np.abs(self.z) == 0)[0])
             raise CaseError(f"{self.name}: branch {k + 1} has zero impedance")
         for fb in self.flex:
+            if not fb.cost >= 0:
+                raise CaseError(f"{self.name}: flexible bus {self.bus_ids[fb.bus]} has a negative cost")
             if not (fb.p_min <= fb.p_base <= fb.p_max and fb.q_min <= fb.q_base <= fb.q_max):
                 raise CaseError(f"{self.name}: flexible bus {self.bus_ids[fb.bus]} has its base outside [min, max]")
         return self

@@ -14,9 +14,11 @@ DATA = Path(__file__).resolve().parent / "data"
 IEEE33_FLEX = {9: 35.0, 5: 50.0, 17: 15.0, 21: 20.0, 25: 32.0}
 
 
-def with_flex(case: Case, spec: dict[int, float]) -> Case:
-    """Add flexible buses: {bus number: +-percent of its base P and Q}."""
+def with_flex(case: Case, spec: dict[int, float], costs: dict[int, float] | None = None) -> Case:
+    """Add flexible buses: {bus number: +-percent of its base P and Q}, with optional
+    per-bus cost weights {bus number: weight} (default 1)."""
     flex = []
+    costs = costs or {}
     for bus, pct in spec.items():
         if not 0 <= pct <= 100:
             raise CaseError(f"{case.name}: flexible bus {bus}: {pct} % is outside 0..100")
@@ -24,7 +26,8 @@ def with_flex(case: Case, spec: dict[int, float]) -> Case:
         p, q = case.p_load[i], case.q_load[i]
         k = pct / 100.0
         flex.append(FlexBus(i, min(p * (1 - k), p * (1 + k)), max(p * (1 - k), p * (1 + k)),
-                            min(q * (1 - k), q * (1 + k)), max(q * (1 - k), q * (1 + k)), p, q))
+                            min(q * (1 - k), q * (1 + k)), max(q * (1 - k), q * (1 + k)), p, q,
+                            costs.get(bus, 1.0)))
     return replace(case, flex=tuple(flex)).validate()
 
 

@@ -1,7 +1,8 @@
 """Flexible buses: how much of their allowed demand change to use, alone and jointly with
 reconfiguration (the problem of the seed paper).
 
-    minimise  c_loss * losses (kW) + c_flex * flexible power used (kW + kvar)
+    minimise  c_loss * losses (kW) + c_flex * sum over flexible buses of
+              cost_bus * flexible power used there (kW + kvar)
 
 over each flexible bus's P and Q range, subject to the load flow and voltage limits.
 For a radial configuration the load flow is written as the branch-flow (DistFlow)
@@ -91,8 +92,9 @@ def solve_flex(case: Case, c_loss: float, c_flex: float, vmin: float | None = No
     zz = r * r + x * x
     qcost = np.zeros(nx)
     qcost[iL:iL + m] = c_loss * base * r
-    qcost[iDP:iDP + nf] = c_flex * base
-    qcost[iDQ:iDQ + nf] = c_flex * base
+    weight = np.array([fb.cost for fb in case.flex])
+    qcost[iDP:iDP + nf] = c_flex * base * weight
+    qcost[iDQ:iDQ + nf] = c_flex * base * weight
     rows: list[tuple[dict[int, float], float]] = []  # equality rows: (coefficients, rhs)
     for k, j in enumerate(kids):
         children = [pos[int(c)] for c in kids if tree.parent[c] == j]
@@ -177,12 +179,14 @@ def _checked(case: Case, c_loss: float, c_flex: float, p: F, q: F, opened: tuple
     base = case.base_mva * 1e3
     used_p = float(np.sum(np.abs(p - case.p_load))) * base
     used_q = float(np.sum(np.abs(q - case.q_load))) * base
+    weighted = sum(fb.cost * (abs(p[fb.bus] - case.p_load[fb.bus]) + abs(q[fb.bus] - case.q_load[fb.bus]))
+                   for fb in case.flex) * base
     if not fl.converged:
         return FlexResult(False, np.inf, np.nan, used_p, used_q, p, q, opened, fl, relax_loss,
                           elapsed, solved, "the optimum does not solve in the exact load flow")
     lo = case.vmin if vmin is None else np.full(case.n_bus, vmin)
     ok = bool(np.all(fl.vm >= lo - 1e-6))
-    cost = c_loss * fl.loss_kw + c_flex * (used_p + used_q)
+    cost = c_loss * fl.loss_kw + c_flex * weighted
     return FlexResult(ok, cost, fl.loss_kw, used_p, used_q, p, q, opened, fl, relax_loss, elapsed,
                       solved, "" if ok else "the exact load flow puts a voltage below its limit")
 

@@ -61,7 +61,8 @@ def flex_report(r: FlexResult, case_name: str) -> dict[str, Any]:
         bus = str(int(c.bus_ids[fb.bus]))
         adj[bus] = {"p_kw": float(r.p_load[fb.bus] * base), "q_kvar": float(r.q_load[fb.bus] * base),
                     "dp_kw": float((r.p_load[fb.bus] - fb.p_base) * base),
-                    "dq_kvar": float((r.q_load[fb.bus] - fb.q_base) * base)}
+                    "dq_kvar": float((r.q_load[fb.bus] - fb.q_base) * base),
+                    "cost_weight": fb.cost}
     out.update({
         "cost": r.cost, "loss_kw": r.loss_kw, "flex_used_kw": r.flex_used_kw,
         "flex_used_kvar": r.flex_used_kvar, "open_branches": [b + 1 for b in r.open_branches],
