@@ -101,6 +101,13 @@ def test_setpoint_from_the_cli_reaches_the_node_and_its_telemetry(host: Host) ->
     assert len(hist["points"]) > 3 and all(10 < v < 13 for _, v in hist["points"][-3:])
 
 
+def test_watch_streams_the_nodes(host: Host) -> None:
+    r = host.cli("watch", "--duration", "1.2", "--interval", "0.3", "--json")
+    frames = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("[")]
+    assert r.returncode == 0 and len(frames) >= 3
+    assert all({row["id"] for row in f} == {1, 2, 3, 4} for f in frames)
+
+
 def test_killed_node_is_lost_then_rediscovered(host: Host) -> None:
     r = host.cli("fault", "inject", "node-kill", "--node", "2")
     assert r.returncode == 0, r.stderr

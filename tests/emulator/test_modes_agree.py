@@ -44,10 +44,19 @@ async def process_mode(rack) -> dict[int, tuple[float, float]]:
     try:
         sessions = await bring_up(rack, addrs, CONFIG)
         latest: dict = {}
-        await _until(lambda t: all(b[d.K_MODE] == d.MODE_CV for b in t.values()), sessions, 15,
-                     latest)
-        # then four seconds of operation, as in fast mode
-        await _until(lambda t: False, sessions, 3.0, latest)
+        history: dict[int, list[float]] = {n: [] for n in sessions}
+
+        def settled(t: dict) -> bool:
+            """Every node regulating, its last five current readings within 0.2 A."""
+            for n, b in t.items():
+                h = history[n]
+                if not h or h[-1] != b[d.K_READ_IOUT]:
+                    h.append(b[d.K_READ_IOUT])
+                del h[:-5]
+            return all(b[d.K_MODE] == d.MODE_CV for b in t.values()) and all(
+                len(h) == 5 and max(h) - min(h) < 0.2 for h in history.values())
+
+        assert await _until(settled, sessions, 30, latest), latest
         for s in sessions.values():
             await s.close()
         return {n: (b[d.K_READ_VOUT], b[d.K_READ_IOUT]) for n, b in latest.items()}
