@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("--host", default=None)
     fi.add_argument("--json", action="store_true")
 
+    fc = sub.add_parser("forecast", help="demand forecasting")
+    fcs = fc.add_subparsers(dest="forecast_command", required=True, metavar="eval")
+    ev = fcs.add_parser("eval", help="evaluate the forecasters strictly online on a trace")
+    ev.add_argument("trace", help="CSV file (may be .gz)")
+    ev.add_argument("--time-column", required=True)
+    ev.add_argument("--value-column", required=True)
+    ev.add_argument("--exog", default="", help="exogenous columns, comma separated")
+    ev.add_argument("--resample", default="1s", help="period, e.g. 1s, 10s, 1m (default 1s)")
+    ev.add_argument("--horizons", default="1,10,60", help="periods ahead (default 1,10,60)")
+    ev.add_argument("--json", action="store_true")
+
     flow = sub.add_parser("flow", help="load flow of a case")
     flow.add_argument("case", help="MATPOWER .m file, rack .toml file, or built-in (ieee33)")
     flow.add_argument("--method", choices=("auto", "bibc", "newton"), default="auto")
@@ -278,6 +289,40 @@ def _client_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         return 1
 
 
+def _forecast_command(args: argparse.Namespace) -> int:
+    import json
+    import re
+
+    from powerflow.forecast.evaluate import TraceError, evaluate_file
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m|h)", args.resample.strip())
+    try:
+        horizons = tuple(int(h) for h in args.horizons.split(","))
+    except ValueError:
+        horizons = ()
+    if not m or not horizons or min(horizons) < 1:
+        print("powerflow: error: --resample is like 1s, 10s or 1m; --horizons like 1,10,60 "
+              "(periods ahead, >= 1)", file=sys.stderr)
+        return 2
+    period = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+    exog = [c for c in args.exog.split(",") if c]
+    try:
+        out = evaluate_file(args.trace, args.time_column, args.value_column, exog, period, horizons)
+    except TraceError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"{out['trace']}: {out['periods']} periods of {period:g} s")
+    print(f"{'horizon':>8} {'model':>12} {'MAE':>10} {'MASE':>7} {'P95 cover':>10} {'P95 margin':>11}")
+    for h, per in out["horizons"].items():
+        for name, r in per.items():
+            print(f"{h:>8} {name:>12} {r['mae']:10.2f} {r['mase']:7.3f} {r['p95_coverage']:10.3f} "
+                  f"{r['p95_margin']:11.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -285,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         return _grid_command(args)
     if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault"):
         return _client_command(args, parser)
+    if args.command == "forecast":
+        return _forecast_command(args)
     if args.command == "run":
         from powerflow.hostrun import run_host
         from powerflow.rack import RackError

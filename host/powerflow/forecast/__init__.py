@@ -1,0 +1,1 @@
+"""Per-device demand forecasting: online models, a selector by recent error, conformal bounds."""

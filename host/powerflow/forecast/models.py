@@ -1,0 +1,162 @@
+"""Online demand forecasters for one device: pure computation, one observation at a time.
+
+Every model sees the series only up to now: `observe(y, x)` adds the value y (W) and the
+exogenous inputs x (e.g. GPU/CPU utilisation, %) of the current period, and
+`predict()` returns the forecast for each horizon (periods ahead). Learning uses only
+pairs whose target has been observed, so an evaluation that interleaves predict and
+observe is strictly online.
+
+- `Persistence`: y(t+h) = y(t).
+- `OnlineRidge`: recursive least squares (with forgetting and a ridge prior) on features of
+  the recent past, predicting the change from persistence for each horizon separately.
+- `Selector`: per horizon, the model whose recent absolute error (exponentially weighted) is
+  lowest; it can never be much worse than persistence, which is one of its models.
+- `ConformalBound`: an upper quantile (P95 by default) around any model's forecast, from its
+  recent errors, with the adaptive-conformal correction of Gibbs & Candes (2021) keeping the
+  long-run coverage at the target.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from numpy.typing import NDArray
+
+F = NDArray[np.float64]
+LAGS = (1, 2, 5, 10, 30, 60)
+WINDOWS = (10, 60, 300)
+
+
+class History:
+    """The recent past of one series and its exogenous inputs (periods, newest last)."""
+
+    def __init__(self, n_exog: int, keep: int = 600) -> None:
+        self.y: deque[float] = deque(maxlen=keep)
+        self.x: deque[F] = deque(maxlen=keep)
+        self.n_exog = n_exog
+
+    def add(self, y: float, x: F) -> None:
+        self.y.append(float(y))
+        self.x.append(np.asarray(x, float))
+
+    def features(self) -> F:
+        """Level, changes over the lags, distance to rolling means, exogenous level and change."""
+        ys = self.y
+        y = ys[-1]
+        out = [1.0, y]  # the level: where it stands against what the inputs call for
+        for k in LAGS:
+            out.append(y - ys[-1 - k] if len(ys) > k else 0.0)
+        arr = np.fromiter(ys, float)
+        for w in WINDOWS:
+            out.append(float(arr[-w:].mean()) - y)
+        out.append(float(arr[-60:].std()) if len(arr) > 1 else 0.0)
+        if self.n_exog:
+            x = self.x[-1]
+            out.extend(x.tolist())
+            for k in LAGS:  # how the inputs moved: their recent past leads the load
+                out.extend((x - self.x[-1 - k] if len(self.x) > k else np.zeros_like(x)).tolist())
+        return np.array(out)
+
+
+class Persistence:
+    name = "persistence"
+
+    def __init__(self, horizons: tuple[int, ...], n_exog: int = 0) -> None:
+        self.horizons = horizons
+        self.last = 0.0
+
+    def observe(self, y: float, x: F, hist: History) -> None:
+        self.last = y
+
+    def predict(self, hist: History) -> dict[int, float]:
+        return {h: self.last for h in self.horizons}
+
+
+class OnlineRidge:
+    """Per horizon h: RLS on features(t - h) -> y(t) - y(t - h), forgetting factor `lam`."""
+
+    name = "ridge"
+
+    def __init__(self, horizons: tuple[int, ...], n_exog: int = 0, lam: float = 0.99,
+                 prior: float = 0.01) -> None:
+        self.horizons = horizons
+        self.lam = lam
+        self.n = 2 + len(LAGS) + len(WINDOWS) + 1 + (1 + len(LAGS)) * n_exog
+        self.w = {h: np.zeros(self.n) for h in horizons}
+        self.p = {h: np.eye(self.n) * prior for h in horizons}
+        self.pending: deque[tuple[F, float]] = deque(maxlen=max(horizons) + 1)
+        self.scale = 1.0  # the series' typical size: features and targets in its units
+
+    def _scaled(self, f: F) -> F:
+        g = f / self.scale
+        g[0] = 1.0
+        return g
+
+    def observe(self, y: float, x: F, hist: History) -> None:
+        f_now = hist.features()
+        if len(hist.y) <= 50:  # fixed once known, so that learnt weights keep their meaning
+            self.scale = max(1.0, float(np.mean(np.abs(np.fromiter(hist.y, float)))))
+        # learn from every horizon whose target is now known
+        for h in self.horizons:
+            if len(self.pending) >= h:
+                f, y0 = self.pending[-h]
+                self._rls(h, self._scaled(f), (y - y0) / self.scale)
+        self.pending.append((f_now, y))
+
+    def _rls(self, h: int, f: F, target: float) -> None:
+        p = self.p[h]
+        pf = p @ f
+        k = pf / (self.lam + f @ pf)
+        self.w[h] += k * (target - f @ self.w[h])
+        self.p[h] = (p - np.outer(k, pf)) / self.lam
+
+    def predict(self, hist: History) -> dict[int, float]:
+        f = self._scaled(hist.features())
+        y = hist.y[-1]
+        return {h: y + float(f @ self.w[h]) * self.scale for h in self.horizons}
+
+
+class Selector:
+    """Per horizon, the forecast of the model with the lowest recent absolute error."""
+
+    name = "selected"
+
+    def __init__(self, models: list, horizons: tuple[int, ...], halflife: float = 120.0) -> None:
+        self.models = models
+        self.horizons = horizons
+        self.decay = 0.5 ** (1.0 / halflife)
+        self.err = {h: np.zeros(len(models)) for h in horizons}
+        self.seen = {h: 0 for h in horizons}
+
+    def score(self, h: int, errors: F) -> None:
+        """Record the absolute errors the models made for horizon h (as targets arrive)."""
+        self.err[h] = self.decay * self.err[h] + (1 - self.decay) * errors
+        self.seen[h] += 1
+
+    def choose(self, h: int) -> int:
+        if self.seen[h] < 30:
+            return 0  # persistence until the others have a record
+        return int(np.argmin(self.err[h]))
+
+
+class ConformalBound:
+    """Upper bound at quantile `q` from recent signed errors (y - forecast), with the
+    adaptive-conformal update of the working quantile keeping coverage at `q`."""
+
+    def __init__(self, q: float = 0.95, window: int = 300, gamma: float = 0.005) -> None:
+        self.q = q
+        self.alpha = 1.0 - q  # working miscoverage
+        self.window: deque[float] = deque(maxlen=window)
+        self.gamma = gamma
+
+    def margin(self, widen: float = 1.0) -> float:
+        if len(self.window) < 10:
+            return float("inf")
+        level = min(1.0, max(0.0, 1.0 - self.alpha))
+        return max(0.0, float(np.quantile(np.fromiter(self.window, float), level))) * widen
+
+    def update(self, residual: float, margin: float) -> None:
+        miss = 1.0 if residual > margin else 0.0
+        self.alpha += self.gamma * ((1.0 - self.q) - miss)
+        self.window.append(residual)
