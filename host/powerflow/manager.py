@@ -151,6 +151,7 @@ class NodeManager:
         ns.last_rx = time.monotonic()
         self._event(ns, "online", f"firmware {ns.hello.get('FW_VERSION')}")
         next_hb = next_lease = 0.0
+        cleared_failsafe = False
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
@@ -162,9 +163,21 @@ class NodeManager:
                 s.heartbeat(int((time.time() - self.started) * 1000))
                 next_hb = now + HOST_HEARTBEAT_S
             if now >= next_lease:
+                faults = ns.telemetry.get("FAULTS")
+                if faults == d.FAULT_FAILSAFE and not cleared_failsafe:
+                    # latched only because this host was away: being back, it clears that latch
+                    # (protection faults are left for the operator)
+                    await s.command(d.MSG_CLEAR_FAULTS, {})
+                    cleared_failsafe = True
+                    self._event(ns, "failsafe cleared", "the host is back")
                 if ns.vout is not None:
-                    await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: ns.vout,
-                                                     d.K_LEASE_MS: LEASE_MS})
+                    try:
+                        await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: ns.vout,
+                                                         d.K_LEASE_MS: LEASE_MS})
+                    except CommandError as e:
+                        if e.result is None:
+                            raise  # no answer: the link is in trouble
+                        self._event(ns, "setpoint refused", str(e))  # e.g. a latched fault
                 for port, close in list(pending.items()):
                     try:
                         await s.command(d.MSG_PORT_SWITCH, {d.K_PORT: port, d.K_CLOSE: close})

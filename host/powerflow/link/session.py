@@ -89,6 +89,9 @@ class NodeSession:
 
     def __post_init__(self) -> None:
         self.decoder = StreamDecoder(key_for=self._key_for)
+        # one command in flight at a time: a retry keeps its counter only while no newer
+        # frame has gone out, or the node would rightly refuse it as a replay
+        self._cmd_lock = asyncio.Lock()
 
     # ---- receiving ------------------------------------------------------------
     def _take_session(self, f: Frame) -> bool:
@@ -213,6 +216,11 @@ class NodeSession:
         check_outgoing(msg_type, body, self.hello)
         if self.session == 0:
             raise CommandError("no session with the node")
+        async with self._cmd_lock:
+            return await self._command(msg_type, body, timeout, retries)
+
+    async def _command(self, msg_type: int, body: dict[int, Any], timeout: float,
+                       retries: int) -> dict[int, Any]:
         seq = self._next_seq()
         fut: asyncio.Future[dict[int, Any]] = asyncio.get_running_loop().create_future()
         self._acks[seq] = fut
@@ -234,7 +242,8 @@ class NodeSession:
         return ack
 
     def heartbeat(self, uptime_ms: int) -> None:
-        if self.session:
+        """Send a heartbeat, unless a command is in flight (which shows the host alive)."""
+        if self.session and not self._cmd_lock.locked():
             self._send(d.MSG_HEARTBEAT, {d.K_UPTIME_MS: uptime_ms & 0xFFFFFFFF},
                        self._next_seq(), self.session, self._session_key)
 
