@@ -72,7 +72,6 @@ class Framer:
         self.tx_wire = bytearray(MAX_BLOCK + 1)
         self.body = cbor.Encoder(memoryview(self.tx)[HEADER_LEN : HEADER_LEN + MAX_BODY])
         self.rejects = [0] * N_REJ
-        self.frames_ok = 0
         self._frame = Frame()
         self._mv = memoryview(self.rx)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from typing import Any
 
 from rich.console import Console
@@ -19,14 +18,9 @@ from pfproto import defs as d
 from pfproto.names import EV_NAMES, MODE_NAMES
 from powerflow.emulator.node_process import NodeProcess
 from powerflow.emulator.ptybridge import PtyBridge
+from powerflow.emulator.rack_emulator import free_port
 from powerflow.link.session import NodeSession
 from powerflow.link.transport import LinkAddress, open_link
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _connect(addr: LinkAddress, node: NodeProcess, timeout: float = 10.0) -> Any:
@@ -59,7 +53,7 @@ async def run_demo(duration: float = 10.0, link: str = "pty", console: Console |
     console = console or Console(width=max(110, Console().width))
     key = os.urandom(32)
     bridge = PtyBridge() if link == "pty" else None
-    port = _free_port()
+    port = free_port()
     conf = {"node_id": 1, "key": key.hex(), "hal": "sim",
             "link": f"pty:{bridge.node_path}" if bridge else f"tcp:127.0.0.1:{port}",
             "ratings": {"vout_max": 14.0, "iout_max": 50.0, "board": "sim"},

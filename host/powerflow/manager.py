@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pfproto import defs as d
-from pfproto.names import MODE_NAMES
+from pfproto.names import EV_NAMES, MODE_NAMES
 from powerflow.link.session import CommandError, NodeSession
 from powerflow.link.transport import LinkAddress, open_link
 from powerflow.protocol.names import body_to_names
@@ -47,7 +47,6 @@ class NodeState:
     telemetry: dict[str, Any] = field(default_factory=dict)
     last_rx: float = 0.0  # monotonic
     lost_count: int = 0
-    online_since: float = 0.0
     vout: float | None = None  # desired VOUT_COMMAND, renewed as a lease; None = off
     ports: dict[int, bool] = field(default_factory=dict)  # desired port states
     session: NodeSession | None = None
@@ -71,11 +70,11 @@ class NodeState:
 
 class NodeManager:
     def __init__(self, rack: Rack, addresses: dict[int, LinkAddress], store: TelemetryStore,
-                 droop_ohm: bool = True, telemetry_ms: int = TELEMETRY_MS) -> None:
+                 match_droop: bool = True, telemetry_ms: int = TELEMETRY_MS) -> None:
         self.rack = rack
         self.telemetry_ms = telemetry_ms
         self.store = store
-        self.droop = droop_ohm
+        self.match_droop = match_droop  # set each node's droop to its converter's own
         self.nodes = {n.id: NodeState(n, addresses[n.id]) for n in rack.nodes}
         self._tasks: list[asyncio.Task[None]] = []
         self.started = time.time()
@@ -142,12 +141,11 @@ class NodeManager:
         await s.open_session()
         cfg: dict[int, Any] = {d.K_TELEMETRY_PERIOD_MS: self.telemetry_ms,
                                d.K_HEARTBEAT_TIMEOUT_MS: HEARTBEAT_TIMEOUT_MS}
-        if self.droop:  # share load as the converters' own droop does (see the rack physics)
+        if self.match_droop:  # share load as the converters' own droop does (see the rack physics)
             cfg[d.K_VOUT_DROOP] = min(ns.node.r_out, d.DROOP_MAX)
         await s.command(d.MSG_CONFIG, cfg)
         pending = dict(ns.ports)  # the desired port states, applied below and retried
         ns.state = "online"
-        ns.online_since = time.time()
         ns.last_rx = time.monotonic()
         self._event(ns, "online", f"firmware {ns.hello.get('FW_VERSION')}")
         next_hb = next_lease = 0.0
@@ -200,8 +198,6 @@ class NodeManager:
             ns.telemetry = named
             self.store.add(ns.node.id, time.time(), {k: named[k] for k in STORED if k in named})
         elif f.type == d.MSG_EVENT:
-            from pfproto.names import EV_NAMES
-
             self._event(ns, EV_NAMES.get(f.body[d.K_EVENT], "event"), str(body_to_names(f.body)))
 
     def _event(self, ns: NodeState, kind: str, detail: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +123,3 @@ class TelemetryStore:
         self.flush()
         self._db.close()
 
-
-def frame_metrics(body_named: dict[str, object], fields: Iterable[str]) -> dict[str, float]:
-    """The numeric telemetry fields of a frame, by name."""
-    return {f: float(body_named[f]) for f in fields if isinstance(body_named.get(f), int | float)}

@@ -7,7 +7,6 @@ Host side: the cbor2-based codec, plus the CDDL schema through pycddl.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pycddl
 import pytest

@@ -26,7 +26,8 @@ from powerflow.rack import Rack
 PHYSICS_PERIOD_S = 0.005
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -64,7 +65,7 @@ class EmulatedRack:
             regs = RegisterFiles(self.folder, n.id)
             bridge = None
             if n.link.startswith("tcp"):
-                port = _free_port()
+                port = free_port()
                 node_link, addr = f"tcp:127.0.0.1:{port}", LinkAddress("tcp", "127.0.0.1", port)
             else:
                 bridge = PtyBridge(seed=n.id)

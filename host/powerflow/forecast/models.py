@@ -35,13 +35,21 @@ class History:
         self.y: deque[float] = deque(maxlen=keep)
         self.x: deque[F] = deque(maxlen=keep)
         self.n_exog = n_exog
+        self._features: F | None = None  # of the newest observation, computed once
 
     def add(self, y: float, x: F) -> None:
         self.y.append(float(y))
         self.x.append(np.asarray(x, float))
+        self._features = None
 
     def features(self) -> F:
-        """Level, changes over the lags, distance to rolling means, exogenous level and change."""
+        """Level, changes over the lags, distance to rolling means, exogenous level and change
+        (a copy: callers keep it while new observations arrive)."""
+        if self._features is None:
+            self._features = self._compute()
+        return self._features.copy()
+
+    def _compute(self) -> F:
         ys = self.y
         y = ys[-1]
         out = [1.0, y]  # the level: where it stands against what the inputs call for

@@ -14,17 +14,12 @@ from numpy.typing import NDArray
 
 from powerflow.grid import batch
 from powerflow.grid.case import Case
-from powerflow.grid.loadflow import orient
+from powerflow.grid.loadflow import Tree, orient
 from powerflow.grid.topology import DisjointSets, merged_nodes
 
 
-def _loop(case: Case, open_set: NDArray[np.int64], chord: int) -> list[int]:
+def _loop(case: Case, tree: Tree, node_depth: NDArray[np.int64], chord: int) -> list[int]:
     """Branches of the tree path between the endpoints of `chord` (open) in the configuration."""
-    tree = orient(case.with_open(list(open_set)))
-    node_depth = np.zeros(case.n_bus, np.int64)
-    for i in tree.order:
-        if tree.parent[i] >= 0:
-            node_depth[i] = node_depth[tree.parent[i]] + 1
     a, b = int(case.f[chord]), int(case.t[chord])
     path = []
     while a != b:
@@ -40,9 +35,14 @@ def _loop(case: Case, open_set: NDArray[np.int64], chord: int) -> list[int]:
 
 
 def neighbours(case: Case, open_set: NDArray[np.int64]) -> NDArray[np.int64]:
+    tree = orient(case.with_open(list(open_set)))
+    node_depth = np.zeros(case.n_bus, np.int64)
+    for i in tree.order:
+        if tree.parent[i] >= 0:
+            node_depth[i] = node_depth[tree.parent[i]] + 1
     out = []
     for k, chord in enumerate(open_set):
-        for e in _loop(case, open_set, int(chord)):
+        for e in _loop(case, tree, node_depth, int(chord)):
             if case.switchable[e]:
                 cand = open_set.copy()
                 cand[k] = e

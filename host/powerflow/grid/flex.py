@@ -74,7 +74,6 @@ def solve_flex(case: Case, c_loss: float, c_flex: float, vmin: float | None = No
     n = case.n_bus
     kids = np.array([b for b in tree.order if tree.parent[b] >= 0], np.int64)
     m = len(kids)
-    pos = {int(b): k for k, b in enumerate(kids)}  # branch variable k belongs to bus kids[k]
     fidx, pmin, pmax, qmin, qmax = _flex_arrays(case)
     nf = len(fidx)
     fpos = {int(b): k for k, b in enumerate(fidx)}
@@ -96,8 +95,13 @@ def solve_flex(case: Case, c_loss: float, c_flex: float, vmin: float | None = No
     qcost[iDP:iDP + nf] = c_flex * base * weight
     qcost[iDQ:iDQ + nf] = c_flex * base * weight
     rows: list[tuple[dict[int, float], float]] = []  # equality rows: (coefficients, rhs)
+    children_of: dict[int, list[int]] = {int(j): [] for j in kids}
     for k, j in enumerate(kids):
-        children = [pos[int(c)] for c in kids if tree.parent[c] == j]
+        par = int(tree.parent[j])
+        if par in children_of:
+            children_of[par].append(k)
+    for k, j in enumerate(kids):
+        children = children_of[int(j)]
         for (iX, res, load, ifl) in ((iP, r, case.p_load, iPF), (iQ, x, case.q_load, iQF)):
             row = {iX + k: 1.0, iL + k: -res[k]}
             for c in children:

@@ -74,15 +74,13 @@ def build_model(case: Case, vmin: float | None = None, vmax: float = 1.1,
             m.addCons(P * P + Q * Q <= w[tail] * L)
             # perspective strengthening: a half-closed arc cannot carry flow at half the loss
             m.addCons(P * P + Q * Q <= hi * L * a)
-            arcs.append((b, tail, head, P, Q, L, r, x))
+            arcs.append((b, tail, head, P, Q, L, r, x, a))
             into[head].append(len(arcs) - 1)
             out[tail].append(len(arcs) - 1)
         m.addCons(db <= yb)
     # radiality: every bus but the feed has exactly one parent, the feed none
-    act_vars = {v.name: v for v in m.getVars() if v.name.startswith("a")}
     for i in range(nn):
-        ins = [act_vars[f"a{arcs[k][0]}_{arcs[k][1]}"] for k in into[i]]
-        m.addCons(quicksum(ins) == (0 if i == 0 else 1))
+        m.addCons(quicksum(arcs[k][8] for k in into[i]) == (0 if i == 0 else 1))
     m.addCons(quicksum(y) == nn - 1)
     for i in range(1, nn):
         m.addCons(quicksum(arcs[k][3] - arcs[k][6] * arcs[k][5] for k in into[i])

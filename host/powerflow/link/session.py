@@ -18,7 +18,7 @@ from typing import Any
 from pfproto import defs as d
 from pfproto.fields import FIELDS, check_body
 from pfproto.names import REJ_NAMES, RES_NAMES
-from powerflow.protocol.codec import Frame, FrameError, StreamDecoder, encode_frame, tag_of
+from powerflow.protocol.codec import Frame, StreamDecoder, encode_frame, tag_of
 from powerflow.protocol.names import key_name
 from powerflow.protocol.session_keys import derive_session_key
 

@@ -27,7 +27,7 @@ from cobs import cobs
 
 from pfproto import defs as d
 from pfproto.names import REJ_NAMES
-from powerflow.protocol.codec import encode_body, encode_frame, tag_of
+from powerflow.protocol.codec import encode_body, encode_frame
 from powerflow.protocol.names import MSG_NAMES, body_to_names
 
 KEY = bytes(range(32))  # the vectors' provisioned / session key

@@ -1,6 +1,5 @@
 # MicroPython test helpers: a node on the `sim` HAL with a virtual clock, and a
 # "host" that talks to it through real frames built by a second Framer.
-from pfnode import cbor
 from pfnode.auth import Hmac, derive_session_key
 from pfnode.config import Ratings
 from pfnode.frame import Framer
@@ -129,6 +128,3 @@ def result(ack):
 def near(a, b, tol):
     return abs(a - b) <= tol
 
-
-def encode(v):
-    return cbor.encode(v)
