@@ -13,6 +13,8 @@ anything wrong, with what was expected.
     [[device]]  id, segment, priority (1 = most important), p_min_w, p_max_w, p_nom_w,
                 trace, utilisation
     [battery]   segment, capacity_wh, p_charge_max_w, p_discharge_max_w, efficiency, soc
+    [policy]    the allocator's policy (see powerflow.control.policy.Policy)
+    [profile.NAME]  named overrides of [policy], selectable at run time
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from powerflow.control.policy import PolicyError, policy_from_config
 
 
 class RackError(ValueError):
@@ -143,7 +147,8 @@ def load_rack(path: str | Path) -> Rack:
 
 def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
     for key in raw:
-        if key not in ("rack", "feed", "segment", "node", "branch", "device", "battery"):
+        if key not in ("rack", "feed", "segment", "node", "branch", "device", "battery", "policy",
+                       "profile"):
             raise RackError(f"{path}: unknown section [{key}]")
     rk = _Reader(path, "[rack]", raw.get("rack", {}))
     name = rk.text("name", Path(path).stem)
@@ -248,5 +253,11 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
                           r.num("p_discharge_max_w", 0.0, 1e7), r.num("efficiency", 0.5, 1.0, 0.95),
                           r.num("soc", 0.0, 1.0, 0.5))
         r.done()
+    extra: dict[str, Any] = {"policy": raw.get("policy", {}), "profile": raw.get("profile", {})}
+    try:
+        policy_from_config(extra["policy"], extra["profile"],
+                           {dv.id: (dv.p_min_w, dv.p_max_w) for dv in devices})
+    except PolicyError as e:
+        raise RackError(f"{path}: {e}") from None
     return Rack(name, bus_v, feed_v, breaker, tuple(segs), tuple(nodes), tuple(branches),
-                tuple(devices), battery, path)
+                tuple(devices), battery, path, extra)

@@ -11,6 +11,7 @@ the transports and the interpreter is the same as in full-process mode.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pfproto import defs as d
@@ -111,6 +112,8 @@ class FastRack:
         self.sessions: dict[int, int] = {}
         self.seq: dict[int, int] = {}
         self.telemetry: dict[int, dict[int, Any]] = {}
+        self.telemetry_ms: dict[int, int] = {}  # when each node's last telemetry arrived
+        self.cut: set[int] = set()  # nodes whose link is down (fault injection)
         self.events: list[tuple[int, int, dict[int, Any]]] = []  # (t ms, node, body)
         for n in rack.nodes:
             nports = max([b.port[1] + 1 for b in rack.branches if b.port and b.port[0] == n.id],
@@ -127,8 +130,11 @@ class FastRack:
     def _frames_from(self, nid: int) -> list[Frame]:
         w = self.wires[nid]
         out, w.frames = w.frames, []
+        if nid in self.cut:
+            return []
         for f in out:
             if f.type == d.MSG_TELEMETRY:
+                self.telemetry_ms[nid] = self.now_ms
                 self.telemetry[nid] = f.body
             elif f.type == d.MSG_EVENT:
                 self.events.append((self.now_ms, nid, f.body))
@@ -137,6 +143,8 @@ class FastRack:
     def send(self, nid: int, msg_type: int, body: dict[int, Any], session: int | None = None
              ) -> dict[int, Any] | None:
         """Deliver one host frame to node `nid`; returns its ACK body (commands) or None."""
+        if nid in self.cut:
+            return None
         self.seq[nid] += 1
         seq = self.seq[nid]
         sid = self.sessions.get(nid, 0) if session is None else session
@@ -165,8 +173,10 @@ class FastRack:
         return ack
 
     # ---- time ----------------------------------------------------------------------------
-    def run(self, seconds: float, host_heartbeat_ms: int = 500) -> None:
-        """Advance the rack `seconds` of virtual time; the host heartbeats every node."""
+    def run(self, seconds: float, host_heartbeat_ms: int = 500,
+            on_step: Callable[[float], None] | None = None) -> None:
+        """Advance the rack `seconds` of virtual time; the host heartbeats every node.
+        `on_step(dt)` is called after each physics step (for measurements)."""
         end = self.now_ms + int(seconds * 1000)
         while self.now_ms < end:
             self.now_ms += self.period
@@ -177,6 +187,8 @@ class FastRack:
                 node.feed_watchdog()
                 self._frames_from(nid)
             self.physics.step(self.period / 1000.0)
+            if on_step is not None:
+                on_step(self.period / 1000.0)
             if self.sessions and self.now_ms >= self._next_hb:
                 for nid in self.sessions:
                     self.send(nid, d.MSG_HEARTBEAT, {d.K_UPTIME_MS: self.now_ms})

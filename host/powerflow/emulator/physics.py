@@ -135,6 +135,8 @@ class RackPhysics:
         self.seed = seed
         self.ambient_c = ambient_c
         self.humidity = humidity
+        self.load_scale = 1.0  # multiplies every device's demand (scenarios)
+        self.trace_speed = 1.0  # device traces run this much faster than rack time (time-lapse)
         self.segs = list(rack.segments)
         sidx = {s: i for i, s in enumerate(self.segs)}
         self.conv = {n.id: ConverterState(n.id, sidx[n.segment], n.rating_w, max(n.r_out, 1e-5),
@@ -190,9 +192,9 @@ class RackPhysics:
     def _update_devices(self, dt: float) -> None:
         a = 1.0 if dt <= 0 else min(1.0, dt / 0.2)  # power follows utilisation within ~0.2 s
         for k, d in enumerate(self.rack.devices):
-            u = utilisation(d.trace, self.t, self.dev_seed[k])
+            u = utilisation(d.trace, self.t * self.trace_speed, self.dev_seed[k])
             self.dev_util[k] = u
-            target = d.p_min_w + u * (d.p_max_w - d.p_min_w)
+            target = (d.p_min_w + u * (d.p_max_w - d.p_min_w)) * self.load_scale
             if self.t < self.dev_extra_until[k]:
                 target += self.dev_extra[k]
             self.dev_p[k] += (target - self.dev_p[k]) * a

@@ -1,0 +1,462 @@
+"""The allocator: from forecasts and the rack's state to the next period's allocation.
+
+Pure computation (no I/O). Steps, each explained in the result:
+
+1. supply: what the converters that can run may deliver (derated, thermal margin),
+   what the feed breaker allows, what the battery can add; a ramp-rate limit on the feed;
+2. caps: when the P95 demand exceeds supply, devices are capped in strict priority order
+   (nobody is throttled while a lower-priority device is above its minimum), with
+   hysteresis and a staggered, randomised release;
+3. battery: discharge to keep the feed under its limit (peak shaving), recharge in the
+   valleys;
+4. tie switches: the normal state unless an island cannot be supplied, then the
+   closures that restore supply (or, with ties = optimise, the lowest-loss state);
+5. phase shedding: per island, the number of converters that minimises conversion loss
+   while keeping the reserve; rotation evens out their running hours;
+6. shares: conversion + distribution loss minimised by a QP (Clarabel) over the
+   linearised mesh, then realised as voltage setpoints by the exact load flow, the
+   highest segment held at the target voltage;
+7. check: the exact load flow at the P95 demand must keep every voltage in the band and
+   every converter under its limit; otherwise (or on any solver failure) the safe
+   allocation — every available converter on at the bus voltage, sharing by droop —
+   goes out instead.
+
+Units: W, V, A, degC, s.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import clarabel
+import numpy as np
+import scipy.sparse as sp
+
+from powerflow.control.dcnet import DcFlow, DcNetwork, flow, realise
+from powerflow.control.policy import Policy
+from powerflow.rack import Rack
+
+F = np.ndarray
+
+
+@dataclass
+class NodeView:
+    """What the host knows of one converter node this period."""
+
+    id: int
+    available: bool  # online, no latched fault, delivering when asked to
+    on: bool  # its output is on now
+    limit_w: float  # derated output power limit, W (firmware's IOUT_LIMIT x bus voltage)
+    temp_c: float = 25.0
+    run_s: float = 0.0  # accumulated running time (for rotation)
+    why: str = ""  # why it is unavailable
+
+
+@dataclass
+class DeviceView:
+    id: str
+    mean_w: float  # demand forecast over the next period, W
+    upper_w: float  # its P95 bound, W
+    measured_w: float = 0.0
+
+
+@dataclass
+class BatteryView:
+    soc: float
+    capacity_wh: float
+    p_charge_max_w: float
+    p_discharge_max_w: float
+
+
+@dataclass
+class RackView:
+    t: float  # s
+    nodes: list[NodeView]
+    devices: list[DeviceView]
+    battery: BatteryView | None = None
+    feed_w: float = 0.0  # measured feed draw now, W
+
+
+@dataclass
+class Memory:
+    """What the allocator carries from one period to the next."""
+
+    capped: dict[str, float] = field(default_factory=dict)  # device -> cap (W) in force
+    on: set[int] = field(default_factory=set)
+    last_rotation_t: float = 0.0
+    last_feed_plan_w: float | None = None
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+
+@dataclass
+class Allocation:
+    t: float
+    vref: dict[int, float | None]  # V per node; None = off
+    closed: list[bool]  # per branch of the rack file
+    caps: dict[str, float | None]  # W per device; None = uncapped
+    battery_w: float  # W, + discharging into the bus
+    ok: bool  # passed the load-flow check
+    fallback: bool  # the safe allocation (optimiser failed, late or unchecked)
+    reason: str
+    predicted: dict[str, float]
+    nodes: dict[int, dict[str, Any]]
+    devices: dict[str, dict[str, Any]]
+    elapsed_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "ok": self.ok, "fallback": self.fallback, "reason": self.reason,
+                "elapsed_ms": round(self.elapsed_ms, 3), "battery_w": self.battery_w,
+                "closed": self.closed, "predicted": self.predicted,
+                "nodes": {str(k): v for k, v in self.nodes.items()}, "devices": self.devices}
+
+
+def loss_w(eff_x: F, eff_y: F, rating: float, p: F | float) -> F:
+    """Conversion loss (W) at output power p (W) from an efficiency curve over load
+    fraction; below the curve's first point the loss stays at that point's (the fixed
+    losses of switching and control dominate there)."""
+    x = np.maximum(np.asarray(p, float) / rating, eff_x[0])
+    return x * rating * (1.0 / np.interp(x, eff_x, eff_y) - 1.0)
+
+
+class Allocator:
+    """Allocates one rack; `allocate(view, policy, memory)` is a pure function of its
+    arguments and the rack description."""
+
+    def __init__(self, rack: Rack) -> None:
+        self.rack = rack
+        self.net = DcNetwork.of(rack)
+        self.node_ids = [n.id for n in rack.nodes]
+        self.dev_ids = [d.id for d in rack.devices]
+        sidx = {s: i for i, s in enumerate(rack.segments)}
+        self.dev_seg = np.array([sidx[d.segment] for d in rack.devices], np.int64)
+        self.rating = np.array([n.rating_w for n in rack.nodes])
+        self.eff = [(np.array([e[0] for e in n.efficiency]), np.array([e[1] for e in n.efficiency]))
+                    for n in rack.nodes]
+        self.normal = np.array([b.closed for b in rack.branches])
+        self.switchable = np.array([b.switch == "tie" for b in rack.branches])
+        self.bat_seg = sidx[rack.battery.segment] if rack.battery else -1
+        # loss(p) ~ a + b p + c p^2 fitted over each converter's curve: the QP's model
+        self.qa, self.qb, self.qc = (np.zeros(len(rack.nodes)) for _ in range(3))
+        for k, (ex, ey) in enumerate(self.eff):
+            p = np.linspace(ex[0], ex[-1], 40) * self.rating[k]
+            coef = np.polyfit(p, loss_w(ex, ey, self.rating[k], p), 2)
+            self.qc[k], self.qb[k], self.qa[k] = max(coef[0], 1e-9), coef[1], coef[2]
+
+    # ---- helpers ---------------------------------------------------------------------
+    def conv_loss(self, k: int, p: float) -> float:
+        return float(loss_w(*self.eff[k], self.rating[k], p))
+
+    def _plan_limit(self, nv: NodeView, pol: Policy) -> float:
+        """W a converter may be planned to carry: its derated limit, less near its heat limit."""
+        t = min(max((nv.temp_c - pol.thermal_soft_c) / (pol.thermal_hard_c - pol.thermal_soft_c),
+                    0.0), 1.0)
+        return max(0.0, nv.limit_w * pol.max_load_frac * (1.0 - 0.5 * t))
+
+    # ---- 2. caps ---------------------------------------------------------------------
+    def _caps(self, view: RackView, pol: Policy, mem: Memory, supply: float
+              ) -> tuple[dict[str, float | None], dict[str, str]]:
+        devs = self.rack.devices
+        prio = np.array([pol.priorities.get(d.id, d.priority) for d in devs])
+        pmin = np.array([pol.p_min_w.get(d.id, d.p_min_w) for d in devs])
+        pmax = np.array([pol.p_max_w.get(d.id, d.p_max_w) for d in devs])
+        want = np.clip(np.array([dv.upper_w for dv in view.devices]), 0.0, pmax)
+        binding = {d.id: "none" for d in devs}
+        total = float(want.sum())
+        caps: dict[str, float | None] = {d.id: (float(pmax[i]) if pmax[i] < devs[i].p_max_w
+                                                else None) for i, d in enumerate(devs)}
+        for i, d in enumerate(devs):
+            if caps[d.id] is not None:
+                binding[d.id] = "policy p_max_w"
+        if total <= pol.uncap_below * supply or (not mem.capped and total <= pol.cap_at * supply):
+            # release: staggered, a few per period in random order
+            order = list(mem.capped)
+            mem.rng.shuffle(order)
+            for dev in order[pol.release_per_period:]:
+                caps[dev] = mem.capped[dev]
+                binding[dev] = "release staggered"
+            mem.capped = {dev: mem.capped[dev] for dev in order[pol.release_per_period:]}
+            return caps, binding
+        budget = pol.cap_target * supply
+        give = pmin.copy()
+        if give.sum() > budget:  # even the floors do not fit: lowest priority lose theirs first
+            for p in sorted(set(prio), reverse=True):
+                over = give.sum() - budget
+                if over <= 0:
+                    break
+                idx = np.where(prio == p)[0]
+                cut = min(over, float(give[idx].sum()))
+                if give[idx].sum() > 0:
+                    give[idx] -= cut * give[idx] / give[idx].sum()
+        else:
+            left = budget - give.sum()
+            for p in sorted(set(prio)):  # most important first
+                idx = np.where(prio == p)[0]
+                need = np.maximum(want[idx] - pmin[idx], 0.0)
+                take = min(left, float(need.sum()))
+                if need.sum() > 0:
+                    give[idx] += take * need / need.sum()
+                left -= take
+        mem.capped = {}
+        for i, d in enumerate(devs):
+            if give[i] < pmax[i] - 1e-6:  # held at its share while capping lasts (hysteresis)
+                c = float(max(give[i], 0.0))
+                caps[d.id] = c
+                mem.capped[d.id] = c
+                binding[d.id] = ("supply (priority %d)" % prio[i] if give[i] < want[i] - 1e-6
+                                 else "held until demand falls (hysteresis)")
+        return caps, binding
+
+    # ---- the whole step --------------------------------------------------------------
+    def allocate(self, view: RackView, pol: Policy, mem: Memory) -> Allocation:
+        t0 = time.perf_counter()
+        nview = {nv.id: nv for nv in view.nodes}
+        avail = np.array([nview[i].available for i in self.node_ids])
+        plim = np.array([self._plan_limit(nview[i], pol) if nview[i].available else 0.0
+                         for i in self.node_ids])
+        # 1. supply (device side)
+        eta = 0.95
+        feed_dev = pol.feed_margin * self.rack.breaker_limit_w * eta
+        if pol.ramp_w_per_s > 0 and mem.last_feed_plan_w is not None:
+            feed_dev = min(feed_dev, (mem.last_feed_plan_w + pol.ramp_w_per_s * pol.period_s)
+                           * eta)
+        bat = view.battery
+        bat_dis = (bat.p_discharge_max_w if bat and bat.soc > pol.battery_soc_min else 0.0)
+        supply = min(float(plim.sum()) / (1 + pol.reserve_frac), feed_dev) + bat_dis
+        # 2. caps
+        caps, dev_binding = self._caps(view, pol, mem, supply)
+        upper = np.array([dv.upper_w for dv in view.devices])
+        mean = np.array([dv.mean_w for dv in view.devices])
+        capv = np.array([dv.p_max_w if caps[dv.id] is None else caps[dv.id]
+                         for dv in self.rack.devices])
+        upper_c, mean_c = np.minimum(upper, capv), np.minimum(mean, capv)
+        load_hi = np.zeros(self.net.nseg)
+        np.add.at(load_hi, self.dev_seg, upper_c)
+        load_mean = np.zeros(self.net.nseg)
+        np.add.at(load_mean, self.dev_seg, mean_c)
+        # 3. battery: shave the P95 peak above the feed's limit; recharge in valleys
+        battery_w = 0.0
+        conv_need = float(upper_c.sum())
+        conv_cap = min(float(plim.sum()) / (1 + pol.reserve_frac),
+                       pol.shave_at / pol.feed_margin * feed_dev)
+        if bat is not None:
+            if conv_need > conv_cap and bat.soc > pol.battery_soc_min:
+                battery_w = min(conv_need - conv_cap, bat.p_discharge_max_w)
+            elif bat.soc < pol.battery_soc_target:
+                room = pol.recharge_below * self.rack.breaker_limit_w * eta - conv_need
+                battery_w = -min(bat.p_charge_max_w, max(room, 0.0))
+            load_hi[self.bat_seg] -= battery_w
+            load_mean[self.bat_seg] -= battery_w
+        # 4. ties, 5. phase shedding, 6. shares
+        closed, tie_why = self._ties(load_hi, plim, pol)
+        reason = "optimal"
+        try:
+            on, node_why = self._shed(closed, load_hi, plim, avail, view, pol, mem)
+            p_share = self._shares(closed, on, load_mean, plim)
+            vref, fl = self._setpoints(closed, on, p_share, load_mean, pol)
+            ok, check = self._check(closed, vref, load_hi, view, pol)
+            if not ok:
+                reason = f"optimised allocation failed its check ({check}): safe allocation"
+        except (ValueError, np.linalg.LinAlgError, RuntimeError) as e:
+            ok, reason = False, f"optimiser failed ({e}): safe allocation"
+        late = (time.perf_counter() - t0) * 1000 > pol.optimise_deadline_ms
+        if late and ok:
+            ok, reason = False, "optimiser ran late: safe allocation"
+        fallback = not ok
+        if fallback:
+            on = avail.copy()
+            node_why = {i: ("on (safe allocation)" if a else nview[i].why or "unavailable")
+                        for i, a in zip(self.node_ids, avail, strict=True)}
+            vref = np.where(on, self.rack.bus_voltage, np.nan)
+            fl = flow(self.net, closed, vref, load_mean)
+            ok, check = self._check(closed, vref, load_hi, view, pol)
+            if not ok:
+                reason += f"; the safe allocation fails its check too ({check})"
+        mem.on = {i for i, o in zip(self.node_ids, on, strict=True) if o}
+        feed_plan = float(sum(fl.p_conv[k] + self.conv_loss(k, fl.p_conv[k])
+                              for k in range(len(on)) if on[k]))
+        mem.last_feed_plan_w = max(feed_plan, view.feed_w)
+        nodes = {}
+        for k, i in enumerate(self.node_ids):
+            share = float(fl.p_conv[k]) if on[k] else 0.0
+            nodes[i] = {"on": bool(on[k]), "vref": None if not on[k] else round(float(vref[k]), 4),
+                        "share_w": round(share, 2), "plan_limit_w": round(float(plim[k]), 1),
+                        "loss_w": round(self.conv_loss(k, share), 2) if on[k] else 0.0,
+                        "why": node_why.get(i, ""),
+                        "binding": ("thermal" if nview[i].temp_c > pol.thermal_soft_c else
+                                    "plan limit" if on[k] and share > 0.99 * plim[k] else "none")}
+        devices = {}
+        for k, d in enumerate(self.dev_ids):
+            devices[d] = {"forecast_w": round(float(mean[k]), 2),
+                          "p95_w": round(float(upper[k]), 2),
+                          "cap_w": None if caps[d] is None else round(float(caps[d]), 2),
+                          "binding": dev_binding[d]}
+        loss_conv = float(sum(n["loss_w"] for n in nodes.values()))
+        predicted = {"loss_conversion_w": round(loss_conv, 3),
+                     "loss_distribution_w": round(fl.loss_dist_w, 3),
+                     "feed_w": round(feed_plan, 2), "supply_w": round(supply, 2),
+                     "demand_p95_w": round(float(upper.sum()), 2),
+                     "vmin": round(float(np.min(fl.v)), 4), "vmax": round(float(np.max(fl.v)), 4)}
+        return Allocation(view.t, {i: (None if not on[k] else float(vref[k]))
+                                   for k, i in enumerate(self.node_ids)},
+                          [bool(c) for c in closed], caps, float(battery_w), ok, fallback,
+                          reason + ("; " + tie_why if tie_why else ""), predicted, nodes, devices,
+                          (time.perf_counter() - t0) * 1000)
+
+    # ---- 4. ties -------------------------------------------------------------------------
+    def _deficit(self, closed: F, load: F, plim: F) -> float:
+        isl = self.net.islands(closed)
+        d = 0.0
+        for lab in np.unique(isl):
+            segs = isl == lab
+            cap = float(plim[segs[self.net.conv_seg]].sum())
+            d += max(0.0, float(load[segs].sum()) - cap)
+        return d
+
+    def _ties(self, load: F, plim: F, pol: Policy) -> tuple[F, str]:
+        closed = self.normal.copy()
+        base = self._deficit(closed, load, plim)
+        if base <= 0 and pol.ties == "normal":
+            return closed, ""
+        best, best_d, why = closed, base, ""
+        opens = [k for k in range(len(closed)) if self.switchable[k] and not closed[k]]
+        for k in opens:  # close one open tie
+            c = closed.copy()
+            c[k] = True
+            dd = self._deficit(c, load, plim)
+            if dd < best_d - 1e-9:
+                best, best_d = c, dd
+                why = f"tie {self.rack.branches[k].id} closed to supply an island"
+        if best_d > 0:  # still short: close every tie
+            c = closed | self.switchable
+            if self._deficit(c, load, plim) < best_d:
+                best, why = c, "all ties closed to supply islands"
+        if pol.ties == "optimise" and best_d <= 0:
+            c = best | self.switchable  # a fully meshed rack carries current on more paths
+            if self._deficit(c, load, plim) <= 0:
+                best, why = c, "ties closed for lower distribution loss"
+        return best, why
+
+    # ---- 5. phase shedding ---------------------------------------------------------------
+    def _shed(self, closed: F, load: F, plim: F, avail: F, view: RackView, pol: Policy,
+              mem: Memory) -> tuple[F, dict[int, str]]:
+        nview = {nv.id: nv for nv in view.nodes}
+        isl = self.net.islands(closed)
+        on = np.zeros(len(self.node_ids), bool)
+        why: dict[int, str] = {}
+        rotate = (pol.rotation_period_s > 0
+                  and view.t - mem.last_rotation_t >= pol.rotation_period_s)
+        for lab in np.unique(isl):
+            ks = [k for k in range(len(self.node_ids))
+                  if isl[self.net.conv_seg[k]] == lab and avail[k]]
+            for k in range(len(self.node_ids)):
+                if isl[self.net.conv_seg[k]] == lab and not avail[k]:
+                    why[self.node_ids[k]] = nview[self.node_ids[k]].why or "unavailable"
+            demand = float(load[isl == lab].sum())
+            if not ks:
+                continue
+            if not pol.power_saving or demand <= 0:
+                for k in ks:
+                    on[k] = demand > 0 or not pol.power_saving
+                    why[self.node_ids[k]] = "on (power saving off)" if on[k] else "off: no load"
+                continue
+            # preference: running ones first (no churn), then the least run, the coolest
+            ks.sort(key=lambda k: (self.node_ids[k] not in mem.on,
+                                   nview[self.node_ids[k]].run_s, nview[self.node_ids[k]].temp_c))
+            if rotate and any(self.node_ids[k] not in mem.on for k in ks):
+                running = [k for k in ks if self.node_ids[k] in mem.on]
+                rested = [k for k in ks if self.node_ids[k] not in mem.on]
+                if running and rested:
+                    tired = max(running, key=lambda k: nview[self.node_ids[k]].run_s)
+                    fresh = min(rested, key=lambda k: nview[self.node_ids[k]].run_s)
+                    ks.remove(fresh)
+                    ks.insert(0, fresh)
+                    ks.remove(tired)
+                    ks.append(tired)
+                    mem.last_rotation_t = view.t
+            need = demand * (1 + pol.reserve_frac)
+            best_n, best_loss, cur_n = len(ks), np.inf, None
+            cum = np.cumsum([plim[k] for k in ks])
+            losses = {}
+            for n in range(1, len(ks) + 1):
+                if cum[n - 1] < need:
+                    continue
+                share = demand * plim[ks[:n]] / cum[n - 1]  # proportional to planned capacity
+                losses[n] = sum(self.conv_loss(k, s) for k, s in zip(ks[:n], share, strict=True))
+                if losses[n] < best_loss:
+                    best_n, best_loss = n, losses[n]
+            cur_n = sum(1 for k in ks if self.node_ids[k] in mem.on)
+            if cur_n in losses and losses[cur_n] - best_loss < pol.min_saving_w:
+                best_n = cur_n  # hysteresis: not worth a change
+            for j, k in enumerate(ks):
+                on[k] = j < best_n
+                why[self.node_ids[k]] = (f"on: {best_n} of {len(ks)} carry {demand:.0f} W"
+                                         if on[k] else "off: shed at light load")
+        return on, why
+
+    # ---- 6. shares -----------------------------------------------------------------------
+    def _shares(self, closed: F, on: F, load: F, plim: F) -> F:
+        """Converter powers (W) minimising quadratic conversion loss + mesh loss, subject to
+        linearised KCL at the nominal voltage and each converter's planned limit."""
+        net = self.net
+        ks = np.where(on)[0]
+        n, ns = len(ks), net.nseg
+        if n == 0:
+            raise ValueError("no converter is on")
+        v = net.v_nom
+        g = sp.csr_matrix(net.conductance(closed))
+        m = sp.csr_matrix((np.ones(n), (net.conv_seg[ks], np.arange(n))), shape=(ns, n))
+        p_obj = sp.block_diag([sp.diags(2 * self.qc[ks]), 2 * g], format="csc")
+        q = np.concatenate([self.qb[ks], np.zeros(ns)])
+        isl = net.islands(closed)
+        refs = []
+        for lab in np.unique(isl):
+            segs = np.where(isl == lab)[0]
+            refs.append(int(segs[0]))
+        a_eq = sp.hstack([-m, v * g])
+        a_ref = sp.csr_matrix((np.ones(len(refs)), (np.arange(len(refs)), n + np.array(refs))),
+                              shape=(len(refs), n + ns))
+        eye = sp.hstack([sp.eye(n), sp.csr_matrix((n, ns))])
+        a = sp.vstack([a_eq, a_ref, -eye, eye], format="csc")
+        b = np.concatenate([-load, np.zeros(len(refs)), np.zeros(n), plim[ks]])
+        cones = [clarabel.ZeroConeT(ns + len(refs)), clarabel.NonnegativeConeT(2 * n)]
+        st = clarabel.DefaultSettings()
+        st.verbose = False
+        sol = clarabel.DefaultSolver(sp.triu(p_obj, format="csc"), q, a, b, cones, st).solve()
+        if str(sol.status) not in ("Solved", "AlmostSolved"):
+            raise RuntimeError(f"share QP {sol.status}")
+        p = np.zeros(len(on))
+        p[ks] = np.maximum(np.array(sol.x[:n]), 0.0)
+        return p
+
+    def _setpoints(self, closed: F, on: F, p_share: F, load: F, pol: Policy
+                   ) -> tuple[F, DcFlow]:
+        vt = pol.v_target_pu * self.net.v_nom
+        hold = vt
+        for _ in range(3):  # the highest segment at the target: shift the holder's voltage
+            r = realise(self.net, closed, on, p_share, load, hold)
+            if r is None:
+                raise RuntimeError("no setpoints realise the shares")
+            vref, fl = r
+            hold += vt - float(np.max(fl.v))
+            if abs(vt - float(np.max(fl.v))) < 1e-4:
+                break
+        return vref, fl
+
+    # ---- 7. check ------------------------------------------------------------------------
+    def _check(self, closed: F, vref: F, load_hi: F, view: RackView, pol: Policy
+               ) -> tuple[bool, str]:
+        fl = flow(self.net, closed, vref, load_hi)
+        if not fl.converged:
+            return False, "load flow at P95 demand did not converge"
+        lo, hi = pol.v_min_pu * self.net.v_nom, pol.v_max_pu * self.net.v_nom
+        if float(np.min(fl.v)) < lo - 1e-6 or float(np.max(fl.v)) > hi + 1e-6:
+            return False, (f"segment voltage {np.min(fl.v):.3f}..{np.max(fl.v):.3f} V outside "
+                           f"{lo:.3f}..{hi:.3f} V at P95 demand")
+        nview = {nv.id: nv for nv in view.nodes}
+        for k, i in enumerate(self.node_ids):
+            if fl.p_conv[k] > nview[i].limit_w + 1e-6:
+                return False, f"node {i} over its limit ({fl.p_conv[k]:.0f} W > " \
+                              f"{nview[i].limit_w:.0f} W) at P95 demand"
+        return True, ""

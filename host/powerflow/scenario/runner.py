@@ -1,0 +1,299 @@
+"""Run a scenario on the emulated rack in fast mode and measure what happened.
+
+Each scenario runs three times on the same rack, seed and events:
+
+- `controlled`: the host's control loop (forecast -> allocate -> dispatch) every period;
+- `even`: every converter on, setpoints chosen each period so all share equally;
+- `droop`: every converter on at the bus voltage, sharing by droop, no host decisions.
+
+The node firmware runs in-process on a virtual clock (`FastRack`), so a run takes a
+fraction of its rack time. Outcomes come from the rack physics, not from the host's view:
+feed-limit violations (periods whose mean feed draw exceeded the breaker limit),
+priority-1 brownouts (periods in which a priority-1 device got less than it demanded, by a
+cap or by a sagging bus), re-share time after each converter or link failure, over-
+temperature trips, and the energy lost in conversion and distribution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pfproto import defs as d
+from powerflow.control.allocate import Allocation, BatteryView
+from powerflow.control.controller import DeviceObs, NodeObs, RackController
+from powerflow.control.dcnet import DcNetwork, realise
+from powerflow.emulator.fast import FastRack
+from powerflow.protocol.names import body_to_names
+from powerflow.scenario.spec import Event, Scenario
+
+STEP_MS = 10  # the firmware's control period and the physics' step in fast mode
+BROWNOUT_V_PU = 0.95  # a bus below this feeds its devices less than they ask
+
+
+@dataclass
+class Meter:
+    """Accumulates measurements over physics steps and periods."""
+
+    loss_wh: float = 0.0
+    feed_wh: float = 0.0
+    period_feed_j: float = 0.0
+    period_s: float = 0.0
+    served_j: np.ndarray | None = None
+    short_p1: bool = False  # a priority-1 device got less than it demanded this period
+    feed_violations: int = 0
+    p1_brownouts: int = 0
+    periods: int = 0
+    ot_trips: int = 0
+    feed_peak_w: float = 0.0
+
+
+@dataclass
+class RunResult:
+    mode: str
+    meter: Meter
+    cycle_ms: list[float] = field(default_factory=list)
+    reshare_periods: list[int] = field(default_factory=list)
+    fallbacks: int = 0
+    allocations: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ScenarioRun:
+    def __init__(self, sc: Scenario, mode: str = "controlled") -> None:
+        self.sc = sc
+        self.mode = mode
+        rack = sc.rack
+        self.fr = FastRack(rack, sc.seed, control_period_ms=STEP_MS)
+        ph = self.fr.physics
+        ph.load_scale, ph.trace_speed, ph.ambient_c = sc.load_scale, sc.trace_speed, sc.ambient_c
+        for c in ph.conv.values():
+            c.temp_c = sc.ambient_c
+        self.ctrl = RackController(rack, sc.policy) if mode == "controlled" else None
+        self.net = DcNetwork.of(rack)
+        self.meter = Meter(served_j=np.zeros(len(rack.devices)))
+        self.p1 = np.array([dv.priority == 1 for dv in rack.devices])
+        self.failed_at: dict[int, int] = {}  # node -> period of its failure
+        self.reshare: list[int] = []
+        self.commanded_on: dict[int, bool] = {}
+        self.commanded_ports: dict[tuple[int, int], bool] = {}
+        self.prev_alloc: Allocation | None = None
+        self.result = RunResult(mode, self.meter)
+
+    # ---- the host's side ----------------------------------------------------------------
+    def _setpoint(self, nid: int, vref: float | None) -> None:
+        lease = int(3000 * max(self.sc.period_s, 1.0))
+        if vref is None:
+            body = {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: lease, d.K_OPERATION: False}
+        else:
+            body = {d.K_VOUT_COMMAND: float(vref), d.K_LEASE_MS: lease, d.K_OPERATION: True}
+        ack = self.fr.send(nid, d.MSG_SETPOINT, body)
+        if ack is not None and ack[d.K_RESULT] == d.RES_OK:
+            self.commanded_on[nid] = vref is not None
+
+    def _port(self, nid: int, port: int, close: bool) -> None:
+        ack = self.fr.send(nid, d.MSG_PORT_SWITCH, {d.K_PORT: port, d.K_CLOSE: close})
+        if ack is not None and ack[d.K_RESULT] == d.RES_OK:
+            self.commanded_ports[(nid, port)] = close
+
+    def start(self) -> None:
+        fr, rack = self.fr, self.sc.rack
+        fr.open_sessions()
+        for n in rack.nodes:
+            fr.command(n.id, d.MSG_CONFIG, {
+                d.K_TELEMETRY_PERIOD_MS: int(self.sc.period_s * 1000),
+                d.K_HEARTBEAT_TIMEOUT_MS: 2000, d.K_VOUT_DROOP: min(n.r_out, d.DROOP_MAX)})
+            self._setpoint(n.id, rack.bus_voltage)
+        for b in rack.branches:
+            if b.port is not None:
+                self._port(b.port[0], b.port[1], b.closed)
+        fr.run(1.0)  # soft-start and settle before the first period
+
+    def _dispatch(self, a: Allocation) -> None:
+        prev = self.prev_alloc
+        for nid, vref in a.vref.items():
+            if vref is None and self.commanded_on.get(nid, False) and (
+                    prev is None or prev.vref.get(nid) is not None):
+                # break after make: off only once two plans in a row agree
+                last = prev.vref.get(nid) if prev else None
+                vref = last if last is not None else self.sc.rack.bus_voltage
+            self._setpoint(nid, vref)  # renewed every period, off included: it is a lease
+        for k, b in enumerate(self.sc.rack.branches):
+            if b.port is None:
+                continue
+            want = a.closed[k]
+            if not want and prev is not None and prev.closed[k]:
+                continue  # open only once two plans in a row agree
+            if self.commanded_ports.get(b.port) != want:
+                self._port(b.port[0], b.port[1], want)
+        ph = self.fr.physics
+        for k, dv in enumerate(self.sc.rack.devices):
+            cap = a.caps.get(dv.id)
+            ph.dev_cap[k] = dv.p_max_w if cap is None else cap
+        if ph.battery is not None:
+            ph.battery.p_cmd = a.battery_w
+        self.prev_alloc = a
+
+    def _even(self) -> None:
+        """Baseline: all converters on, each carrying an equal share of the measured load."""
+        ph = self.fr.physics
+        load = np.zeros(self.net.nseg)
+        np.add.at(load, ph.dev_seg, ph.served)
+        on = np.array([not self.fr.physics.conv[n.id].failed and n.id not in self.fr.cut
+                       for n in self.sc.rack.nodes])
+        closed = ph.branch_closed()
+        share = np.where(on, load.sum() / max(on.sum(), 1), 0.0)
+        r = realise(self.net, closed, on, share, load, self.sc.rack.bus_voltage)
+        for k, n in enumerate(self.sc.rack.nodes):
+            vref = None if r is None or np.isnan(r[0][k]) else float(r[0][k])
+            self._setpoint(n.id, vref if vref is not None else self.sc.rack.bus_voltage)
+
+    # ---- measurement ----------------------------------------------------------------------
+    def _on_step(self, dt: float) -> None:
+        ph, m = self.fr.physics, self.meter
+        loss = ph.loss_w()
+        m.loss_wh += (loss["conversion"] + loss["distribution"]) * dt / 3600.0
+        feed = ph.feed_power_w()
+        m.feed_wh += feed * dt / 3600.0
+        m.period_feed_j += feed * dt
+        m.period_s += dt
+        m.served_j += ph.served * dt
+        demand = ph.dev_p
+        vd = ph.v[ph.dev_seg]
+        short = (ph.served < 0.99 * demand) | (vd < BROWNOUT_V_PU * self.sc.rack.bus_voltage)
+        if bool(np.any(short & self.p1)):
+            m.short_p1 = True
+
+    def _end_period(self) -> None:
+        m = self.meter
+        mean_feed = m.period_feed_j / max(m.period_s, 1e-9)
+        m.feed_peak_w = max(m.feed_peak_w, mean_feed)
+        if mean_feed > self.sc.rack.breaker_limit_w:
+            m.feed_violations += 1
+        if m.short_p1:
+            m.p1_brownouts += 1
+        m.periods += 1
+        m.short_p1 = False
+
+    def _observe(self) -> tuple[dict[int, NodeObs], dict[str, DeviceObs], BatteryView | None,
+                                float]:
+        fr, m = self.fr, self.meter
+        nodes = {}
+        for n in self.sc.rack.nodes:
+            tel = body_to_names(fr.telemetry.get(n.id, {}))
+            age = (fr.now_ms - fr.telemetry_ms.get(n.id, -10**9)) / 1000.0
+            nodes[n.id] = NodeObs(n.id not in fr.cut, tel, age)
+        span = max(m.period_s, 1e-9)
+        devs = {dv.id: DeviceObs(float(m.served_j[k] / span), float(fr.physics.dev_util[k]))
+                for k, dv in enumerate(self.sc.rack.devices)}
+        b = fr.physics.battery
+        bat = None if b is None else BatteryView(b.soc, b.capacity_wh, b.p_charge_max,
+                                                  b.p_discharge_max)
+        feed = m.period_feed_j / span
+        m.period_feed_j, m.period_s = 0.0, 0.0
+        m.served_j[:] = 0.0
+        return nodes, devs, bat, feed
+
+    def _apply(self, ev: Event, period: int) -> None:
+        fr, ph = self.fr, self.fr.physics
+        a = ev.args
+        if ev.kind == "converter_fail":
+            ph.conv[a["node"]].failed = True
+            self.failed_at[a["node"]] = period
+        elif ev.kind == "converter_restore":
+            ph.conv[a["node"]].failed = False
+        elif ev.kind == "link_loss":
+            fr.cut.add(a["node"])
+            self.failed_at[a["node"]] = period
+        elif ev.kind == "link_restore":
+            fr.cut.discard(a["node"])
+        elif ev.kind == "ambient":
+            ph.ambient_c = a["celsius"]
+        elif ev.kind == "load_spike":
+            k = next(i for i, dv in enumerate(self.sc.rack.devices) if dv.id == a["device"])
+            ph.dev_extra[k] = a["extra_w"]
+            ph.dev_extra_until[k] = ph.t + a["seconds"]
+        elif ev.kind == "load_scale":
+            ph.load_scale = a["scale"]
+
+    def _reshared(self, nid: int, alloc: Allocation | None) -> bool:
+        """The rack carries its load without node `nid`: the plan no longer counts on it, no
+        converter is over its rating, every bus is in the band and nobody is short."""
+        ph = self.fr.physics
+        if alloc is not None and alloc.nodes[nid]["on"]:
+            return False
+        for n in self.sc.rack.nodes:
+            if ph.conv[n.id].i_out > n.iout_max * 1.001:
+                return False
+        vn = self.sc.rack.bus_voltage
+        if np.any(ph.v < 0.95 * vn):
+            return False
+        return bool(np.all(ph.served >= 0.99 * np.minimum(ph.dev_p, ph.dev_cap)))
+
+    def run(self) -> RunResult:
+        self.start()
+        sc, fr = self.sc, self.fr
+        periods = int(round(sc.duration_s / sc.period_s))
+        events = list(sc.events)
+        n_events = len(fr.events)
+        for p in range(periods):
+            t = p * sc.period_s
+            while events and events[0].at_s <= t:
+                self._apply(events.pop(0), p)
+            fr.run(sc.period_s, on_step=self._on_step)
+            self._end_period()
+            nodes, devs, bat, feed = self._observe()
+            alloc = None
+            if self.ctrl is not None:
+                alloc = self.ctrl.step(t + sc.period_s, nodes, devs, bat, feed)
+                self.result.cycle_ms.append(alloc.elapsed_ms)
+                self.result.fallbacks += alloc.fallback
+                self._dispatch(alloc)
+            elif self.mode == "even":
+                self._even()
+            else:
+                for n in sc.rack.nodes:
+                    self._setpoint(n.id, sc.rack.bus_voltage)
+            for nid, since in list(self.failed_at.items()):
+                if self._reshared(nid, alloc):
+                    self.reshare.append(p + 1 - since)
+                    del self.failed_at[nid]
+            for _, _, body in fr.events[n_events:]:
+                if body.get(d.K_EVENT) == d.EV_FAULT and body.get(d.K_FAULTS, 0) & d.FAULT_OT:
+                    self.meter.ot_trips += 1
+            n_events = len(fr.events)
+        self.reshare += [periods - s for s in self.failed_at.values()]  # never re-shared
+        self.result.reshare_periods = self.reshare
+        return self.result
+
+
+def run(sc: Scenario, baselines: bool = True) -> dict[str, Any]:
+    """Outcomes of a scenario (and of its two baselines unless told not to)."""
+    t0 = time.perf_counter()
+    res = ScenarioRun(sc, "controlled").run()
+    m = res.meter
+    cyc = np.array(res.cycle_ms) if res.cycle_ms else np.zeros(1)
+    out: dict[str, Any] = {
+        "scenario": sc.name, "rack": sc.rack.name, "duration_s": sc.duration_s,
+        "periods": m.periods,
+        "feed_limit_violations": m.feed_violations, "priority1_brownouts": m.p1_brownouts,
+        "max_reshare_periods": max(res.reshare_periods, default=0),
+        "overtemp_trips": m.ot_trips, "energy_loss_wh": round(m.loss_wh, 3),
+        "feed_energy_wh": round(m.feed_wh, 3), "feed_peak_w": round(m.feed_peak_w, 1),
+        "safe_allocations": res.fallbacks,
+        "cycle_ms_p50": round(float(np.percentile(cyc, 50)), 3),
+        "cycle_ms_p99": round(float(np.percentile(cyc, 99)), 3),
+    }
+    if baselines:
+        for mode in ("even", "droop"):
+            b = ScenarioRun(sc, mode).run().meter
+            out[f"baseline_{mode}_loss_wh"] = round(b.loss_wh, 3)
+            out[f"baseline_{mode}_feed_limit_violations"] = b.feed_violations
+        out["loss_saved_vs_even_pct"] = round(
+            100 * (1 - m.loss_wh / max(out["baseline_even_loss_wh"], 1e-9)), 2)
+        out["loss_saved_vs_droop_pct"] = round(
+            100 * (1 - m.loss_wh / max(out["baseline_droop_loss_wh"], 1e-9)), 2)
+    out["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    return out
