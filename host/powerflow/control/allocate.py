@@ -77,6 +77,7 @@ class RackView:
     devices: list[DeviceView]
     battery: BatteryView | None = None
     feed_w: float = 0.0  # measured feed draw now, W
+    sag: str = ""  # why the bus is in trouble now (a node current-limited or under the band)
 
 
 @dataclass
@@ -97,7 +98,8 @@ class Allocation:
     closed: list[bool]  # per branch of the rack file
     caps: dict[str, float | None]  # W per device; None = uncapped
     battery_w: float  # W, + discharging into the bus
-    ok: bool  # passed the load-flow check
+    battery_shave_above_w: float | None  # W of feed draw above which the battery's own loop
+    ok: bool  # discharges (catches surges faster than a control period)  # passed the load-flow check
     fallback: bool  # the safe allocation (optimiser failed, late or unchecked)
     reason: str
     predicted: dict[str, float]
@@ -108,6 +110,7 @@ class Allocation:
     def as_dict(self) -> dict[str, Any]:
         return {"t": self.t, "ok": self.ok, "fallback": self.fallback, "reason": self.reason,
                 "elapsed_ms": round(self.elapsed_ms, 3), "battery_w": self.battery_w,
+                "battery_shave_above_w": self.battery_shave_above_w,
                 "closed": self.closed, "predicted": self.predicted,
                 "nodes": {str(k): v for k, v in self.nodes.items()}, "devices": self.devices}
 
@@ -191,9 +194,9 @@ class Allocator:
                     give[idx] -= cut * give[idx] / give[idx].sum()
         else:
             left = budget - give.sum()
-            for p in sorted(set(prio)):  # most important first
+            for p in sorted(set(prio)):  # most important first, each class up to its ceiling
                 idx = np.where(prio == p)[0]
-                need = np.maximum(want[idx] - pmin[idx], 0.0)
+                need = np.maximum(pmax[idx] - pmin[idx], 0.0)
                 take = min(left, float(need.sum()))
                 if need.sum() > 0:
                     give[idx] += take * need / need.sum()
@@ -251,8 +254,12 @@ class Allocator:
         # 4. ties, 5. phase shedding, 6. shares
         closed, tie_why = self._ties(load_hi, plim, pol)
         reason = "optimal"
+        # the largest jump one device could make now, per segment (W)
+        step = np.zeros(self.net.nseg)
+        if pol.step_reserve:
+            np.maximum.at(step, self.dev_seg, np.maximum(capv - mean_c, 0.0))
         try:
-            on, node_why = self._shed(closed, load_hi, plim, avail, view, pol, mem)
+            on, node_why = self._shed(closed, load_hi, step, plim, avail, view, pol, mem)
             p_share = self._shares(closed, on, load_mean, plim)
             vref, fl = self._setpoints(closed, on, p_share, load_mean, pol)
             ok, check = self._check(closed, vref, load_hi, view, pol)
@@ -300,7 +307,9 @@ class Allocator:
                      "vmin": round(float(np.min(fl.v)), 4), "vmax": round(float(np.max(fl.v)), 4)}
         return Allocation(view.t, {i: (None if not on[k] else float(vref[k]))
                                    for k, i in enumerate(self.node_ids)},
-                          [bool(c) for c in closed], caps, float(battery_w), ok, fallback,
+                          [bool(c) for c in closed], caps, float(battery_w),
+                          (pol.shave_at * self.rack.breaker_limit_w if bat is not None
+                           and bat.soc > pol.battery_soc_min else None), ok, fallback,
                           reason + ("; " + tie_why if tie_why else ""), predicted, nodes, devices,
                           (time.perf_counter() - t0) * 1000)
 
@@ -339,8 +348,8 @@ class Allocator:
         return best, why
 
     # ---- 5. phase shedding ---------------------------------------------------------------
-    def _shed(self, closed: F, load: F, plim: F, avail: F, view: RackView, pol: Policy,
-              mem: Memory) -> tuple[F, dict[int, str]]:
+    def _shed(self, closed: F, load: F, step: F, plim: F, avail: F, view: RackView,
+              pol: Policy, mem: Memory) -> tuple[F, dict[int, str]]:
         nview = {nv.id: nv for nv in view.nodes}
         isl = self.net.islands(closed)
         on = np.zeros(len(self.node_ids), bool)
@@ -355,6 +364,11 @@ class Allocator:
                     why[self.node_ids[k]] = nview[self.node_ids[k]].why or "unavailable"
             demand = float(load[isl == lab].sum())
             if not ks:
+                continue
+            if view.sag:  # the bus is short of supply now: everything available runs
+                for k in ks:
+                    on[k] = True
+                    why[self.node_ids[k]] = f"on: {view.sag}"
                 continue
             if not pol.power_saving or demand <= 0:
                 for k in ks:
@@ -375,7 +389,7 @@ class Allocator:
                     ks.remove(tired)
                     ks.append(tired)
                     mem.last_rotation_t = view.t
-            need = demand * (1 + pol.reserve_frac)
+            need = max(demand * (1 + pol.reserve_frac), demand + float(step[isl == lab].max()))
             best_n, best_loss, cur_n = len(ks), np.inf, None
             cum = np.cumsum([plim[k] for k in ks])
             losses = {}

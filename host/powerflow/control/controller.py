@@ -149,11 +149,28 @@ class RackController:
                                   why))
         return views
 
+    def _sag(self, nodes: dict[int, NodeObs]) -> str:
+        """Why the bus is short of supply now ('' if it is not): a converter current-limited,
+        or a bus voltage under the band (loads then draw less than they want, so their
+        measured power understates demand)."""
+        low = self.policy.v_min_pu * self.rack.bus_voltage
+        for i, ob in nodes.items():
+            tel = ob.telemetry
+            if not ob.online or not tel:
+                continue
+            if tel.get("MODE") == d.MODE_CC:
+                return f"node {i} current-limited"
+            v = tel.get("READ_VOUT")
+            if tel.get("MODE") == d.MODE_CV and v is not None and v < low:
+                return f"bus at node {i} under {low:.2f} V"
+        return ""
+
     def step(self, t: float, nodes: dict[int, NodeObs], devices: dict[str, DeviceObs],
              battery: BatteryView | None = None, feed_w: float = 0.0) -> Allocation:
         """Learn from this period's observations and decide the next period's allocation."""
         t0 = time.perf_counter()
-        view = RackView(t, self._nodes(t, nodes), self._forecast(devices), battery, feed_w)
+        view = RackView(t, self._nodes(t, nodes), self._forecast(devices), battery, feed_w,
+                        self._sag(nodes))
         alloc = self.allocator.allocate(view, self.policy, self.memory)
         for i, v in alloc.vref.items():
             self.planned_on[i] = self.planned_on[i] + 1 if v is not None else 0

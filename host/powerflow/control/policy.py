@@ -51,6 +51,7 @@ class Policy:
     period_s: float = 1.0  # control period
     power_saving: bool = True  # phase shedding: switch off converters light load does not need
     reserve_frac: float = 0.10  # capacity held above the P95 demand forecast
+    step_reserve: bool = True  # ... and at least enough for any one device to jump to its max
     max_load_frac: float = 0.90  # most of a converter's (derated) rating planned for use
     feed_margin: float = 0.97  # fraction of the feed breaker limit planned for use
     cap_at: float = 1.0  # cap devices when P95 demand exceeds this fraction of supply
@@ -88,9 +89,9 @@ class Policy:
         for k, v in values.items():
             if k not in known:
                 raise PolicyError(f"policy: unknown field '{k}'")
-            if k == "power_saving":
+            if k in ("power_saving", "step_reserve"):
                 if not isinstance(v, bool):
-                    raise PolicyError("policy: field 'power_saving': expected true or false")
+                    raise PolicyError(f"policy: field '{k}': expected true or false")
             elif k in _CHOICES:
                 if v not in _CHOICES[k]:
                     raise PolicyError(f"policy: field '{k}': expected one of "

@@ -123,6 +123,10 @@ class BatteryState:
     r: float = 0.002  # ohm, the unit's output resistance when holding the bus
     p_cmd: float | None = None
     p_out: float = 0.0  # W delivered to the bus (negative while charging)
+    # the unit's own fast peak-shaving loop: when set, it discharges whatever the rack's feed
+    # draw exceeds this (W), adjusted every physics step on top of p_cmd
+    shave_above_w: float | None = None
+    p_shave: float = 0.0
 
 
 class RackPhysics:
@@ -194,7 +198,7 @@ class RackPhysics:
         for k, d in enumerate(self.rack.devices):
             u = utilisation(d.trace, self.t * self.trace_speed, self.dev_seed[k])
             self.dev_util[k] = u
-            target = (d.p_min_w + u * (d.p_max_w - d.p_min_w)) * self.load_scale
+            target = min((d.p_min_w + u * (d.p_max_w - d.p_min_w)) * self.load_scale, d.p_max_w)
             if self.t < self.dev_extra_until[k]:
                 target += self.dev_extra[k]
             self.dev_p[k] += (target - self.dev_p[k]) * a
@@ -203,6 +207,14 @@ class RackPhysics:
         self.t += dt
         self._update_devices(dt)
         self.solve(dt)
+        bat = self.battery
+        if bat is not None:
+            if bat.shave_above_w is None or bat.soc <= 0.0:
+                bat.p_shave = 0.0
+            else:  # integral action on the feed's excess, as a BBU's local loop does
+                room = bat.p_discharge_max - max(bat.p_cmd or 0.0, 0.0)
+                excess = self.feed_power_w() - bat.shave_above_w
+                bat.p_shave = min(max(bat.p_shave + 0.5 * excess, 0.0), max(room, 0.0))
         for c in self.conv.values():
             steady = self.ambient_c + c.rth * c.p_loss
             c.temp_c += (steady - c.temp_c) * min(1.0, dt / c.tau_s)
@@ -297,8 +309,8 @@ class RackPhysics:
         b = self.battery
         assert b is not None
         vb = max(vbus, 1.0)
-        if b.p_cmd is not None:
-            p = b.p_cmd
+        if b.p_cmd is not None or b.p_shave > 0:
+            p = (b.p_cmd or 0.0) + b.p_shave
             if (p > 0 and b.soc <= 0.0) or (p < 0 and b.soc >= 1.0):
                 return 0.0, 0.0
             p = min(max(p, -b.p_charge_max), b.p_discharge_max)

@@ -75,6 +75,7 @@ class ScenarioRun:
         self.net = DcNetwork.of(rack)
         self.meter = Meter(served_j=np.zeros(len(rack.devices)))
         self.p1 = np.array([dv.priority == 1 for dv in rack.devices])
+        self.p_max = np.array([dv.p_max_w for dv in rack.devices])
         self.failed_at: dict[int, int] = {}  # node -> period of its failure
         self.reshare: list[int] = []
         self.commanded_on: dict[int, bool] = {}
@@ -134,6 +135,7 @@ class ScenarioRun:
             ph.dev_cap[k] = dv.p_max_w if cap is None else cap
         if ph.battery is not None:
             ph.battery.p_cmd = a.battery_w
+            ph.battery.shave_above_w = a.battery_shave_above_w
         self.prev_alloc = a
 
     def _even(self) -> None:
@@ -160,7 +162,7 @@ class ScenarioRun:
         m.period_feed_j += feed * dt
         m.period_s += dt
         m.served_j += ph.served * dt
-        demand = ph.dev_p
+        demand = np.minimum(ph.dev_p, self.p_max)
         vd = ph.v[ph.dev_seg]
         short = (ph.served < 0.99 * demand) | (vd < BROWNOUT_V_PU * self.sc.rack.bus_voltage)
         if bool(np.any(short & self.p1)):
