@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="MS", help="telemetry period asked of every node (default 500)")
     run.add_argument("--no-start", action="store_true",
                      help="do not bring the outputs up; leave the rack as the nodes boot (off)")
+    run.add_argument("--no-control", action="store_true",
+                     help="no control loop: every converter on at the bus voltage (droop sharing)")
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
@@ -68,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     hi.add_argument("metric", help="e.g. READ_VOUT, READ_IOUT, READ_TEMPERATURE_1")
     hi.add_argument("--since", default="10m", help="10m, 2h, 1d, or a Unix time (default 10m)")
     hi.add_argument("--csv", action="store_true")
+    client("plan", "the next allocation and why, without applying it")
+    po = client("policy", "show or change the allocation policy (or switch profile)")
+    po.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="e.g. --set power_saving=false --set 'priorities={\"gpu0\": 1}'")
+    po.add_argument("--profile", default=None, help="switch to a named profile")
+    sc = sub.add_parser("scenario", help="scripted scenarios on the emulated rack")
+    scs = sc.add_subparsers(dest="scenario_command", required=True, metavar="run")
+    scr = scs.add_parser("run", help="run a scenario (fast mode) and print measured outcomes")
+    scr.add_argument("file", help="scenario file (.toml), e.g. examples/scenarios/light-load.toml")
+    scr.add_argument("--no-baselines", action="store_true",
+                     help="skip the two baseline runs (even sharing, droop only)")
+    scr.add_argument("--json", action="store_true")
     fa = sub.add_parser("fault", help="fault injection (emulated racks only)")
     fsub = fa.add_subparsers(dest="fault_command", required=True, metavar="inject")
     fi = fsub.add_parser("inject", help="inject a fault")
@@ -281,7 +295,8 @@ def _client_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         if (args.open or args.close) and args.port is None:
             parser.error("set: --open/--close need --port P")
     fn = {"nodes": c.cmd_nodes, "watch": c.cmd_watch, "set": c.cmd_set,
-          "clear-faults": c.cmd_clear, "history": c.cmd_history, "fault": c.cmd_fault}[args.command]
+          "clear-faults": c.cmd_clear, "history": c.cmd_history, "fault": c.cmd_fault,
+          "plan": c.cmd_plan, "policy": c.cmd_policy}[args.command]
     try:
         return fn(args)
     except c.ClientError as e:
@@ -323,15 +338,42 @@ def _forecast_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scenario_command(args: argparse.Namespace) -> int:
+    import json
+
+    from powerflow.rack import RackError
+    from powerflow.scenario.runner import run
+    from powerflow.scenario.spec import load_scenario
+
+    try:
+        sc = load_scenario(args.file)
+    except RackError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    out = run(sc, baselines=not args.no_baselines)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"{out['scenario']} on rack {out['rack']}: {out['periods']} periods "
+          f"({out['duration_s']:g} s of rack time) in {out['elapsed_s']:.1f} s")
+    for k, v in out.items():
+        if k not in ("scenario", "rack", "periods", "duration_s", "elapsed_s"):
+            print(f"  {k:40} {v}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("flow", "reconfigure", "optimize"):
         return _grid_command(args)
-    if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault"):
+    if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault", "plan",
+                        "policy"):
         return _client_command(args, parser)
     if args.command == "forecast":
         return _forecast_command(args)
+    if args.command == "scenario":
+        return _scenario_command(args)
     if args.command == "run":
         from powerflow.hostrun import run_host
         from powerflow.rack import RackError
@@ -351,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             asyncio.run(run_host(args.rack, args.emulate, args.duration,
                                  args.port or DEFAULT_PORT, args.db, not args.no_start,
-                                 telemetry_ms=args.telemetry_ms, faults=faults))
+                                 telemetry_ms=args.telemetry_ms, faults=faults,
+                                 control=not args.no_control))
         except RackError as e:
             print(f"powerflow: error: {e}", file=sys.stderr)
             return 2

@@ -129,3 +129,58 @@ def cmd_fault(args: Any) -> int:
     out = call("POST", host_url(args.host), "/emulator/faults", json=body)
     print(json.dumps(out) if args.json else f"injected {out['applied']}")
     return 0
+
+
+def cmd_plan(args: Any) -> int:
+    """The next allocation from the host's present forecasts, not applied, and why."""
+    a = call("GET", host_url(args.host), "/plan")
+    if args.json:
+        print(json.dumps(a, indent=1))
+        return 0
+    p = a["predicted"]
+    print(f"plan ({'checked by the load flow' if a['ok'] else 'NOT checked'}"
+          f"{', safe allocation' if a['fallback'] else ''}): {a['reason']}")
+    print(f"  demand P95 {p['demand_p95_w']:.0f} W of {p['supply_w']:.0f} W supply; feed "
+          f"{p['feed_w']:.0f} W; loss {p['loss_conversion_w']:.1f} W conversion + "
+          f"{p['loss_distribution_w']:.2f} W distribution; bus {p['vmin']:.3f}..{p['vmax']:.3f} V"
+          + (f"; battery {a['battery_w']:+.0f} W" if a["battery_w"] else ""))
+    print(f"  {'node':>5} {'on':>4} {'Vref V':>8} {'share W':>8} {'limit W':>8}  why / binding")
+    for nid, n in a["nodes"].items():
+        print(f"  {nid:>5} {'yes' if n['on'] else 'no':>4} "
+              f"{'-' if n['vref'] is None else format(n['vref'], '.3f'):>8} {n['share_w']:8.1f} "
+              f"{n['plan_limit_w']:8.1f}  {n['why']}; {n['binding']}")
+    print(f"  {'device':>8} {'mean W':>8} {'P95 W':>8} {'cap W':>8}  binding")
+    for dev, dv in a["devices"].items():
+        print(f"  {dev:>8} {dv['forecast_w']:8.1f} {dv['p95_w']:8.1f} "
+              f"{'-' if dv['cap_w'] is None else format(dv['cap_w'], '.1f'):>8}  {dv['binding']}")
+    return 0
+
+
+def _policy_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a bare word, e.g. ties=optimise
+
+
+def cmd_policy(args: Any) -> int:
+    url = host_url(args.host)
+    changes: dict[str, Any] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ClientError(f"--set {item!r}: expected FIELD=VALUE")
+        k, v = item.split("=", 1)
+        changes[k.strip()] = _policy_value(v.strip())
+    if args.profile is not None:
+        if changes:
+            raise ClientError("--profile switches the whole policy; give it without --set")
+        changes = {"profile": args.profile}
+    out = call("PUT", url, "/policy", json=changes) if changes else call("GET", url, "/policy")
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"profile {out['policy']['profile']} (profiles: {', '.join(out['profiles'])})")
+    for k, v in out["policy"].items():
+        if k != "profile":
+            print(f"  {k:22} {v}")
+    return 0

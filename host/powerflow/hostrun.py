@@ -59,7 +59,8 @@ async def _script(emu: Any, faults: list[dict[str, Any]], t0: float, console: Co
 async def run_host(rack_path: str | Path, emulate: bool = False, duration: float | None = None,
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
                    console: Console | None = None, telemetry_ms: int = 500,
-                   faults: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                   faults: list[dict[str, Any]] | None = None, control: bool = True
+                   ) -> dict[str, Any]:
     console = console or Console(width=max(110, Console().width))
     rack = load_rack(rack_path)
     emu = None
@@ -80,7 +81,17 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
         for ns in manager.nodes.values():
             ns.vout = rack.bus_voltage
     manager.start()
-    server = uvicorn.Server(uvicorn.Config(create_app(manager, store, emu), host="127.0.0.1",
+    loop_ = None
+    if control and start:
+        from powerflow.control.controller import RackController
+        from powerflow.control.devices import EmulatorDevices
+        from powerflow.control.live import ControlLoop
+
+        loop_ = ControlLoop(manager, RackController(rack),
+                            EmulatorDevices(emu) if emu is not None else None)
+        loop_.start()
+    server = uvicorn.Server(uvicorn.Config(create_app(manager, store, emu, loop_),
+                                           host="127.0.0.1",
                                            port=port, log_level="warning", lifespan="off"))
     server_task = asyncio.create_task(server.serve())
     stop = asyncio.Event()
@@ -101,8 +112,16 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                     break
                 if server_task.done():
                     raise RuntimeError(f"the API server stopped: port {port} in use?")
-                live.update(node_table(manager.snapshot(), f"{rack.name}, "
-                                       f"{time.monotonic() - t0:.0f} s, {store.acked} rows stored"))
+                title = f"{rack.name}, {time.monotonic() - t0:.0f} s, {store.acked} rows stored"
+                if loop_ is not None and loop_.ctrl.last is not None:
+                    a = loop_.ctrl.last
+                    capped = sum(1 for c in a.caps.values() if c is not None)
+                    title += (f"\ncontrol: {sum(1 for v in a.vref.values() if v is not None)}/"
+                              f"{len(a.vref)} converters on, predicted loss "
+                              f"{a.predicted['loss_conversion_w'] + a.predicted['loss_distribution_w']:.1f} W,"
+                              f" {capped} device(s) capped, {a.elapsed_ms:.1f} ms/cycle"
+                              f"{', SAFE ALLOCATION' if a.fallback else ''}")
+                live.update(node_table(manager.snapshot(), title))
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
                 except TimeoutError:
@@ -111,6 +130,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
     finally:
         server.should_exit = True
         await asyncio.gather(server_task, return_exceptions=True)
+        if loop_ is not None:
+            await loop_.stop()
         await manager.stop()
         store.close()
         if emu is not None:

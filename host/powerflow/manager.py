@@ -48,6 +48,7 @@ class NodeState:
     last_rx: float = 0.0  # monotonic
     lost_count: int = 0
     vout: float | None = None  # desired VOUT_COMMAND, renewed as a lease; None = off
+    off_leased: bool = False  # off by the host's choice: the off state is leased too
     ports: dict[int, bool] = field(default_factory=dict)  # desired port states
     session: NodeSession | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -168,10 +169,13 @@ class NodeManager:
                     await s.command(d.MSG_CLEAR_FAULTS, {})
                     cleared_failsafe = True
                     self._event(ns, "failsafe cleared", "the host is back")
-                if ns.vout is not None:
+                if ns.vout is not None or ns.off_leased:
+                    body = ({d.K_VOUT_COMMAND: ns.vout, d.K_LEASE_MS: LEASE_MS}
+                            if ns.vout is not None else
+                            {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS,
+                             d.K_OPERATION: False})
                     try:
-                        await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: ns.vout,
-                                                         d.K_LEASE_MS: LEASE_MS})
+                        await s.command(d.MSG_SETPOINT, body)
                     except CommandError as e:
                         if e.result is None:
                             raise  # no answer: the link is in trouble
@@ -224,6 +228,7 @@ class NodeManager:
             await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS,
                                              d.K_OPERATION: False})
             ns.vout = None
+            ns.off_leased = True
             return {"node": node_id, "on": False}
         if target is None:
             raise ValueError("the node has no output voltage yet: give vout")
@@ -232,6 +237,7 @@ class NodeManager:
                              "rating)")
         await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: float(target), d.K_LEASE_MS: LEASE_MS})
         ns.vout = float(target)
+        ns.off_leased = False
         return {"node": node_id, "on": True, "vout": ns.vout}
 
     async def set_port(self, node_id: int, port: int, close: bool) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
+from powerflow.control.live import ControlLoop
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
 from powerflow.store import TelemetryStore
@@ -41,9 +42,39 @@ class FaultRequest(BaseModel):
     seconds: float = Field(5.0, gt=0, le=3600)
 
 
-def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None) -> FastAPI:
+class PolicyChange(BaseModel):
+    """Policy fields to change (see GET /policy), or {"profile": NAME} to switch profile."""
+
+    model_config = {"extra": "allow"}
+
+
+class ControlState(BaseModel):
+    enabled: bool = Field(description="false pauses the control loop (leases keep the last "
+                                      "allocation until the operator takes over)")
+
+
+class AgentSample(BaseModel):
+    device: str
+    power_w: float | None = Field(None, ge=0, le=1e6, description="device power now, W")
+    utilisation: float | None = Field(None, ge=0, le=1, description="CPU/GPU utilisation, 0..1")
+
+
+def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None,
+               control: ControlLoop | None = None) -> FastAPI:
     app = FastAPI(title="PowerFlow host", version="0.1.0",
-                  description="Rack controller API: nodes, commands, telemetry history.")
+                  description="Rack controller API: nodes, commands, telemetry history, "
+                              "forecasts, allocation and policy.")
+
+    def loop() -> ControlLoop:
+        if control is None:
+            raise HTTPException(409, "this host runs without its control loop "
+                                     "(powerflow run --no-control)")
+        return control
+
+    def manual_allowed() -> None:
+        if control is not None and control.enabled:
+            raise HTTPException(409, "the control loop owns the setpoints: pause it first "
+                                     "(PUT /api/v1/control {\"enabled\": false})")
 
     def node_call_errors(e: Exception) -> HTTPException:
         if isinstance(e, NodeUnavailable):
@@ -77,6 +108,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
     async def setpoint(node_id: int, req: SetpointRequest) -> dict[str, Any]:
         if req.vout is None and req.on is None:
             raise HTTPException(422, "give vout, on, or both")
+        manual_allowed()
         try:
             return await manager.set_output(node_id, req.vout, req.on)
         except (NodeUnavailable, ValueError, CommandError) as e:
@@ -84,6 +116,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
 
     @app.post(PREFIX + "/nodes/{node_id}/port")
     async def port(node_id: int, req: PortRequest) -> dict[str, Any]:
+        manual_allowed()
         try:
             return await manager.set_port(node_id, req.port, req.close)
         except (NodeUnavailable, ValueError, CommandError) as e:
@@ -92,7 +125,10 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
     @app.post(PREFIX + "/nodes/{node_id}/clear-faults")
     async def clear(node_id: int) -> dict[str, Any]:
         try:
-            return await manager.clear_faults(node_id)
+            out = await manager.clear_faults(node_id)
+            if control is not None:  # the operator vouches for it: the allocator may use it
+                control.ctrl.release_quarantine(node_id)
+            return out
         except (NodeUnavailable, ValueError, CommandError) as e:
             raise node_call_errors(e) from None
 
@@ -127,5 +163,64 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
             return apply_fault(emulator, req.model_dump())
         except (KeyError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
+
+    @app.get(PREFIX + "/control")
+    def control_state() -> dict[str, Any]:
+        c = loop()
+        cyc = c.ctrl.cycle_ms[-300:]
+        return {"enabled": c.enabled, "periods": c.periods, "period_s": c.ctrl.policy.period_s,
+                "dispatch_errors": c.dispatch_errors,
+                "cycle_ms_last": cyc[-1] if cyc else None,
+                "cycle_ms_max_recent": max(cyc) if cyc else None}
+
+    @app.put(PREFIX + "/control")
+    def set_control(req: ControlState) -> dict[str, Any]:
+        loop().enabled = req.enabled
+        return control_state()
+
+    @app.get(PREFIX + "/allocation")
+    def allocation() -> dict[str, Any]:
+        c = loop()
+        if c.ctrl.last is None:
+            raise HTTPException(404, "no allocation yet: the loop has not run a period")
+        return c.ctrl.last.as_dict()
+
+    @app.get(PREFIX + "/plan")
+    def plan() -> dict[str, Any]:
+        """The next allocation from the present forecasts, not applied."""
+        return loop().preview().as_dict()
+
+    @app.get(PREFIX + "/forecasts")
+    def forecasts() -> dict[str, Any]:
+        c = loop()
+        return {d: {"mean_w": f.mean_w, "p95_w": f.upper_w, "model": f.model, "stale": f.stale}
+                for d, f in c.ctrl.forecasts.items()}
+
+    @app.get(PREFIX + "/policy")
+    def policy() -> dict[str, Any]:
+        c = loop()
+        return {"policy": c.ctrl.policy.as_dict(), "profiles": sorted(c.ctrl.profiles)}
+
+    @app.put(PREFIX + "/policy")
+    def set_policy(req: PolicyChange) -> dict[str, Any]:
+        from powerflow.control.policy import PolicyError
+
+        changes = req.model_extra or {}
+        if not changes:
+            raise HTTPException(422, "give the policy fields to change, or {\"profile\": NAME}")
+        try:
+            loop().ctrl.set_policy(changes)
+        except PolicyError as e:
+            raise HTTPException(422, str(e)) from None
+        return policy()
+
+    @app.post(PREFIX + "/agent/samples")
+    def agent_sample(req: AgentSample) -> dict[str, Any]:
+        """A server's agent reports its device; the answer carries the cap to apply (W)."""
+        try:
+            cap = loop().agents.push(req.device, req.power_w, req.utilisation)
+        except ValueError as e:
+            raise HTTPException(404, str(e)) from None
+        return {"device": req.device, "cap_w": cap}
 
     return app

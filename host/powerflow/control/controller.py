@@ -189,8 +189,10 @@ class RackController:
         devs = []
         for dv in self.rack.devices:
             f = self.forecasts[dv.id]
-            mean = f.mean_w.get(1, self.last_power[dv.id])
-            devs.append(DeviceView(dv.id, mean, f.upper_w.get(1, mean), self.last_power[dv.id]))
+            pmax = self.policy.p_max_w.get(dv.id, dv.p_max_w)
+            mean = min(max(f.mean_w.get(1, self.last_power[dv.id]), 0.0), pmax)
+            upper = min(max(f.upper_w.get(1, mean), mean), pmax)
+            devs.append(DeviceView(dv.id, mean, upper, self.last_power[dv.id]))
         view = RackView(t, self._nodes(t, nodes), devs, battery, feed_w)
         self.run_s, self.suspect, self.quarantined = saved
         return self.allocator.allocate(view, self.policy, copy.deepcopy(self.memory))

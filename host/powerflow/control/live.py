@@ -1,0 +1,131 @@
+"""The host's control loop on a live rack (real boards or the emulated rack): every period,
+collect (node telemetry from the node manager, device samples from the device sources) ->
+predict and allocate (`RackController`) -> dispatch (setpoints and on/off as leases through
+the node manager, tie switches through their nodes' ports, caps and the battery command
+to the device source).
+
+Converters are switched off and ties opened only once two plans in a row agree, after
+what replaces them is on (make before break). The loop's own time per period is kept for
+the API and the bench.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from powerflow.control.allocate import Allocation, BatteryView
+from powerflow.control.controller import DeviceObs, NodeObs, RackController
+from powerflow.control.devices import AgentDevices, PrometheusDevices
+from powerflow.link.session import CommandError
+from powerflow.manager import NodeManager, NodeUnavailable
+
+
+class ControlLoop:
+    def __init__(self, manager: NodeManager, controller: RackController,
+                 source: Any = None, agents: AgentDevices | None = None,
+                 scraper: PrometheusDevices | None = None) -> None:
+        self.manager = manager
+        self.ctrl = controller
+        self.source = source  # EmulatorDevices or None
+        self.agents = agents or AgentDevices({dv.id for dv in manager.rack.devices})
+        self.scraper = scraper
+        self.enabled = True
+        self.periods = 0
+        self.dispatch_errors = 0
+        self.prev: Allocation | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="control loop")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.scraper is not None:
+            await self.scraper.close()
+
+    # ---- collect -------------------------------------------------------------------------
+    def observe_nodes(self) -> dict[int, NodeObs]:
+        now = time.monotonic()
+        return {i: NodeObs(ns.state == "online", dict(ns.telemetry), now - ns.last_rx)
+                for i, ns in self.manager.nodes.items()}
+
+    def observe_devices(self) -> dict[str, DeviceObs]:
+        obs = self.agents.read()
+        if self.source is not None:
+            obs = {**self.source.read(), **obs}
+        if self.scraper is not None:
+            obs = self.scraper.merge(obs)
+        return obs
+
+    def battery(self) -> BatteryView | None:
+        if self.source is None or self.source.emu.physics.battery is None:
+            return None
+        b = self.source.emu.physics.battery
+        return BatteryView(b.soc, b.capacity_wh, b.p_charge_max, b.p_discharge_max)
+
+    def feed_w(self) -> float:
+        return float(sum(float(ns.telemetry.get("READ_VIN") or 0.0)
+                         * float(ns.telemetry.get("READ_IIN") or 0.0)
+                         for ns in self.manager.nodes.values() if ns.state == "online"))
+
+    # ---- the loop ------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while True:
+            period = self.ctrl.policy.period_s
+            if self.scraper is not None:
+                await self.scraper.poll()
+            if self.enabled:
+                alloc = self.ctrl.step(time.time(), self.observe_nodes(), self.observe_devices(),
+                                       self.battery(), self.feed_w())
+                await self.dispatch(alloc)
+                self.periods += 1
+            t0 += period
+            await asyncio.sleep(max(0.0, t0 - loop.time()))
+            if loop.time() - t0 > period:  # fell behind (e.g. suspended): restart the clock
+                t0 = loop.time()
+
+    async def dispatch(self, a: Allocation) -> None:
+        prev, m, rack = self.prev, self.manager, self.manager.rack
+
+        async def one(nid: int, vref: float | None) -> None:
+            ns = m.nodes[nid]
+            if ns.state != "online":
+                return
+            try:
+                if vref is None:
+                    agreed = prev is not None and prev.vref.get(nid) is None
+                    if (agreed and ns.vout is not None) or (ns.vout is None and not ns.off_leased):
+                        await m.set_output(nid, on=False)
+                elif ns.vout is None or abs(ns.vout - vref) > 0.002:
+                    await m.set_output(nid, vout=min(vref, ns.node.vout_max))
+            except (CommandError, NodeUnavailable, ValueError):
+                self.dispatch_errors += 1  # the lease keeps the last good state meanwhile
+
+        await asyncio.gather(*(one(nid, v) for nid, v in a.vref.items()))
+        for k, b in enumerate(rack.branches):
+            if b.port is None:
+                continue
+            want = a.closed[k]
+            if not want and prev is not None and prev.closed[k]:
+                continue  # open only once two plans in a row agree
+            ns = m.nodes[b.port[0]]
+            state = ns.telemetry.get("PORT_STATE")
+            if ns.state != "online" or state is None or bool(int(state) >> b.port[1] & 1) == want:
+                continue
+            try:
+                await m.set_port(b.port[0], b.port[1], want)
+            except (CommandError, NodeUnavailable, ValueError):
+                self.dispatch_errors += 1  # e.g. interlock: tried again next period
+        self.agents.apply(a.caps, a.battery_w, a.battery_shave_above_w)
+        if self.source is not None:
+            self.source.apply(a.caps, a.battery_w, a.battery_shave_above_w)
+        self.prev = a
+
+    def preview(self) -> Allocation:
+        return self.ctrl.preview(time.time(), self.observe_nodes(), self.battery(), self.feed_w())
