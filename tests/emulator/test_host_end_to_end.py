@@ -75,7 +75,7 @@ class Host:
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory) -> Host:
-    h = Host(tmp_path_factory.mktemp("host"))
+    h = Host(tmp_path_factory.mktemp("host"), "--no-control")  # manual commands: no loop
     try:
         wait_for(lambda: h.api("/status")["online"] == 4, 30, "all four nodes online")
         yield h
@@ -159,7 +159,7 @@ def test_acknowledged_rows_survive_sigkill(tmp_path) -> None:
 def test_scripted_faults_are_applied_on_time(tmp_path) -> None:
     script = tmp_path / "faults.toml"
     script.write_text('[[fault]]\nat_s = 4.0\nkind = "converter-failure"\nnode = 4\n')
-    h = Host(tmp_path, "--faults", str(script))
+    h = Host(tmp_path, "--faults", str(script), "--no-control")
     try:
         wait_for(lambda: h.node(4)["mode"] == "cv" and h.node(4)["iout"] > 5, 30, "node 4 loaded")
         wait_for(lambda: h.node(4)["iout"] < 0.5, 15, "node 4's converter failed by the script")

@@ -1,0 +1,168 @@
+"""The allocator: strict priority caps, loss-minimal shares (against an independent SciPy
+solve), phase shedding and rotation, reconfiguration around a lost converter, the
+load-flow check and the safe fallback."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from powerflow.control.allocate import (Allocator, BatteryView, DeviceView, Memory, NodeView,
+                                        RackView, loss_w)
+from powerflow.control.dcnet import flow
+from powerflow.control.policy import Policy
+from powerflow.rack import load_rack, parse_rack
+from tests.conftest import ROOT
+
+SMALL = load_rack(ROOT / "examples" / "racks" / "small.toml")
+
+
+def view(rack, scale=1.0, t=0.0, temp=30.0, down=(), demand=None, battery=None):
+    nodes = [NodeView(n.id, n.id not in down, True, n.iout_max * rack.bus_voltage, temp,
+                      why="unavailable: test" if n.id in down else "") for n in rack.nodes]
+    devs = []
+    for d in rack.devices:
+        m = (demand or {}).get(d.id, d.p_nom_w * scale)
+        devs.append(DeviceView(d.id, m, m * 1.05))
+    return RackView(t, nodes, devs, battery)
+
+
+def test_strict_priority_no_device_throttled_while_a_lower_one_is_above_its_floor() -> None:
+    rng = np.random.default_rng(7)
+    for trial in range(25):
+        rack = copy.deepcopy(SMALL)
+        demand = {d.id: float(rng.uniform(d.p_min_w, d.p_max_w)) for d in rack.devices}
+        pol = Policy(max_load_frac=float(rng.uniform(0.3, 0.9)))  # supply short of demand
+        a = Allocator(rack).allocate(view(rack, demand=demand), pol, Memory())
+        prio = {d.id: d.priority for d in rack.devices}
+        pmin = {d.id: d.p_min_w for d in rack.devices}
+        want = {d: a.devices[d]["p95_w"] for d in a.devices}
+        capped = {d for d, dv in a.devices.items()
+                  if dv["cap_w"] is not None and dv["cap_w"] < want[d] - 1e-6}
+        for d in capped:
+            for other, dv in a.devices.items():
+                if prio[other] > prio[d]:  # less important than a throttled device
+                    cap = dv["cap_w"]
+                    assert cap is not None and cap <= pmin[other] + 1e-6, (trial, d, other)
+        # the caps fit the supply the allocator computed
+        total = sum(min(want[d], dv["cap_w"] if dv["cap_w"] is not None else 1e9)
+                    for d, dv in a.devices.items())
+        assert total <= a.predicted["supply_w"] + 1e-6
+
+
+def test_shares_minimise_loss_as_an_independent_solver_finds() -> None:
+    al = Allocator(SMALL)
+    net = al.net
+    closed = al.normal.copy()
+    load = np.array([310.0, 120.0, 480.0, 90.0])
+    plim = np.full(4, 540.0)
+    on = np.array([True, True, True, True])
+    p = al._shares(closed, on, load, plim)
+    v = SMALL.bus_voltage
+    g = net.conductance(closed)
+    gplus = np.linalg.pinv(g)
+
+    def cost(x: np.ndarray) -> float:  # the same model: quadratic conversion + mesh loss
+        inj = np.zeros(4)
+        np.add.at(inj, net.conv_seg, x)
+        dv = gplus @ ((inj - load) / v)
+        return float(np.sum(al.qb * x + al.qc * x * x) + dv @ g @ dv)
+
+    ref = minimize(cost, np.full(4, load.sum() / 4), method="SLSQP", bounds=[(0, 540)] * 4,
+                   constraints=[{"type": "eq", "fun": lambda x: x.sum() - load.sum()}],
+                   options={"ftol": 1e-12, "maxiter": 500})
+    assert ref.success
+    assert cost(p) == pytest.approx(ref.fun, rel=1e-6, abs=1e-6)
+    assert p.sum() == pytest.approx(load.sum(), rel=1e-6)
+
+
+def test_the_allocation_is_what_the_exact_load_flow_says() -> None:
+    al = Allocator(SMALL)
+    a = al.allocate(view(SMALL, 1.1), Policy(), Memory())
+    assert a.ok and not a.fallback
+    vref = np.array([np.nan if a.vref[n.id] is None else a.vref[n.id] for n in SMALL.nodes])
+    load = np.zeros(4)
+    mean = np.array([min(d.p_nom_w * 1.1, d.p_max_w) for d in SMALL.devices])
+    np.add.at(load, al.dev_seg, mean)
+    fl = flow(al.net, np.array(a.closed), vref, load)
+    assert fl.converged
+    pol = Policy()
+    assert pol.v_min_pu * 12 <= fl.v.min() and fl.v.max() <= pol.v_max_pu * 12 + 1e-9
+    assert max(fl.v) == pytest.approx(pol.v_target_pu * 12, abs=2e-3)  # the highest at target
+    shares = np.array([a.nodes[n.id]["share_w"] for n in SMALL.nodes])
+    assert np.allclose(fl.p_conv, shares, atol=0.02)
+
+
+def test_light_load_sheds_converters_and_heavy_load_runs_them_all() -> None:
+    al = Allocator(SMALL)
+    light = al.allocate(view(SMALL, 0.25), Policy(), Memory())
+    heavy = al.allocate(view(SMALL, 1.2), Policy(), Memory())
+    n_light = sum(v is not None for v in light.vref.values())
+    assert 1 <= n_light < 4 and all(v is not None for v in heavy.vref.values())
+    # shedding pays: predicted conversion loss below the all-on, even-share alternative
+    total = sum(min(d.p_nom_w * 0.25, d.p_max_w) for d in SMALL.devices)
+    ex, ey = al.eff[0]
+    even = 4 * float(loss_w(ex, ey, 600.0, total / 4))
+    assert light.predicted["loss_conversion_w"] < even
+    off = Allocator(SMALL).allocate(view(SMALL, 0.25), Policy(power_saving=False), Memory())
+    assert all(v is not None for v in off.vref.values())
+
+
+def test_rotation_swaps_the_longest_running_converter_for_a_rested_one() -> None:
+    al = Allocator(SMALL)
+    mem = Memory()
+    pol = Policy(rotation_period_s=3600.0, step_reserve=False)
+    v0 = view(SMALL, 0.25, t=10.0)
+    first = al.allocate(v0, pol, mem)
+    on0 = {i for i, v in first.vref.items() if v is not None}
+    later = view(SMALL, 0.25, t=4000.0)
+    for nv in later.nodes:  # the running ones have run for hours, the others not
+        nv.run_s = 3990.0 if nv.id in on0 else 0.0
+    second = al.allocate(later, pol, mem)
+    on1 = {i for i, v in second.vref.items() if v is not None}
+    assert len(on1) == len(on0) and on1 != on0
+
+
+def test_a_segment_cut_off_from_every_running_converter_gets_its_tie_closed() -> None:
+    raw = {"rack": {"name": "pair", "bus_voltage": 12.0}, "feed": {"voltage": 48.0,
+           "breaker_limit_w": 2000.0}, "segment": [{"id": "A"}, {"id": "B"}],
+           "node": [{"id": 1, "segment": "A", "rating_w": 600.0, "vout_max": 14.0,
+                     "iout_max": 50.0}, {"id": 2, "segment": "B", "rating_w": 600.0,
+                                         "vout_max": 14.0, "iout_max": 50.0}],
+           "branch": [{"id": "A-B", "from": "A", "to": "B", "r": 0.001, "switch": "tie",
+                       "closed": False, "port": [1, 0]}],
+           "device": [{"id": "a", "segment": "A", "priority": 1, "p_min_w": 10.0,
+                       "p_max_w": 200.0, "p_nom_w": 150.0},
+                      {"id": "b", "segment": "B", "priority": 1, "p_min_w": 10.0,
+                       "p_max_w": 200.0, "p_nom_w": 150.0}]}
+    rack = parse_rack(raw)
+    normal = Allocator(rack).allocate(view(rack), Policy(), Memory())
+    assert normal.closed == [False]
+    a = Allocator(rack).allocate(view(rack, down=(2,)), Policy(), Memory())
+    assert a.closed == [True] and "A-B" in a.reason
+    assert a.vref[2] is None and a.vref[1] is not None and a.ok
+    assert a.nodes[2]["why"] == "unavailable: test"
+
+
+def test_late_optimiser_sends_the_safe_allocation() -> None:
+    a = Allocator(SMALL).allocate(view(SMALL), Policy(optimise_deadline_ms=1.0), Memory())
+    # the QP and the load flows take longer than a millisecond on any machine here
+    assert a.fallback and "late" in a.reason
+    assert all(v == SMALL.bus_voltage for v in a.vref.values())
+    assert a.ok  # the safe allocation itself passed the check
+
+
+def test_battery_shaves_the_peak_above_the_feed_limit() -> None:
+    rack = load_rack(ROOT / "examples" / "racks" / "small-bbu.toml")
+    bat = BatteryView(0.9, 150.0, 250.0, 700.0)
+    a = Allocator(rack).allocate(view(rack, 1.3, battery=bat), Policy(), Memory())
+    assert a.battery_w > 0 and a.battery_shave_above_w == pytest.approx(0.95 * 1400.0)
+    empty = BatteryView(0.1, 150.0, 250.0, 700.0)  # below the floor: it keeps its charge
+    b = Allocator(rack).allocate(view(rack, 1.3, battery=empty), Policy(), Memory())
+    assert b.battery_w <= 0 and b.battery_shave_above_w is None
+    assert any(dv["cap_w"] is not None for dv in b.devices.values())  # caps instead
+    quiet = Allocator(rack).allocate(view(rack, 0.4, battery=empty), Policy(), Memory())
+    assert quiet.battery_w < 0  # recharges in the valley
