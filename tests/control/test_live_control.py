@@ -109,9 +109,17 @@ def test_a_failed_converter_is_taken_out_of_the_plan(host: Host) -> None:
                      10, "node 3 out of the plan")
         assert "not delivering" in a["nodes"]["3"]["why"] and a["ok"]
         # the others carry the rack: regulating, bus in the band
-        wait_for(lambda: all(n["mode"] == "cv" and n["vout"] > 0.97 * 12
-                             for n in host.api("/nodes") if n["id"] != 3), 10,
-                 "the other converters regulating the bus in its band")
+        def carried():
+            rows = [n for n in host.api("/nodes") if n["id"] != 3]
+            ok = all(n["mode"] == "cv" and n["vout"] > 0.97 * 12 for n in rows)
+            seen[:] = [(n["id"], n["mode"], n["vout"], n["iout"]) for n in rows] + [host.api("/allocation")["nodes"]]
+            return ok
+
+        seen: list = []
+        try:
+            wait_for(carried, 10, "the other converters regulating the bus in its band")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {seen}") from None
     finally:
         host.cli("fault", "inject", "converter-repair", "--node", "3")
         host.cli("policy", "--set", "power_saving=true")

@@ -137,6 +137,17 @@ class Allocator:
         self.rating = np.array([n.rating_w for n in rack.nodes])
         self.eff = [(np.array([e[0] for e in n.efficiency]), np.array([e[1] for e in n.efficiency]))
                     for n in rack.nodes]
+        # converters with the same curve and rating share one vectorised loss evaluation
+        self.curve_group = np.zeros(len(rack.nodes), np.int64)
+        self.curves: list[tuple[F, F, float]] = []
+        for k, (ex, ey) in enumerate(self.eff):
+            for g, (gx, gy, gr) in enumerate(self.curves):
+                if gr == self.rating[k] and np.array_equal(gx, ex) and np.array_equal(gy, ey):
+                    self.curve_group[k] = g
+                    break
+            else:
+                self.curve_group[k] = len(self.curves)
+                self.curves.append((ex, ey, float(self.rating[k])))
         self.normal = np.array([b.closed for b in rack.branches])
         self.switchable = np.array([b.switch == "tie" for b in rack.branches])
         self.bat_seg = sidx[rack.battery.segment] if rack.battery else -1
@@ -148,8 +159,16 @@ class Allocator:
             self.qc[k], self.qb[k], self.qa[k] = max(coef[0], 1e-9), coef[1], coef[2]
 
     # ---- helpers ---------------------------------------------------------------------
-    def conv_loss(self, k: int, p: float) -> float:
-        return float(loss_w(*self.eff[k], self.rating[k], p))
+    def losses(self, ks: F, p: F) -> F:
+        """Conversion loss (W) of converters `ks` at output powers `p` (W), vectorised."""
+        ks = np.asarray(ks, np.int64)
+        out = np.empty(len(ks))
+        groups = self.curve_group[ks]
+        for g in np.unique(groups):
+            sel = groups == g
+            ex, ey, rating = self.curves[int(g)]
+            out[sel] = loss_w(ex, ey, rating, np.asarray(p, float)[sel])
+        return out
 
     def _plan_limit(self, nv: NodeView, pol: Policy) -> float:
         """W a converter may be planned to carry: its derated limit, less near its heat limit."""
@@ -281,15 +300,15 @@ class Allocator:
             if not ok:
                 reason += f"; the safe allocation fails its check too ({check})"
         mem.on = {i for i, o in zip(self.node_ids, on, strict=True) if o}
-        feed_plan = float(sum(fl.p_conv[k] + self.conv_loss(k, fl.p_conv[k])
-                              for k in range(len(on)) if on[k]))
+        conv_loss = np.where(on, self.losses(np.arange(len(on)), fl.p_conv), 0.0)
+        feed_plan = float(np.sum(np.where(on, fl.p_conv, 0.0) + conv_loss))
         mem.last_feed_plan_w = max(feed_plan, view.feed_w)
         nodes = {}
         for k, i in enumerate(self.node_ids):
             share = float(fl.p_conv[k]) if on[k] else 0.0
             nodes[i] = {"on": bool(on[k]), "vref": None if not on[k] else round(float(vref[k]), 4),
                         "share_w": round(share, 2), "plan_limit_w": round(float(plim[k]), 1),
-                        "loss_w": round(self.conv_loss(k, share), 2) if on[k] else 0.0,
+                        "loss_w": round(float(conv_loss[k]), 2),
                         "why": node_why.get(i, ""),
                         "binding": ("thermal" if nview[i].temp_c > pol.thermal_soft_c else
                                     "plan limit" if on[k] and share > 0.99 * plim[k] else "none")}
@@ -390,17 +409,21 @@ class Allocator:
                     ks.append(tired)
                     mem.last_rotation_t = view.t
             need = max(demand * (1 + pol.reserve_frac), demand + float(step[isl == lab].max()))
-            best_n, best_loss, cur_n = len(ks), np.inf, None
-            cum = np.cumsum([plim[k] for k in ks])
-            losses = {}
-            for n in range(1, len(ks) + 1):
-                if cum[n - 1] < need:
-                    continue
-                share = demand * plim[ks[:n]] / cum[n - 1]  # proportional to planned capacity
-                losses[n] = sum(self.conv_loss(k, s) for k, s in zip(ks[:n], share, strict=True))
-                if losses[n] < best_loss:
-                    best_n, best_loss = n, losses[n]
+            best_n, best_loss = len(ks), np.inf
+            karr = np.array(ks, np.int64)
+            cum = np.cumsum(plim[karr])
+            losses: dict[int, float] = {}
             cur_n = sum(1 for k in ks if self.node_ids[k] in mem.on)
+            rising = 0
+            for n in range(int(np.searchsorted(cum, need)) + 1, len(ks) + 1):
+                share = demand * plim[karr[:n]] / cum[n - 1]  # proportional to planned capacity
+                losses[n] = float(self.losses(karr[:n], share).sum())
+                if losses[n] < best_loss:
+                    best_n, best_loss, rising = n, losses[n], 0
+                else:
+                    rising += 1
+                    if rising >= 3 and n > cur_n:  # loss grows with n past its minimum
+                        break
             if cur_n in losses and losses[cur_n] - best_loss < pol.min_saving_w:
                 best_n = cur_n  # hysteresis: not worth a change
             for j, k in enumerate(ks):

@@ -124,8 +124,12 @@ class RackController:
             why = ""
             # a converter asked to carry a real share that sources nothing has a dead stage
             # (judged on telemetry sampled after that plan went out)
-            planned = prev.nodes.get(n.id, {}).get("share_w", 0.0) if prev else 0.0
-            settled = self.planned_on.get(n.id, 0) >= 1 and ob.age_s < pol.period_s
+            plan = prev.nodes.get(n.id, {}) if prev else {}
+            planned = plan.get("share_w", 0.0)
+            cmd = tel.get("VOUT_COMMAND")
+            settled = (self.planned_on.get(n.id, 0) >= 1 and ob.age_s < pol.period_s
+                       and plan.get("vref") is not None and cmd is not None
+                       and abs(float(cmd) - plan["vref"]) < 0.01)  # it runs our setpoint
             iout = float(tel.get("READ_IOUT") or 0.0)
             if (settled and mode == d.MODE_CV and planned > 0.1 * n.rating_w
                     and iout < 0.02 * n.iout_max):
