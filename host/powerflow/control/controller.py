@@ -21,7 +21,7 @@ from pfproto import defs as d
 from powerflow.control.allocate import (Allocation, Allocator, BatteryView, DeviceView, Memory,
                                         NodeView, RackView)
 from powerflow.control.policy import Policy, policy_from_config
-from powerflow.forecast.online import Forecast, OnlineForecaster
+from powerflow.forecast.batch import BatchForecaster
 from powerflow.rack import Rack
 
 HORIZONS = (1, 10, 60)  # periods
@@ -60,7 +60,9 @@ class RackController:
         self.policy = policy or base
         self.allocator = Allocator(rack)
         self.memory = Memory()
-        self.forecasters = {dv.id: OnlineForecaster(HORIZONS, n_exog=1) for dv in rack.devices}
+        self.forecaster = BatchForecaster(len(rack.devices), HORIZONS, n_exog=1)
+        self.pmax = np.array([dv.p_max_w for dv in rack.devices])
+        self.dev_index = {dv.id: k for k, dv in enumerate(rack.devices)}
         self.forecasts: dict[str, DeviceForecast] = {dv.id: DeviceForecast()
                                                      for dv in rack.devices}
         self.last_power = {dv.id: dv.p_nom_w for dv in rack.devices}
@@ -93,18 +95,27 @@ class RackController:
 
     # ---- one period --------------------------------------------------------------------
     def _forecast(self, devices: dict[str, DeviceObs]) -> list[DeviceView]:
-        views = []
-        for dv in self.rack.devices:
+        n = len(self.rack.devices)
+        y, u, stale = np.zeros(n), np.zeros((n, 1)), np.zeros(n, bool)
+        for k, dv in enumerate(self.rack.devices):
             ob = devices.get(dv.id, DeviceObs(None))
-            stale = ob.power_w is None
-            y = self.last_power[dv.id] if stale else float(ob.power_w)  # type: ignore[arg-type]
-            self.last_power[dv.id] = y
-            u = 0.0 if ob.utilisation is None else float(ob.utilisation)
-            fc: Forecast = self.forecasters[dv.id].step(y, np.array([u]), stale=stale)
-            self.forecasts[dv.id] = DeviceForecast(fc.mean, fc.upper, fc.model, stale)
-            pmax = self.policy.p_max_w.get(dv.id, dv.p_max_w)
-            views.append(DeviceView(dv.id, min(max(fc.mean[1], 0.0), pmax),
-                                    min(max(fc.upper[1], fc.mean[1], 0.0), pmax), y))
+            stale[k] = ob.power_w is None
+            y[k] = self.last_power[dv.id] if stale[k] else float(ob.power_w)  # type: ignore
+            self.last_power[dv.id] = float(y[k])
+            u[k, 0] = 0.0 if ob.utilisation is None else float(ob.utilisation)
+        means, uppers, models = self.forecaster.step(y, u, stale)
+        pmax = self.pmax.copy()
+        for dev, cap in self.policy.p_max_w.items():
+            pmax[self.dev_index[dev]] = cap
+        mean1 = np.clip(means[1], 0.0, pmax)
+        upper1 = np.clip(np.maximum(uppers[1], means[1]), 0.0, pmax)
+        names = ("persistence", "ridge")
+        views = []
+        for k, dv in enumerate(self.rack.devices):
+            self.forecasts[dv.id] = DeviceForecast(
+                {h: float(means[h][k]) for h in HORIZONS}, {h: float(uppers[h][k]) for h in HORIZONS},
+                {h: names[int(models[h][k])] for h in HORIZONS}, bool(stale[k]))
+            views.append(DeviceView(dv.id, float(mean1[k]), float(upper1[k]), float(y[k])))
         return views
 
     def _nodes(self, t: float, nodes: dict[int, NodeObs]) -> list[NodeView]:

@@ -1,0 +1,34 @@
+"""The batched forecaster (all devices as arrays) against the one-device forecaster it
+mirrors: the same forecasts and bounds, step by step."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from powerflow.forecast.batch import BatchForecaster
+from powerflow.forecast.online import OnlineForecaster
+
+
+def test_batch_matches_one_forecaster_per_device() -> None:
+    rng = np.random.default_rng(3)
+    d, steps, hz = 4, 400, (1, 5, 20)
+    y = 200 + np.cumsum(rng.normal(0, 5, (steps, d)), axis=0) + 40 * (rng.random((steps, d)) > 0.9)
+    u = np.clip(y / 400 + rng.normal(0, 0.02, (steps, d)), 0, 1)
+    stale = rng.random((steps, d)) < 0.05
+    batch = BatchForecaster(d, hz, n_exog=1)
+    singles = [OnlineForecaster(hz, n_exog=1) for _ in range(d)]
+    checked = 0
+    for t in range(steps):
+        means, uppers, models = batch.step(y[t], u[t][:, None], stale[t])
+        for i, f in enumerate(singles):
+            fc = f.step(float(y[t, i]), np.array([u[t, i]]), stale=bool(stale[t, i]))
+            for h in hz:
+                assert np.isclose(means[h][i], fc.mean[h], rtol=1e-9, atol=1e-7), (t, i, h)
+                if np.isfinite(fc.upper[h]):
+                    assert np.isclose(uppers[h][i], fc.upper[h], rtol=1e-9, atol=1e-7), (t, i, h)
+                    checked += 1
+                else:
+                    assert not np.isfinite(uppers[h][i])
+                assert ("ridge" if models[h][i] == 1 else "persistence") == fc.model[h]
+    assert checked > steps * d  # the bounds were compared, not only skipped
+    assert any((m == 1).any() for m in models.values())  # and the ridge got selected somewhere
