@@ -109,7 +109,7 @@ class RackController:
             pmax[self.dev_index[dev]] = cap
         mean1 = np.clip(means[1], 0.0, pmax)
         upper1 = np.clip(np.maximum(uppers[1], means[1]), 0.0, pmax)
-        names = ("persistence", "ridge")
+        names = ("persistence", "ridge", "mean")
         views = []
         for k, dv in enumerate(self.rack.devices):
             self.forecasts[dv.id] = DeviceForecast(

@@ -1,7 +1,7 @@
 """The online forecasters of every device of a rack at once, as arrays.
 
 Same models, same arithmetic as `OnlineForecaster` (persistence, per-horizon RLS ridge on
-the change from persistence, the selector by recent error, the adaptive-conformal P95
+the change from persistence, the rolling mean, the selector by recent error, the adaptive-conformal P95
 bound of the selected forecast), but one NumPy operation per step covers all D devices
 instead of D Python loops: what keeps the control cycle of a 1,000-converter rack within
 its period. `tests/forecast/test_batch.py` checks it against `OnlineForecaster`.
@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from powerflow.forecast.models import LAGS, WINDOWS
+from powerflow.forecast.models import LAGS, SWITCH_MARGIN, WINDOWS
+
+MEAN_WINDOW = 120  # as RollingMean's default
 
 F = NDArray[np.float64]
 
@@ -32,12 +34,13 @@ class BatchForecaster:
         self.lam = lam
         self.w = np.zeros((nh, n_dev, self.nf))
         self.p = np.broadcast_to(np.eye(self.nf) * prior, (nh, n_dev, self.nf, self.nf)).copy()
+        self.p_max_trace = self.nf * prior * 1e4
         hmax = max(self.h) + 1
         self.f_hist = np.zeros((hmax, n_dev, self.nf))  # features and levels of recent periods
         self.y_hist = np.zeros((hmax, n_dev))
         self.scale = np.ones(n_dev)
         self.decay = 0.5 ** (1.0 / halflife)
-        self.err = np.zeros((nh, n_dev, 2))  # per horizon, device, model (persistence, ridge)
+        self.err = np.zeros((nh, n_dev, 3))  # per horizon, device, model (persistence, ridge, mean)
         self.seen = np.zeros(nh, np.int64)
         self.q, self.gamma = q, gamma
         self.alpha = np.full((nh, n_dev), 1.0 - q)
@@ -76,7 +79,7 @@ class BatchForecaster:
     def step(self, y: F, x: F | None = None, stale: F | None = None
              ) -> tuple[dict[int, F], dict[int, F], dict[int, F]]:
         """Observe y (W, per device) and x (D x n_exog); returns per horizon the selected mean,
-        its P95 upper bound, and which model was selected (0 persistence, 1 ridge)."""
+        its P95 upper bound, and which model was selected (0 persistence, 1 ridge, 2 mean)."""
         y = np.asarray(y, float)
         x = np.zeros((self.d, self.n_exog)) if x is None else np.asarray(x, float)
         stale = np.zeros(self.d, bool) if stale is None else np.asarray(stale, bool)
@@ -113,13 +116,19 @@ class BatchForecaster:
         g = f_now / self.scale[:, None]
         g[:, 0] = 1.0
         means, uppers, models = {}, {}, {}
+        n = min(self.count, MEAN_WINDOW)
+        level = self.y[:, (np.arange(self.count - n, self.count)) % self.keep].mean(axis=1)
+        rows = np.arange(self.d)
         for hi, h in enumerate(self.h):
             ridge = y + np.einsum("df,df->d", g, self.w[hi]) * self.scale
-            both = np.stack([y, ridge], axis=1)
-            k = (np.zeros(self.d, np.int64) if self.seen[hi] < 30
-                 else np.argmin(self.err[hi], axis=1))
+            both = np.stack([y, ridge, level], axis=1)
+            e = self.err[hi]
+            best = np.argmin(e[:, 1:], axis=1) + 1  # persistence unless clearly beaten
+            k = np.where(e[rows, best] < (1.0 - SWITCH_MARGIN) * e[:, 0], best, 0)
+            if self.seen[hi] < 30:
+                k = np.zeros(self.d, np.int64)
             k = np.where(stale, 0, k)
-            sel = both[np.arange(self.d), k]
+            sel = both[rows, k]
             margin = self._margin(hi) * np.where(stale, 2.0, 1.0)
             self.pending[hi].append((self.t + h, both, sel, margin))
             means[h], uppers[h], models[h] = sel, sel + margin, k
@@ -130,7 +139,9 @@ class BatchForecaster:
         pf = np.einsum("dij,dj->di", p, f)
         k = pf / (self.lam + np.einsum("di,di->d", f, pf))[:, None]
         self.w[hi] += k * (target - np.einsum("di,di->d", f, self.w[hi]))[:, None]
-        self.p[hi] = (p - k[:, :, None] * pf[:, None, :]) / self.lam
+        p = (p - k[:, :, None] * pf[:, None, :]) / self.lam
+        tr = np.trace(p, axis1=1, axis2=2)  # bounded by the prior, as in OnlineRidge
+        self.p[hi] = p * np.where(tr > self.p_max_trace, self.p_max_trace / tr, 1.0)[:, None, None]
 
     def _margin(self, hi: int) -> F:
         n = min(int(self.win_n[hi]), self.win.shape[2])

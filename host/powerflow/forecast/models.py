@@ -9,8 +9,9 @@ observe is strictly online.
 - `Persistence`: y(t+h) = y(t).
 - `OnlineRidge`: recursive least squares (with forgetting and a ridge prior) on features of
   the recent past, predicting the change from persistence for each horizon separately.
+- `RollingMean`: y(t+h) = the mean of the recent window.
 - `Selector`: per horizon, the model whose recent absolute error (exponentially weighted) is
-  lowest; it can never be much worse than persistence, which is one of its models.
+  lowest, persistence unless another is clearly better: so never much worse than persistence.
 - `ConformalBound`: an upper quantile (P95 by default) around any model's forecast, from its
   recent errors, with the adaptive-conformal correction of Gibbs & Candes (2021) keeping the
   long-run coverage at the target.
@@ -26,6 +27,7 @@ from numpy.typing import NDArray
 F = NDArray[np.float64]
 LAGS = (1, 2, 5, 10, 30, 60)
 WINDOWS = (10, 60, 300)
+SWITCH_MARGIN = 0.03  # another model is selected over persistence only when this much better
 
 
 class History:
@@ -81,6 +83,26 @@ class Persistence:
         return {h: self.last for h in self.horizons}
 
 
+class RollingMean:
+    """y(t+h) = the mean of the last `window` values: at long horizons a series that switches
+    between phases is better met at its recent level than at its last value."""
+
+    name = "mean"
+
+    def __init__(self, horizons: tuple[int, ...], n_exog: int = 0, window: int = 120) -> None:
+        self.horizons = horizons
+        self.window = window
+        self.level = 0.0
+
+    def observe(self, y: float, x: F, hist: History) -> None:
+        ys = hist.y
+        n = min(len(ys), self.window)
+        self.level = float(np.fromiter((ys[-1 - k] for k in range(n)), float).mean())
+
+    def predict(self, hist: History) -> dict[int, float]:
+        return {h: self.level for h in self.horizons}
+
+
 class OnlineRidge:
     """Per horizon h: RLS on features(t - h) -> y(t) - y(t - h), forgetting factor `lam`."""
 
@@ -93,6 +115,7 @@ class OnlineRidge:
         self.n = 2 + len(LAGS) + len(WINDOWS) + 1 + (1 + len(LAGS)) * n_exog
         self.w = {h: np.zeros(self.n) for h in horizons}
         self.p = {h: np.eye(self.n) * prior for h in horizons}
+        self.p_max_trace = self.n * prior * 1e4
         self.pending: deque[tuple[F, float]] = deque(maxlen=max(horizons) + 1)
         self.scale = 1.0  # the series' typical size: features and targets in its units
 
@@ -117,7 +140,11 @@ class OnlineRidge:
         pf = p @ f
         k = pf / (self.lam + f @ pf)
         self.w[h] += k * (target - f @ self.w[h])
-        self.p[h] = (p - np.outer(k, pf)) / self.lam
+        p = (p - np.outer(k, pf)) / self.lam
+        # forgetting inflates P along directions the data no longer excites (a constant input):
+        # bounded by its prior, the estimate cannot wind up and explode
+        tr = float(np.trace(p))
+        self.p[h] = p * (self.p_max_trace / tr) if tr > self.p_max_trace else p
 
     def predict(self, hist: History) -> dict[int, float]:
         f = self._scaled(hist.features())
@@ -143,9 +170,13 @@ class Selector:
         self.seen[h] += 1
 
     def choose(self, h: int) -> int:
+        """Persistence (model 0) unless another's recent error is clearly lower: switching
+        on noise would make the selector worse than persistence, never better."""
         if self.seen[h] < 30:
             return 0  # persistence until the others have a record
-        return int(np.argmin(self.err[h]))
+        e = self.err[h]
+        k = int(np.argmin(e[1:])) + 1
+        return k if e[k] < (1.0 - SWITCH_MARGIN) * e[0] else 0
 
 
 class ConformalBound:

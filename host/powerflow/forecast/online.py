@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from powerflow.forecast.models import ConformalBound, History, OnlineRidge, Persistence, Selector
+from powerflow.forecast.models import (ConformalBound, History, OnlineRidge, Persistence,
+                                       RollingMean, Selector)
 
 
 @dataclass
@@ -27,7 +28,8 @@ class OnlineForecaster:
     def __init__(self, horizons: tuple[int, ...], n_exog: int = 0, q: float = 0.95) -> None:
         self.horizons = tuple(sorted(horizons))
         self.hist = History(n_exog)
-        self.models = [Persistence(self.horizons, n_exog), OnlineRidge(self.horizons, n_exog)]
+        self.models = [Persistence(self.horizons, n_exog), OnlineRidge(self.horizons, n_exog),
+                       RollingMean(self.horizons, n_exog)]
         self.names = [m.name for m in self.models] + ["selected"]
         self.selector = Selector(self.models, self.horizons)
         self.bounds = {(n, h): ConformalBound(q) for n in self.names for h in self.horizons}
