@@ -47,6 +47,10 @@ bench: $(STAMP)
 	$(PY) bench/bench_protocol.py
 	$(PY) bench/fuzz_firmware.py
 	$(PY) bench/bench_grid.py
+	$(PY) bench/bench_emulator.py
+	$(PY) bench/bench_forecast.py
+	$(PY) bench/bench_control.py
+	$(PY) bench/bench_scenarios.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache

@@ -84,11 +84,14 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
     loop_ = None
     if control and start:
         from powerflow.control.controller import RackController
-        from powerflow.control.devices import EmulatorDevices
+        from powerflow.control.devices import EmulatorDevices, PrometheusDevices, Scrape
         from powerflow.control.live import ControlLoop
 
+        scrapes = [Scrape(dv.id, dv.exporter, dv.exporter_kind, dv.gpu)
+                   for dv in rack.devices if dv.exporter]
         loop_ = ControlLoop(manager, RackController(rack),
-                            EmulatorDevices(emu) if emu is not None else None)
+                            EmulatorDevices(emu) if emu is not None else None,
+                            scraper=PrometheusDevices(scrapes) if scrapes else None)
         loop_.start()
     server = uvicorn.Server(uvicorn.Config(create_app(manager, store, emu, loop_),
                                            host="127.0.0.1",

@@ -11,7 +11,8 @@ anything wrong, with what was expected.
     [[branch]]  id, from, to, r (ohm), switch = "none" | "tie", closed (normal state),
                 port = [node id, port index] (the node port that operates the tie)
     [[device]]  id, segment, priority (1 = most important), p_min_w, p_max_w, p_nom_w,
-                trace, utilisation
+                trace, utilisation (gpu | cpu); on a real rack optionally exporter (a
+                Prometheus /metrics URL), exporter_kind (dcgm | node), gpu (index)
     [battery]   segment, capacity_wh, p_charge_max_w, p_discharge_max_w, efficiency, soc
     [policy]    the allocator's policy (see powerflow.control.policy.Policy)
     [profile.NAME]  named overrides of [policy], selectable at run time
@@ -66,6 +67,9 @@ class Device:
     p_nom_w: float
     trace: str = "steady"
     utilisation: str = "gpu"
+    exporter: str | None = None  # Prometheus /metrics URL to scrape (real racks)
+    exporter_kind: str = "dcgm"  # dcgm (dcgm-exporter) | node (node_exporter)
+    gpu: str = "0"  # the GPU's `gpu` label on a dcgm-exporter
 
 
 @dataclass(frozen=True)
@@ -241,10 +245,19 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
         if pmin > pmax:
             raise r.err("p_min_w", f"at most p_max_w ({pmax})", pmin)
         pnom = r.num("p_nom_w", pmin, pmax, pmax)
+        util = r.text("utilisation", "gpu", ("gpu", "cpu"))
+        exporter = r.get("exporter", None)
+        if exporter is not None and (not isinstance(exporter, str)
+                                     or not exporter.startswith(("http://", "https://"))):
+            raise r.err("exporter", "the exporter's metrics URL, http://HOST:PORT/metrics",
+                        exporter)
         devices.append(Device(did, seg(r), r.int_("priority", 1, 10), pmin, pmax, pnom,
                               r.text("trace", "steady", ("steady", "diurnal", "training",
                                                           "inference", "spikes")),
-                              r.text("utilisation", "gpu", ("gpu", "cpu"))))
+                              util, exporter,
+                              r.text("exporter_kind", "dcgm" if util == "gpu" else "node",
+                                     ("dcgm", "node")),
+                              str(r.int_("gpu", 0, 63, 0))))
         r.done()
     battery = None
     if "battery" in raw:
