@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 STUBS  := $(VENV)/stubs
 
-.PHONY: setup demo test firmware typecheck bench clean
+.PHONY: setup demo test firmware typecheck bench clean sysdeps
 
 setup: $(STAMP)
 
@@ -39,9 +39,19 @@ demo: $(STAMP)
 	$(VENV)/bin/powerflow run examples/racks/small.toml --emulate --duration 30 \
 	  --db build/demo-telemetry.sqlite3
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(MAKE) typecheck
 	$(PY) -m pytest -q
+
+# Debian packages the tests run for real: Chromium and its driver (the dashboard test) and
+# Prometheus (scrapes the host's /metrics). Installed once, when missing (needs root).
+SYSDEPS := chromium chromium-driver prometheus
+sysdeps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+	    || ! command -v prometheus >/dev/null; then \
+	  echo "installing $(SYSDEPS) with apt-get"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSDEPS); \
+	fi
 
 bench: $(STAMP)
 	$(PY) bench/bench_protocol.py

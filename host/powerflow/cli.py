@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not bring the outputs up; leave the rack as the nodes boot (off)")
     run.add_argument("--no-control", action="store_true",
                      help="no control loop: every converter on at the bus voltage (droop sharing)")
+    run.add_argument("--tokens", default=None, metavar="FILE",
+                     help="API bearer tokens and their roles (TOML); without it the API is "
+                          "open to local callers only")
+    run.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
+                     help="address the API listens on (default 127.0.0.1; others need --tokens)")
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
@@ -390,11 +395,24 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:
                 print(f"powerflow: error: {e}", file=sys.stderr)
                 return 2
+        tokens = None
+        if args.tokens:
+            from powerflow.api.auth import AuthConfigError, Tokens
+
+            try:
+                tokens = Tokens.load(args.tokens)
+            except AuthConfigError as e:
+                print(f"powerflow: error: {e}", file=sys.stderr)
+                return 2
+        if args.bind not in ("127.0.0.1", "localhost", "::1") and tokens is None:
+            parser.error("--bind to a non-loopback address needs --tokens: the API would be "
+                         "open to the network")
         try:
             asyncio.run(run_host(args.rack, args.emulate, args.duration,
                                  args.port or DEFAULT_PORT, args.db, not args.no_start,
                                  telemetry_ms=args.telemetry_ms, faults=faults,
-                                 control=not args.no_control))
+                                 control=not args.no_control, tokens=tokens,
+                                 bind=args.bind))
         except RackError as e:
             print(f"powerflow: error: {e}", file=sys.stderr)
             return 2

@@ -27,6 +27,9 @@ def host_url(arg: str | None) -> str:
 
 
 def call(method: str, url: str, path: str, **kw: Any) -> Any:
+    token = os.environ.get("POWERFLOW_TOKEN")
+    if token:
+        kw.setdefault("headers", {})["Authorization"] = f"Bearer {token}"
     try:
         r = httpx.request(method, url + API + path, timeout=10.0, **kw)
     except httpx.HTTPError as e:

@@ -59,8 +59,8 @@ async def _script(emu: Any, faults: list[dict[str, Any]], t0: float, console: Co
 async def run_host(rack_path: str | Path, emulate: bool = False, duration: float | None = None,
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
                    console: Console | None = None, telemetry_ms: int = 500,
-                   faults: list[dict[str, Any]] | None = None, control: bool = True
-                   ) -> dict[str, Any]:
+                   faults: list[dict[str, Any]] | None = None, control: bool = True,
+                   tokens: Any = None, bind: str = "127.0.0.1") -> dict[str, Any]:
     console = console or Console(width=max(110, Console().width))
     rack = load_rack(rack_path)
     emu = None
@@ -93,17 +93,18 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                             EmulatorDevices(emu) if emu is not None else None,
                             scraper=PrometheusDevices(scrapes) if scrapes else None)
         loop_.start()
-    server = uvicorn.Server(uvicorn.Config(create_app(manager, store, emu, loop_),
-                                           host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(manager, store, emu, loop_, tokens),
+                                           host=bind,
                                            port=port, log_level="warning", lifespan="off"))
     server_task = asyncio.create_task(server.serve())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{'127.0.0.1' if bind in ('127.0.0.1', '0.0.0.0') else bind}:{port}"
     console.print(f"PowerFlow host for rack [bold]{rack.name}[/] ({len(rack.nodes)} nodes"
-                  f"{', emulated' if emu else ''}); API at {url}; telemetry in {db}")
+                  f"{', emulated' if emu else ''}); API at {url}/api/v1; telemetry in {db}")
+    console.print(f"Dashboard: [bold]{url}/[/]   Prometheus metrics: {url}/metrics")
     t0 = time.monotonic()
     if faults and emu is not None:
         asyncio.create_task(_script(emu, faults, t0, console))

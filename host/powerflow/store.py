@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS telemetry_1m (node INTEGER NOT NULL, metric TEXT NOT 
                                          PRIMARY KEY (node, metric, t));
 CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, node INTEGER, kind TEXT NOT NULL,
                                    detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (t REAL NOT NULL, who TEXT NOT NULL, role TEXT NOT NULL,
+                                  method TEXT NOT NULL, path TEXT NOT NULL, body TEXT NOT NULL,
+                                  status INTEGER NOT NULL);
 """
 
 
@@ -49,6 +52,11 @@ class TelemetryStore:
         self._pending: list[tuple[int, str, float, float]] = []
         self._events: list[tuple[float, int | None, str, str]] = []
         self.acked = 0  # rows committed
+        # the audit log has its own connection: each entry is committed before the API
+        # answers, whatever the telemetry batches are doing
+        self._audit = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0,
+                                      isolation_level=None)
+        self._audit_lock = threading.Lock()
 
     def add(self, node: int, t: float, metrics: dict[str, float]) -> None:
         """Queue one frame's metrics (committed by the next `flush`)."""
@@ -98,6 +106,18 @@ class TelemetryStore:
         return self._db.execute("SELECT t, node, kind, detail FROM events WHERE t>=? ORDER BY t",
                                 (since,)).fetchall()
 
+    def audit(self, t: float, who: str, role: str, method: str, path: str, body: str,
+              status: int) -> None:
+        """Record one write to the API (committed when this returns)."""
+        with self._audit_lock:
+            self._audit.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (t, who, role, method, path, body[:4000], status))
+
+    def audit_log(self, since: float = 0.0) -> list[tuple]:
+        with self._audit_lock:
+            return self._audit.execute("SELECT t, who, role, method, path, body, status FROM audit "
+                                       "WHERE t>=? ORDER BY t", (since,)).fetchall()
+
     def maintain(self, now: float | None = None) -> tuple[int, int]:
         """Roll raw rows older than the retention into minute averages; drop old averages.
         Returns (raw rows folded, minute rows dropped)."""
@@ -122,4 +142,5 @@ class TelemetryStore:
     def close(self) -> None:
         self.flush()
         self._db.close()
+        self._audit.close()
 

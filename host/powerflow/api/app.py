@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from powerflow.api.auth import Tokens
 from powerflow.control.live import ControlLoop
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
@@ -60,10 +65,81 @@ class AgentSample(BaseModel):
 
 
 def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None,
-               control: ControlLoop | None = None) -> FastAPI:
+               control: ControlLoop | None = None, tokens: Tokens | None = None) -> FastAPI:
     app = FastAPI(title="PowerFlow host", version="0.1.0",
                   description="Rack controller API: nodes, commands, telemetry history, "
-                              "forecasts, allocation and policy.")
+                              "forecasts, allocation and policy. Bearer tokens with a read "
+                              "or operator role when the host runs with --tokens; every "
+                              "write is audited.")
+    tokens = tokens or Tokens()
+
+    @app.middleware("http")
+    async def authorise(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        if not (path.startswith(PREFIX) or path == "/metrics"):
+            return await call_next(request)  # the dashboard's page and the OpenAPI document
+        who = tokens.check(request.headers.get("authorization"))
+        write = request.method not in ("GET", "HEAD", "OPTIONS")
+        body = (await request.body()).decode("utf-8", "replace") if write else ""
+        if who is None:
+            resp: Response = JSONResponse({"detail": "a valid bearer token is needed "
+                                                     "(Authorization: Bearer SECRET)"}, 401,
+                                          headers={"WWW-Authenticate": "Bearer"})
+        elif write and not who.may_write:
+            resp = JSONResponse({"detail": f"token '{who.name}' is read-only: changes need an "
+                                           "operator token"}, 403)
+        else:
+            request.state.principal = who
+            resp = await call_next(request)
+        if write:
+            store.audit(time.time(), who.name if who else "-", who.role if who else "-",
+                        request.method, path, body, resp.status_code)
+        return resp
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        from powerflow.api.metrics import exposition
+
+        return Response(exposition(manager, control),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get(PREFIX + "/audit")
+    def audit(since: float = 0.0) -> list[dict[str, Any]]:
+        """Every write to this API: who, what, when, and the answer's status."""
+        return [{"t": t, "who": w, "role": r, "method": m, "path": p, "body": b, "status": st}
+                for t, w, r, m, p, b, st in store.audit_log(since)]
+
+    @app.get(PREFIX + "/stream")
+    async def stream(request: Request) -> StreamingResponse:
+        """Server-sent events: `state` (nodes and the allocation) every period, `event` for
+        each new node event."""
+
+        async def gen() -> Any:
+            since = time.time()
+            while not await request.is_disconnected():
+                a = control.ctrl.last.as_dict() if control and control.ctrl.last else None
+                state = {"t": time.time(), "nodes": manager.snapshot(), "allocation": a,
+                         "forecasts": _forecasts() if control else None}
+                yield f"event: state\ndata: {json.dumps(state)}\n\n"
+                store.flush()
+                for t, n, k, dt in store.recent_events(since):
+                    since = max(since, t + 1e-6)
+                    yield f"event: event\ndata: {json.dumps({'t': t, 'node': n, 'kind': k, 'detail': dt})}\n\n"
+                await asyncio.sleep(control.ctrl.policy.period_s if control else 1.0)
+
+        return StreamingResponse(gen(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    def _forecasts() -> dict[str, Any]:
+        assert control is not None
+        return {d: {"mean_w": f.mean_w, "p95_w": {h: (v if v != float("inf") else None)
+                                                  for h, v in f.upper_w.items()},
+                    "model": f.model, "stale": f.stale}
+                for d, f in control.ctrl.forecasts.items()}
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> HTMLResponse:
+        return HTMLResponse((Path(__file__).with_name("dashboard.html")).read_text())
 
     def loop() -> ControlLoop:
         if control is None:
@@ -91,6 +167,19 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
                 "nodes": len(manager.nodes),
                 "online": sum(1 for n in manager.nodes.values() if n.state == "online"),
                 "stored_rows": store.acked, "emulated": emulator is not None}
+
+    @app.get(PREFIX + "/rack")
+    def rack() -> dict[str, Any]:
+        """The rack's description: segments, nodes, tie switches, devices."""
+        r = manager.rack
+        return {"name": r.name, "bus_voltage": r.bus_voltage, "breaker_limit_w": r.breaker_limit_w,
+                "segments": list(r.segments),
+                "nodes": [{"id": n.id, "segment": n.segment, "rating_w": n.rating_w,
+                           "position": list(n.position)} for n in r.nodes],
+                "branches": [{"id": b.id, "from": b.from_, "to": b.to, "switch": b.switch,
+                              "normally_closed": b.closed, "port": b.port} for b in r.branches],
+                "devices": [{"id": d.id, "segment": d.segment, "priority": d.priority,
+                             "p_min_w": d.p_min_w, "p_max_w": d.p_max_w} for d in r.devices]}
 
     @app.get(PREFIX + "/nodes")
     def nodes() -> list[dict[str, Any]]:
@@ -192,9 +281,8 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
 
     @app.get(PREFIX + "/forecasts")
     def forecasts() -> dict[str, Any]:
-        c = loop()
-        return {d: {"mean_w": f.mean_w, "p95_w": f.upper_w, "model": f.model, "stale": f.stale}
-                for d, f in c.ctrl.forecasts.items()}
+        loop()
+        return _forecasts()
 
     @app.get(PREFIX + "/policy")
     def policy() -> dict[str, Any]:

@@ -314,7 +314,8 @@ class Allocator:
                                     "plan limit" if on[k] and share > 0.99 * plim[k] else "none")}
         devices = {}
         for k, d in enumerate(self.dev_ids):
-            devices[d] = {"forecast_w": round(float(mean[k]), 2),
+            devices[d] = {"measured_w": round(float(view.devices[k].measured_w), 2),
+                          "forecast_w": round(float(mean[k]), 2),
                           "p95_w": round(float(upper[k]), 2),
                           "cap_w": None if caps[d] is None else round(float(caps[d]), 2),
                           "binding": dev_binding[d]}
@@ -344,11 +345,16 @@ class Allocator:
 
     def _ties(self, load: F, plim: F, pol: Policy) -> tuple[F, str]:
         closed = self.normal.copy()
+        free = self.switchable.copy()
+        for k, b in enumerate(self.rack.branches):
+            if b.id in pol.tie_override:  # the operator's word: not searched over
+                closed[k] = pol.tie_override[b.id]
+                free[k] = False
         base = self._deficit(closed, load, plim)
         if base <= 0 and pol.ties == "normal":
             return closed, ""
         best, best_d, why = closed, base, ""
-        opens = [k for k in range(len(closed)) if self.switchable[k] and not closed[k]]
+        opens = [k for k in range(len(closed)) if free[k] and not closed[k]]
         for k in opens:  # close one open tie
             c = closed.copy()
             c[k] = True
@@ -357,11 +363,11 @@ class Allocator:
                 best, best_d = c, dd
                 why = f"tie {self.rack.branches[k].id} closed to supply an island"
         if best_d > 0:  # still short: close every tie
-            c = closed | self.switchable
+            c = closed | free
             if self._deficit(c, load, plim) < best_d:
                 best, why = c, "all ties closed to supply islands"
         if pol.ties == "optimise" and best_d <= 0:
-            c = best | self.switchable  # a fully meshed rack carries current on more paths
+            c = best | free  # a fully meshed rack carries current on more paths
             if self._deficit(c, load, plim) <= 0:
                 best, why = c, "ties closed for lower distribution loss"
         return best, why

@@ -85,7 +85,8 @@ class RackController:
                                   f"{', '.join(sorted(self.profiles))}")
             self.policy = self.profiles[name]
         else:
-            self.policy = self.policy.changed(changes, devs)
+            ties = {b.id for b in self.rack.branches if b.switch == "tie"}
+            self.policy = self.policy.changed(changes, devs, ties)
         return self.policy
 
     def release_quarantine(self, node_id: int) -> None:

@@ -75,15 +75,17 @@ class Policy:
     priorities: dict[str, int] = field(default_factory=dict)  # device -> priority override
     p_min_w: dict[str, float] = field(default_factory=dict)  # device -> floor override
     p_max_w: dict[str, float] = field(default_factory=dict)  # device -> ceiling override
+    tie_override: dict[str, bool] = field(default_factory=dict)  # branch -> closed, by operator
     profile: str = "default"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def changed(self, values: dict[str, Any], devices: dict[str, tuple[float, float]]
-                | None = None) -> Policy:
+                | None = None, ties: set[str] | None = None) -> Policy:
         """A new policy with `values` applied; `devices` maps device id -> (p_min, p_max) of
-        the rack, to check per-device overrides. PolicyError if anything is wrong."""
+        the rack, to check per-device overrides, `ties` names its switchable branches.
+        PolicyError if anything is wrong."""
         known = {f.name for f in fields(self)}
         out: dict[str, Any] = {}
         for k, v in values.items():
@@ -104,6 +106,15 @@ class Policy:
                 v = int(v) if k == "release_per_period" else float(v)
             elif k in ("priorities", "p_min_w", "p_max_w"):
                 v = self._per_device(k, v, devices)
+            elif k == "tie_override":
+                if not isinstance(v, dict) or not all(isinstance(x, bool) for x in v.values()):
+                    raise PolicyError("policy: field 'tie_override': expected a table of "
+                                      "branch id -> true (closed) / false (open)")
+                bad = [b for b in v if ties is not None and b not in ties]
+                if bad:
+                    raise PolicyError(f"policy: field 'tie_override': no tie switch '{bad[0]}' "
+                                      "in the rack")
+                v = dict(v)
             elif k == "profile":
                 if not isinstance(v, str):
                     raise PolicyError("policy: field 'profile': expected text")

@@ -1,0 +1,129 @@
+"""The host API with tokens: roles, refusals, the audit log, server-sent events, and the
+Prometheus exposition scraped by a real Prometheus server (Debian's `prometheus`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.emulator.test_host_end_to_end import Host, free_port, wait_for
+
+READ, OPS = "read-secret-1234", "operator-secret-5678"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    tokens = tmp / "tokens.toml"
+    tokens.write_text(
+        f'[[token]]\nname = "grafana"\nrole = "read"\n'
+        f'sha256 = "{hashlib.sha256(READ.encode()).hexdigest()}"\n'
+        f'[[token]]\nname = "alice"\nrole = "operator"\n'
+        f'sha256 = "{hashlib.sha256(OPS.encode()).hexdigest()}"\n')
+    h = Host(tmp, "--tokens", str(tokens))
+    auth = {"Authorization": f"Bearer {READ}"}
+    try:
+        wait_for(lambda: httpx.get(h.url + "/api/v1/status", headers=auth,
+                                   timeout=5).json()["online"] == 4, 30, "all nodes online")
+        wait_for(lambda: httpx.get(h.url + "/api/v1/control", headers=auth,
+                                   timeout=5).json()["periods"] >= 3, 30, "control periods")
+        yield h
+    finally:
+        h.stop()
+
+
+def call(h: Host, method: str, path: str, token: str | None, **kw) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.request(method, h.url + path, headers=headers, timeout=5, **kw)
+
+
+def test_roles_and_refusals_are_enforced_and_audited(host: Host) -> None:
+    assert call(host, "GET", "/api/v1/nodes", None).status_code == 401
+    assert call(host, "GET", "/api/v1/nodes", "wrong").status_code == 401
+    assert call(host, "GET", "/api/v1/nodes", READ).status_code == 200
+    before = call(host, "GET", "/api/v1/policy", READ).json()["policy"]
+    r = call(host, "PUT", "/api/v1/policy", READ, json={"reserve_frac": 0.2})
+    assert r.status_code == 403 and "read-only" in r.json()["detail"]
+    r = call(host, "PUT", "/api/v1/policy", OPS, json={"reserve_frac": "lots"})
+    assert r.status_code == 422 and "reserve_frac" in r.json()["detail"]
+    assert call(host, "GET", "/api/v1/policy", READ).json()["policy"] == before  # nothing changed
+    r = call(host, "PUT", "/api/v1/policy", OPS, json={"reserve_frac": 0.2})
+    assert r.status_code == 200 and r.json()["policy"]["reserve_frac"] == 0.2
+    audit = call(host, "GET", "/api/v1/audit", READ).json()
+    last = [(a["who"], a["method"], a["path"], a["status"]) for a in audit[-3:]]
+    assert last == [("grafana", "PUT", "/api/v1/policy", 403),
+                    ("alice", "PUT", "/api/v1/policy", 422),
+                    ("alice", "PUT", "/api/v1/policy", 200)]
+    assert json.loads(audit[-1]["body"]) == {"reserve_frac": 0.2}
+    # the CLI takes its token from the environment
+    r = subprocess.run([sys.executable, "-m", "powerflow.cli", "policy", "--json", "--host",
+                        host.url], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "POWERFLOW_TOKEN": READ})
+    assert r.returncode == 0 and json.loads(r.stdout)["policy"]["reserve_frac"] == 0.2
+
+
+def test_openapi_document_lists_the_native_endpoints(host: Host) -> None:
+    doc = httpx.get(host.url + "/openapi.json", timeout=5).json()
+    for p in ("/api/v1/plan", "/api/v1/allocation", "/api/v1/forecasts", "/api/v1/policy",
+              "/api/v1/history", "/api/v1/events", "/api/v1/stream", "/api/v1/audit"):
+        assert p in doc["paths"], p
+
+
+def test_server_sent_events_stream_live_state(host: Host) -> None:
+    states = []
+    with httpx.stream("GET", host.url + "/api/v1/stream", timeout=10,
+                      headers={"Authorization": f"Bearer {READ}"}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "state":
+                states.append(json.loads(line[6:]))
+                if len(states) == 3:
+                    break
+    assert [len(s["nodes"]) for s in states] == [4, 4, 4]
+    assert states[2]["t"] > states[0]["t"]
+    assert states[-1]["allocation"]["ok"] is True
+
+
+def test_metrics_parse_and_a_real_prometheus_scrapes_them(host: Host, tmp_path) -> None:
+    text = call(host, "GET", "/metrics", READ).text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {s.labels["node"] for s in fams["powerflow_node_up"].samples} == {"1", "2", "3", "4"}
+    assert all(10 < s.value < 13 for s in fams["powerflow_node_output_volts"].samples)
+    assert fams["powerflow_control_periods"].type == "counter"
+    assert "powerflow_device_forecast_watts" in fams and "powerflow_control_cycle_seconds" in fams
+    assert call(host, "GET", "/metrics", None).status_code == 401
+    prom = shutil.which("prometheus")
+    assert prom, "Debian's prometheus package is installed by make test"
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: powerflow\n"
+        f"    authorization:\n      credentials: {READ}\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{host.port}']\n")
+    proc = subprocess.Popen([prom, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def query():
+            r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                          params={"query": "powerflow_node_up"}, timeout=2).json()
+            return r["status"] == "success" and len(r["data"]["result"]) == 4 and r
+        res = wait_for(query, 30, "Prometheus to scrape the host")
+        assert {x["metric"]["node"] for x in res["data"]["result"]} == {"1", "2", "3", "4"}
+        up = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "up"},
+                       timeout=2).json()["data"]["result"]
+        assert up and up[0]["value"][1] == "1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

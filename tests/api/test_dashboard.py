@@ -1,0 +1,85 @@
+"""The dashboard in a real browser (Debian's headless Chromium driven by Selenium) against
+`powerflow run --emulate`: it renders the rack, updates live, and an operator action taken
+on the page goes through the API (and its audit) and takes effect in the allocation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.conftest import ROOT
+from tests.emulator.test_host_end_to_end import Host, wait_for
+
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    h = Host(tmp_path_factory.mktemp("dash"))
+    try:
+        wait_for(lambda: h.api("/status")["online"] == 4, 30, "all four nodes online")
+        wait_for(lambda: h.api("/control")["periods"] >= 3, 30, "control periods")
+        yield h
+    finally:
+        h.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    opts = Options()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+              "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(shutil.which("chromedriver") or
+                                           "/usr/bin/chromedriver"), options=opts)
+    yield drv
+    drv.quit()
+
+
+def updates(browser) -> int:
+    return int(browser.find_element(By.ID, "live").get_attribute("data-updates") or 0)
+
+
+def test_dashboard_renders_updates_and_takes_operator_actions(host: Host, browser) -> None:
+    browser.get(host.url + "/")
+    wait = WebDriverWait(browser, 20, poll_frequency=0.2)
+    wait.until(lambda b: updates(b) >= 2)
+    assert "rack small" in browser.find_element(By.ID, "title").text
+    # the mesh: four nodes regulating, the normally open tie drawn open
+    wait.until(lambda b: all("ok" in b.find_element(By.ID, f"node-{i}").get_attribute("class")
+                             for i in (1, 2, 3, 4)))
+    assert "open" in browser.find_element(By.ID, "tie-D-A").get_attribute("class")
+    assert "closed" in browser.find_element(By.ID, "tie-A-B").get_attribute("class")
+    # demand vs forecast charts with their band, and the allocation's reasons
+    assert browser.find_element(By.CSS_SELECTOR, "#chart-gpu0 polygon.band")
+    assert "Demand P95" in browser.find_element(By.ID, "reason").text
+    n = updates(browser)
+    wait.until(lambda b: updates(b) >= n + 2)  # live: new states keep arriving
+    # operator action 1: close the normally open tie by clicking it
+    browser.find_element(By.ID, "tiehit-D-A").click()
+    wait.until(lambda b: "closed" in b.find_element(By.ID, "tie-D-A").get_attribute("class"))
+    alloc = host.api("/allocation")
+    assert alloc["closed"][3] is True
+    wait_for(lambda: host.node(4)["port_state"] == 1, 10, "node 4 closing its port 0 (tie D-A)")
+    # operator action 2: demote a device's priority from the page
+    Select(browser.find_element(By.ID, "prio-gpu0")).select_by_visible_text("4")
+    wait_for(lambda: host.api("/policy")["policy"]["priorities"].get("gpu0") == 4, 10,
+             "gpu0's priority changed through the API")
+    audit = host.api("/audit")
+    assert [a["path"] for a in audit][-2:] == ["/api/v1/policy", "/api/v1/policy"]
+    assert all(a["status"] == 200 and a["who"] == "local" for a in audit[-2:])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+    # put things back for whoever runs next
+    httpx.put(host.url + "/api/v1/policy", json={"tie_override": {}, "priorities": {}}, timeout=5)
