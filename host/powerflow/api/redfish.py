@@ -1,0 +1,552 @@
+"""A Redfish service for the rack (DMTF DSP0266), for rack-management software that speaks it.
+
+    /redfish/v1/                         ServiceRoot
+    /redfish/v1/$metadata, /odata        the CSDL references and the OData service document
+    /redfish/v1/SessionService[/Sessions]  sessions (POST gives X-Auth-Token); basic auth too
+    /redfish/v1/Chassis/Rack             the rack: PowerSubsystem (capacity, allocation,
+                                         redundancy), PowerSupplies (one DC regulator per
+                                         converter node, with EfficiencyRatings and Metrics),
+                                         Sensors (with Thresholds), Controls, legacy Power
+    /redfish/v1/Chassis/<device>         each device: EnvironmentMetrics (PowerWatts,
+                                         PowerLimitWatts) and its PowerLimit Control
+
+Writes (PATCH of a device's power limit) go through the allocator's policy checks; a refused
+change answers with a Redfish error message and changes nothing. Credentials are the API's
+tokens: user = token name, password = its secret (without a tokens file, anyone local).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from powerflow.api.auth import LOCAL, Principal, Tokens
+from powerflow.manager import NodeManager
+from powerflow.store import TelemetryStore
+
+V1 = "/redfish/v1"
+SCHEMAS = {  # namespace -> version used
+    "ServiceRoot": "v1_20_0", "ChassisCollection": None, "Chassis": "v1_28_0",
+    "PowerSubsystem": "v1_1_3", "PowerSupplyCollection": None, "PowerSupply": "v1_6_0",
+    "PowerSupplyMetrics": "v1_2_0", "SensorCollection": None, "Sensor": "v1_12_0",
+    "ControlCollection": None, "Control": "v1_7_0", "EnvironmentMetrics": "v1_5_0",
+    "Power": "v1_7_3", "SessionService": "v1_2_0", "SessionCollection": None,
+    "Session": "v1_8_0", "Resource": "v1_23_0", "Message": "v1_3_0",
+}
+HEADERS = {"OData-Version": "4.0", "Cache-Control": "no-cache"}
+
+
+def otype(name: str) -> str:
+    v = SCHEMAS[name]
+    return f"#{name}.{name}" if v is None else f"#{name}.{v}.{name}"
+
+
+def ref(path: str) -> dict[str, str]:
+    return {"@odata.id": path}
+
+
+def error(status: int, message: str, msg_id: str = "Base.1.19.GeneralError",
+          args: list[str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": msg_id, "message": message, "@Message.ExtendedInfo": [{
+        "@odata.type": "#Message.v1_3_0.Message", "MessageId": msg_id, "Message": message,
+        "MessageArgs": args or [], "Severity": "Critical" if status >= 500 else "Warning",
+        "Resolution": "Correct the request and resubmit it."}]}}, status, headers=HEADERS)
+
+
+def metadata_xml() -> str:
+    refs = []
+    for ns, v in SCHEMAS.items():
+        inc = f'<edmx:Include Namespace="{ns}"/>' + (f'<edmx:Include Namespace="{ns}.{v}"/>'
+                                                     if v else "")
+        refs.append(f'<edmx:Reference Uri="http://redfish.dmtf.org/schemas/v1/{ns}_v1.xml">'
+                    f"{inc}</edmx:Reference>")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">'
+            + "".join(refs) +
+            '<edmx:DataServices><Schema xmlns="http://docs.oasis-open.org/odata/ns/edm" '
+            'Namespace="Service"><EntityContainer Name="Service" '
+            f'Extends="ServiceRoot.{SCHEMAS["ServiceRoot"]}.ServiceContainer"/></Schema>'
+            "</edmx:DataServices></edmx:Edmx>")
+
+
+def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
+                control: Any = None) -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+    sessions: dict[str, tuple[str, Principal, float]] = {}  # token -> (id, who, created)
+    rack = manager.rack
+
+    def who(request: Request) -> Principal | None:
+        tok = request.headers.get("x-auth-token")
+        if tok and tok in sessions:
+            return sessions[tok][1]
+        if not tokens.enabled:
+            return LOCAL
+        auth = request.headers.get("authorization", "")
+        if auth.startswith("Basic "):
+            import base64
+            try:
+                user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            p = tokens.check(f"Bearer {pw}")
+            return p if p is not None and p.name == user else None
+        return None
+
+    def ok(body: dict[str, Any], status: int = 200, extra: dict[str, str] | None = None
+           ) -> JSONResponse:
+        return JSONResponse(body, status, headers={**HEADERS, **(extra or {})})
+
+    # ---- data --------------------------------------------------------------------------
+    def alloc() -> Any:
+        return control.ctrl.last if control is not None else None
+
+    def node_status(ns: Any) -> dict[str, str]:
+        t = ns.telemetry
+        if ns.state != "online":
+            return {"State": "UnavailableOffline", "Health": "Critical"}
+        faults = int(t.get("FAULTS") or 0)
+        mode = t.get("MODE")
+        state = "Enabled" if mode in (1, 2, 3) else "StandbyOffline"
+        health = "Critical" if faults & 0x0F else "Warning" if mode in (3, 4) else "OK"
+        return {"State": state, "Health": health}
+
+    def dev_cap(dev: str) -> float | None:
+        if control is None:
+            return None
+        pol = control.ctrl.policy
+        a = alloc()
+        cap = a.caps.get(dev) if a is not None else None
+        limit = pol.p_max_w.get(dev)
+        vals = [v for v in (cap, limit) if v is not None]
+        return min(vals) if vals else None
+
+    def devices() -> dict[str, Any]:
+        return {d.id: d for d in rack.devices}
+
+    # ---- service root and OData --------------------------------------------------------
+    @r.get("/redfish")
+    def versions() -> JSONResponse:
+        return ok({"v1": V1 + "/"})
+
+    @r.get(V1)
+    @r.get(V1 + "/")
+    def root() -> JSONResponse:
+        return ok({"@odata.id": V1 + "/", "@odata.type": otype("ServiceRoot"), "Id": "RootService",
+                   "Name": f"PowerFlow rack {rack.name}", "RedfishVersion": "1.20.0",
+                   "UUID": "7c1b2a4e-5d00-4c6e-9a1f-" + f"{abs(hash(rack.name)) % 16**12:012x}",
+                   "Chassis": ref(V1 + "/Chassis"), "SessionService": ref(V1 + "/SessionService"),
+                   "Links": {"Sessions": ref(V1 + "/SessionService/Sessions")}})
+
+    @r.get(V1 + "/$metadata")
+    def metadata() -> Response:
+        return Response(metadata_xml(), media_type="application/xml", headers=HEADERS)
+
+    @r.get(V1 + "/odata")
+    def odata() -> JSONResponse:
+        return ok({"@odata.context": V1 + "/$metadata", "value": [
+            {"name": "Service", "kind": "Singleton", "url": V1 + "/"},
+            {"name": "Chassis", "kind": "Singleton", "url": V1 + "/Chassis"},
+            {"name": "SessionService", "kind": "Singleton", "url": V1 + "/SessionService"}]})
+
+    # ---- sessions ----------------------------------------------------------------------
+    @r.get(V1 + "/SessionService")
+    def session_service(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        return ok({"@odata.id": V1 + "/SessionService", "@odata.type": otype("SessionService"),
+                   "Id": "SessionService", "Name": "Session Service", "ServiceEnabled": True,
+                   "SessionTimeout": 1800, "Status": {"State": "Enabled", "Health": "OK"},
+                   "Sessions": ref(V1 + "/SessionService/Sessions")})
+
+    @r.get(V1 + "/SessionService/Sessions")
+    def session_list(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        members = [ref(f"{V1}/SessionService/Sessions/{sid}") for sid, _, _ in sessions.values()]
+        return ok({"@odata.id": V1 + "/SessionService/Sessions",
+                   "@odata.type": otype("SessionCollection"), "Name": "Sessions",
+                   "Members": members, "Members@odata.count": len(members)})
+
+    @r.post(V1 + "/SessionService/Sessions")
+    async def session_new(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            user, pw = body["UserName"], body["Password"]
+            assert isinstance(user, str) and isinstance(pw, str)
+        except (ValueError, KeyError, AssertionError, TypeError):
+            return error(400, "give UserName and Password", "Base.1.19.PropertyMissing",
+                         ["UserName"])
+        p = tokens.check(f"Bearer {pw}") if tokens.enabled else Principal(user, "operator")
+        store.audit(time.time(), user, p.role if p else "-", "POST",
+                    V1 + "/SessionService/Sessions", '{"UserName": "%s"}' % user,
+                    201 if p is not None and p.name == user else 401)
+        if p is None or p.name != user:
+            return error(401, "the user name and password do not match",
+                         "Base.1.19.InsufficientPrivilege")
+        tok, sid = secrets.token_hex(16), secrets.token_hex(4)
+        sessions[tok] = (sid, p, time.time())
+        loc = f"{V1}/SessionService/Sessions/{sid}"
+        return ok(session_body(sid, p), 201, {"X-Auth-Token": tok, "Location": loc})
+
+    def session_body(sid: str, p: Principal) -> dict[str, Any]:
+        return {"@odata.id": f"{V1}/SessionService/Sessions/{sid}", "@odata.type": otype("Session"),
+                "Id": sid, "Name": f"Session {sid}", "UserName": p.name}
+
+    @r.get(V1 + "/SessionService/Sessions/{sid}")
+    def session_get(sid: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        for s, p, _ in sessions.values():
+            if s == sid:
+                return ok(session_body(s, p))
+        return error(404, f"no session {sid}", "Base.1.19.ResourceNotFound", ["Session", sid])
+
+    @r.delete(V1 + "/SessionService/Sessions/{sid}")
+    def session_end(sid: str, request: Request) -> Response:
+        if who(request) is None:
+            return unauthorised()
+        for tok, (s, _, _) in list(sessions.items()):
+            if s == sid:
+                del sessions[tok]
+                return Response(status_code=204, headers=HEADERS)
+        return error(404, f"no session {sid}", "Base.1.19.ResourceNotFound", ["Session", sid])
+
+    def unauthorised() -> JSONResponse:
+        resp = error(401, "authentication needed: basic auth or a session's X-Auth-Token",
+                     "Base.1.19.NoValidSession")
+        resp.headers["WWW-Authenticate"] = 'Basic realm="PowerFlow"'
+        return resp
+
+    # ---- chassis -----------------------------------------------------------------------
+    CH = V1 + "/Chassis"
+
+    @r.get(CH)
+    def chassis_list(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        members = [ref(CH + "/Rack")] + [ref(f"{CH}/{d}") for d in devices()]
+        return ok({"@odata.id": CH, "@odata.type": otype("ChassisCollection"),
+                   "Name": "Chassis Collection", "Members": members,
+                   "Members@odata.count": len(members)})
+
+    @r.get(CH + "/Rack")
+    def rack_chassis(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        health = [node_status(ns)["Health"] for ns in manager.nodes.values()]
+        worst = "Critical" if "Critical" in health else "Warning" if "Warning" in health else "OK"
+        return ok({"@odata.id": CH + "/Rack", "@odata.type": otype("Chassis"), "Id": "Rack",
+                   "Name": f"Rack {rack.name}", "ChassisType": "Rack",
+                   "Status": {"State": "Enabled", "Health": worst},
+                   "PowerSubsystem": ref(CH + "/Rack/PowerSubsystem"),
+                   "Sensors": ref(CH + "/Rack/Sensors"), "Controls": ref(CH + "/Rack/Controls"),
+                   "Power": ref(CH + "/Rack/Power"),
+                   "Links": {"Contains": [ref(f"{CH}/{d}") for d in devices()]}})
+
+    @r.get(CH + "/Rack/PowerSubsystem")
+    def power_subsystem(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        a = alloc()
+        requested = a.predicted["demand_p95_w"] if a else None
+        allocated = (sum(n["share_w"] for n in a.nodes.values()) if a else None)
+        supplies = [ref(f"{CH}/Rack/PowerSubsystem/PowerSupplies/Node{n.id}") for n in rack.nodes]
+        need = 1
+        if a:
+            on = sum(1 for n in a.nodes.values() if n["on"])
+            need = max(1, on)
+        return ok({"@odata.id": CH + "/Rack/PowerSubsystem", "@odata.type": otype("PowerSubsystem"),
+                   "Id": "PowerSubsystem", "Name": "Rack power subsystem",
+                   "CapacityWatts": sum(n.rating_w for n in rack.nodes),
+                   "Allocation": {"RequestedWatts": requested, "AllocatedWatts": allocated},
+                   "PowerSupplyRedundancy": [{"RedundancyType": "NPlusM",
+                                              "MaxSupportedInGroup": len(rack.nodes),
+                                              "MinNeededInGroup": need,
+                                              "RedundancyGroup": supplies,
+                                              "Status": {"State": "Enabled", "Health": "OK"}}],
+                   "PowerSupplies": ref(CH + "/Rack/PowerSubsystem/PowerSupplies"),
+                   "Status": {"State": "Enabled", "Health": "OK"}})
+
+    @r.get(CH + "/Rack/PowerSubsystem/PowerSupplies")
+    def supplies(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        members = [ref(f"{CH}/Rack/PowerSubsystem/PowerSupplies/Node{n.id}") for n in rack.nodes]
+        return ok({"@odata.id": CH + "/Rack/PowerSubsystem/PowerSupplies",
+                   "@odata.type": otype("PowerSupplyCollection"), "Name": "Converter nodes",
+                   "Members": members, "Members@odata.count": len(members)})
+
+    def node_of(nid: str) -> Any:
+        if not nid.startswith("Node") or not nid[4:].isdigit():
+            return None
+        return manager.nodes.get(int(nid[4:]))
+
+    @r.get(CH + "/Rack/PowerSubsystem/PowerSupplies/{nid}")
+    def supply(nid: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        ns = node_of(nid)
+        if ns is None:
+            return error(404, f"no power supply {nid}", "Base.1.19.ResourceNotFound",
+                         ["PowerSupply", nid])
+        n = ns.node
+        path = f"{CH}/Rack/PowerSubsystem/PowerSupplies/{nid}"
+        return ok({"@odata.id": path, "@odata.type": otype("PowerSupply"), "Id": nid,
+                   "Name": f"Converter node {n.id} (segment {n.segment})",
+                   "PowerSupplyType": "DCRegulator", "PowerCapacityWatts": n.rating_w,
+                   "FirmwareVersion": str(ns.hello.get("FW_VERSION", "")),
+                   "EfficiencyRatings": [{"LoadPercent": round(100 * x, 1),
+                                          "EfficiencyPercent": round(100 * e, 2)}
+                                         for x, e in n.efficiency],
+                   "OutputRails": [{"NominalVoltage": rack.bus_voltage, "PhysicalContext": "DCBus"}],
+                   "Location": {"PartLocation": {"ServiceLabel": f"node {n.id}",
+                                                 "LocationType": "Slot",
+                                                 "LocationOrdinalValue": n.position[0]}},
+                   "Status": node_status(ns), "Metrics": ref(path + "/Metrics")})
+
+    @r.get(CH + "/Rack/PowerSubsystem/PowerSupplies/{nid}/Metrics")
+    def supply_metrics(nid: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        ns = node_of(nid)
+        if ns is None:
+            return error(404, f"no power supply {nid}", "Base.1.19.ResourceNotFound",
+                         ["PowerSupply", nid])
+        t = ns.telemetry
+        path = f"{CH}/Rack/PowerSubsystem/PowerSupplies/{nid}/Metrics"
+
+        def rd(k: str) -> dict[str, Any]:
+            v = t.get(k)
+            return {"Reading": float(v) if isinstance(v, int | float) else None}
+
+        return ok({"@odata.id": path, "@odata.type": otype("PowerSupplyMetrics"), "Id": "Metrics",
+                   "Name": f"Node {ns.node.id} metrics", "Status": node_status(ns),
+                   "InputVoltage": rd("READ_VIN"), "InputCurrentAmps": rd("READ_IIN"),
+                   "OutputPowerWatts": rd("READ_POUT"), "RailVoltage": [rd("READ_VOUT")],
+                   "RailCurrentAmps": [rd("READ_IOUT")], "TemperatureCelsius": rd("READ_TEMPERATURE_1")})
+
+    # ---- sensors -----------------------------------------------------------------------
+    SENSORS = {  # suffix -> (telemetry, type, units, context, thresholds (caution, critical))
+        "Vout": ("READ_VOUT", "Voltage", "V", "VoltageRegulator"),
+        "Iout": ("READ_IOUT", "Current", "A", "VoltageRegulator"),
+        "Temp": ("READ_TEMPERATURE_1", "Temperature", "Cel", "PowerSupply"),
+        "Pout": ("READ_POUT", "Power", "W", "PowerSupply"),
+    }
+
+    def thresholds(kind: str, ns: Any) -> dict[str, Any]:
+        n = ns.node
+        if kind == "Vout":
+            return {"UpperCaution": {"Reading": round(n.vout_max * 1.05, 3)},
+                    "UpperCritical": {"Reading": round(n.vout_max * 1.10, 3)},
+                    "LowerCaution": {"Reading": round(0.97 * rack.bus_voltage, 3)}}
+        if kind == "Iout":
+            return {"UpperCaution": {"Reading": round(n.iout_max * 1.05, 3)},
+                    "UpperCritical": {"Reading": round(n.iout_max * 1.25, 3)}}
+        if kind == "Temp":
+            return {"UpperCaution": {"Reading": 100.0}, "UpperCritical": {"Reading": 115.0}}
+        return {"UpperCaution": {"Reading": n.rating_w}}
+
+    @r.get(CH + "/Rack/Sensors")
+    def sensor_list(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        members = [ref(f"{CH}/Rack/Sensors/Node{n.id}{k}") for n in rack.nodes for k in SENSORS]
+        return ok({"@odata.id": CH + "/Rack/Sensors", "@odata.type": otype("SensorCollection"),
+                   "Name": "Rack sensors", "Members": members, "Members@odata.count": len(members)})
+
+    @r.get(CH + "/Rack/Sensors/{sid}")
+    def sensor(sid: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        kind = sid[-4:]
+        ns = node_of(sid[:-4])
+        if ns is None or kind not in SENSORS:
+            return error(404, f"no sensor {sid}", "Base.1.19.ResourceNotFound", ["Sensor", sid])
+        field, rtype, units, ctx = SENSORS[kind]
+        v = ns.telemetry.get(field) if ns.state == "online" else None
+        return ok({"@odata.id": f"{CH}/Rack/Sensors/{sid}", "@odata.type": otype("Sensor"),
+                   "Id": sid, "Name": f"Node {ns.node.id} {rtype.lower()}",
+                   "Reading": float(v) if isinstance(v, int | float) else None,
+                   "ReadingType": rtype, "ReadingUnits": units, "PhysicalContext": ctx,
+                   "Thresholds": thresholds(kind, ns), "Status": node_status(ns)})
+
+    # ---- controls and device environment -----------------------------------------------
+    def control_body(path: str, cid: str, name: str, setpoint: float | None, lo: float,
+                     hi: float, mode: str) -> dict[str, Any]:
+        return {"@odata.id": path, "@odata.type": otype("Control"), "Id": cid, "Name": name,
+                "ControlType": "Power", "SetPoint": setpoint, "SetPointUnits": "W",
+                "AllowableMin": lo, "AllowableMax": hi, "ControlMode": mode,
+                "Status": {"State": "Enabled", "Health": "OK"}}
+
+    @r.get(CH + "/Rack/Controls")
+    def rack_controls(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        members = [ref(f"{CH}/Rack/Controls/Node{n.id}Output") for n in rack.nodes]
+        return ok({"@odata.id": CH + "/Rack/Controls", "@odata.type": otype("ControlCollection"),
+                   "Name": "Converter output setpoints", "Members": members,
+                   "Members@odata.count": len(members)})
+
+    @r.get(CH + "/Rack/Controls/{cid}")
+    def rack_control(cid: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        ns = node_of(cid[:-6]) if cid.endswith("Output") else None
+        if ns is None:
+            return error(404, f"no control {cid}", "Base.1.19.ResourceNotFound", ["Control", cid])
+        a = alloc()
+        share = a.nodes[ns.node.id]["share_w"] if a else None
+        return ok(control_body(f"{CH}/Rack/Controls/{cid}", cid,
+                               f"Node {ns.node.id} planned output", share, 0.0,
+                               ns.node.rating_w, "Automatic"))
+
+    @r.patch(CH + "/Rack/Controls/{cid}")
+    async def rack_control_patch(cid: str, request: Request) -> JSONResponse:
+        p = who(request)
+        body = (await request.body()).decode("utf-8", "replace")
+        resp = (unauthorised() if p is None else
+                error(400, "converter outputs are set by the allocator each period; change the "
+                      "policy or device power limits instead", "Base.1.19.PropertyNotWritable",
+                      ["SetPoint"]))
+        store.audit(time.time(), p.name if p else "-", p.role if p else "-", "PATCH",
+                    f"{CH}/Rack/Controls/{cid}", body, resp.status_code)
+        return resp
+
+    @r.get(CH + "/{dev}")
+    def device_chassis(dev: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        d = devices().get(dev)
+        if d is None:
+            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+        return ok({"@odata.id": f"{CH}/{dev}", "@odata.type": otype("Chassis"), "Id": dev,
+                   "Name": f"Device {dev} (priority {d.priority}, segment {d.segment})",
+                   "ChassisType": "RackMount", "Status": {"State": "Enabled", "Health": "OK"},
+                   "EnvironmentMetrics": ref(f"{CH}/{dev}/EnvironmentMetrics"),
+                   "Controls": ref(f"{CH}/{dev}/Controls"),
+                   "Links": {"ContainedBy": ref(CH + "/Rack")}})
+
+    def env_body(dev: str) -> dict[str, Any]:
+        d = devices()[dev]
+        a = alloc()
+        w = a.devices[dev]["measured_w"] if a else None
+        cap = dev_cap(dev)
+        return {"@odata.id": f"{CH}/{dev}/EnvironmentMetrics",
+                "@odata.type": otype("EnvironmentMetrics"), "Id": "EnvironmentMetrics",
+                "Name": f"Device {dev} power", "PowerWatts": {"Reading": w},
+                "PowerLimitWatts": {"SetPoint": cap if cap is not None else d.p_max_w,
+                                    "AllowableMin": d.p_min_w, "AllowableMax": d.p_max_w,
+                                    "ControlMode": "Automatic" if cap is None else "Override"}}
+
+    @r.get(CH + "/{dev}/EnvironmentMetrics")
+    def env(dev: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        if dev not in devices():
+            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+        return ok(env_body(dev))
+
+    @r.get(CH + "/{dev}/Controls")
+    def dev_controls(dev: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        if dev not in devices():
+            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+        members = [ref(f"{CH}/{dev}/Controls/PowerLimit")]
+        return ok({"@odata.id": f"{CH}/{dev}/Controls", "@odata.type": otype("ControlCollection"),
+                   "Name": f"Device {dev} controls", "Members": members,
+                   "Members@odata.count": 1})
+
+    def limit_body(dev: str) -> dict[str, Any]:
+        d = devices()[dev]
+        lim = control.ctrl.policy.p_max_w.get(dev) if control is not None else None
+        return control_body(f"{CH}/{dev}/Controls/PowerLimit", "PowerLimit",
+                            f"Device {dev} power limit", lim if lim is not None else d.p_max_w,
+                            d.p_min_w, d.p_max_w, "Override" if lim is not None else "Automatic")
+
+    @r.get(CH + "/{dev}/Controls/PowerLimit")
+    def dev_limit(dev: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        if dev not in devices():
+            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+        return ok(limit_body(dev))
+
+    @r.patch(CH + "/{dev}/Controls/PowerLimit")
+    async def dev_limit_patch(dev: str, request: Request) -> JSONResponse:
+        p = who(request)
+        raw = (await request.body()).decode("utf-8", "replace")
+        resp = await _patch_limit(dev, p, raw)
+        store.audit(time.time(), p.name if p else "-", p.role if p else "-", "PATCH",
+                    f"{CH}/{dev}/Controls/PowerLimit", raw, resp.status_code)
+        return resp
+
+    async def _patch_limit(dev: str, p: Principal | None, raw: str) -> JSONResponse:
+        import json
+
+        from powerflow.control.policy import PolicyError
+
+        if p is None:
+            return unauthorised()
+        if not p.may_write:
+            return error(403, f"'{p.name}' is read-only", "Base.1.19.InsufficientPrivilege")
+        if dev not in devices():
+            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+        if control is None:
+            return error(409, "this host runs without its control loop",
+                         "Base.1.19.ActionNotSupported", ["PATCH"])
+        try:
+            body = json.loads(raw)
+            sp = body["SetPoint"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "give SetPoint (W)", "Base.1.19.PropertyMissing", ["SetPoint"])
+        unknown = set(body) - {"SetPoint", "ControlMode"}
+        if unknown:
+            name = sorted(unknown)[0]
+            return error(400, f"property {name} is not writable", "Base.1.19.PropertyNotWritable",
+                         [name])
+        d = devices()[dev]
+        if isinstance(sp, bool) or not isinstance(sp, int | float) or not d.p_min_w <= sp <= d.p_max_w:
+            return error(400, f"SetPoint {sp!r} is outside {d.p_min_w}..{d.p_max_w} W",
+                         "Base.1.19.PropertyValueOutOfRange", [str(sp), "SetPoint"])
+        try:
+            limits = dict(control.ctrl.policy.p_max_w)
+            limits[dev] = float(sp)
+            control.ctrl.set_policy({"p_max_w": limits})
+        except PolicyError as e:
+            return error(400, str(e), "Base.1.19.PropertyValueConflict", ["SetPoint", str(sp)])
+        return ok(limit_body(dev))
+
+    # ---- the legacy Power resource -----------------------------------------------------
+    @r.get(CH + "/Rack/Power")
+    def legacy_power(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        a = alloc()
+        consumed = sum(float(ns.telemetry.get("READ_POUT") or 0.0)
+                       for ns in manager.nodes.values() if ns.state == "online")
+        path = CH + "/Rack/Power"
+        psus = []
+        for k, ns in enumerate(manager.nodes.values()):
+            psus.append({"@odata.id": f"{path}#/PowerSupplies/{k}", "MemberId": str(k),
+                         "Name": f"Converter node {ns.node.id}", "PowerSupplyType": "DC",
+                         "PowerCapacityWatts": ns.node.rating_w,
+                         "LastPowerOutputWatts": ns.telemetry.get("READ_POUT"),
+                         "Status": node_status(ns)})
+        return ok({"@odata.id": path, "@odata.type": otype("Power"), "Id": "Power",
+                   "Name": "Rack power (legacy)", "PowerControl": [{
+                       "@odata.id": f"{path}#/PowerControl/0", "MemberId": "0",
+                       "Name": "Rack power control", "PowerConsumedWatts": round(consumed, 2),
+                       "PowerCapacityWatts": sum(n.rating_w for n in rack.nodes),
+                       "PowerRequestedWatts": a.predicted["demand_p95_w"] if a else None,
+                       "PowerAllocatedWatts": (sum(n["share_w"] for n in a.nodes.values())
+                                               if a else None),
+                       "PowerLimit": {"LimitInWatts": rack.breaker_limit_w,
+                                      "LimitException": "LogEventOnly"}}],
+                   "PowerSupplies": psus})
+
+    return r
