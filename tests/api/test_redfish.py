@@ -76,6 +76,12 @@ def test_client_library_reads_the_rack(host: Host) -> None:
         assert 10 < m["RailVoltage"][0]["Reading"] < 13
         s = c.get("/redfish/v1/Chassis/Rack/Sensors/Node1Temp").dict
         assert s["ReadingUnits"] == "Cel" and s["Thresholds"]["UpperCritical"]["Reading"] == 115
+        bus = "/redfish/v1/PowerEquipment/ElectricalBuses"
+        assert c.get(bus).dict["Members@odata.count"] == 4
+        assert c.get(bus + "/D/Branches/D-A").dict["PowerState"] == "Off"  # normally open tie
+        assert c.get(bus + "/A/Branches/A-B").dict["PowerState"] == "On"
+        mains = c.get(bus + "/B/Mains/Node2").dict
+        assert mains["CircuitType"] == "Mains" and mains["NominalVoltage"] == "DC12V"
         legacy = c.get("/redfish/v1/Chassis/Rack/Power").dict
         assert legacy["PowerControl"][0]["PowerConsumedWatts"] > 100
     finally:

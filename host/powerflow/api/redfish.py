@@ -9,6 +9,9 @@
                                          Sensors (with Thresholds), Controls, legacy Power
     /redfish/v1/Chassis/<device>         each device: EnvironmentMetrics (PowerWatts,
                                          PowerLimitWatts) and its PowerLimit Control
+    /redfish/v1/PowerEquipment/ElectricalBuses/<segment>   the mesh: each bus segment a
+                                         PowerDistribution (Bus), its converters as Mains
+                                         circuits and its ties as Branch circuits (On = closed)
 
 Writes (PATCH of a device's power limit) go through the allocator's policy checks; a refused
 change answers with a Redfish error message and changes nothing. Credentials are the API's
@@ -36,6 +39,8 @@ SCHEMAS = {  # namespace -> version used
     "ControlCollection": None, "Control": "v1_7_0", "EnvironmentMetrics": "v1_5_0",
     "Power": "v1_7_3", "SessionService": "v1_2_0", "SessionCollection": None,
     "Session": "v1_8_0", "Resource": "v1_23_0", "Message": "v1_3_0",
+    "PowerEquipment": "v1_2_3", "PowerDistributionCollection": None,
+    "PowerDistribution": "v1_6_0", "CircuitCollection": None, "Circuit": "v1_9_0",
 }
 HEADERS = {"OData-Version": "4.0", "Cache-Control": "no-cache"}
 
@@ -139,6 +144,7 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                    "Name": f"PowerFlow rack {rack.name}", "RedfishVersion": "1.20.0",
                    "UUID": "7c1b2a4e-5d00-4c6e-9a1f-" + f"{abs(hash(rack.name)) % 16**12:012x}",
                    "Chassis": ref(V1 + "/Chassis"), "SessionService": ref(V1 + "/SessionService"),
+                   "PowerEquipment": ref(V1 + "/PowerEquipment"),
                    "Links": {"Sessions": ref(V1 + "/SessionService/Sessions")}})
 
     @r.get(V1 + "/$metadata")
@@ -150,7 +156,8 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         return ok({"@odata.context": V1 + "/$metadata", "value": [
             {"name": "Service", "kind": "Singleton", "url": V1 + "/"},
             {"name": "Chassis", "kind": "Singleton", "url": V1 + "/Chassis"},
-            {"name": "SessionService", "kind": "Singleton", "url": V1 + "/SessionService"}]})
+            {"name": "SessionService", "kind": "Singleton", "url": V1 + "/SessionService"},
+            {"name": "PowerEquipment", "kind": "Singleton", "url": V1 + "/PowerEquipment"}]})
 
     # ---- sessions ----------------------------------------------------------------------
     @r.get(V1 + "/SessionService")
@@ -520,6 +527,103 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         except PolicyError as e:
             return error(400, str(e), "Base.1.19.PropertyValueConflict", ["SetPoint", str(sp)])
         return ok(limit_body(dev))
+
+    # ---- the mesh: one electrical bus per segment, its converters as mains, ties as branches
+    PE = V1 + "/PowerEquipment"
+    BUS = PE + "/ElectricalBuses"
+    nominal = {12.0: "DC12V", 48.0: "DC48V", 5.0: "DC5V", 16.0: "DC16V"}.get(rack.bus_voltage,
+                                                                              "DC")
+
+    def tie_state(k: int) -> bool:
+        a = alloc()
+        if a is not None:
+            return bool(a.closed[k])
+        b = rack.branches[k]
+        if b.port is None:
+            return b.closed
+        ps = manager.nodes[b.port[0]].telemetry.get("PORT_STATE")
+        return b.closed if ps is None else bool(int(ps) >> b.port[1] & 1)
+
+    def seg_ok(seg: str) -> bool:
+        return seg in rack.segments
+
+    @r.get(PE)
+    def power_equipment(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        return ok({"@odata.id": PE, "@odata.type": otype("PowerEquipment"), "Id": "PowerEquipment",
+                   "Name": f"Rack {rack.name} power mesh",
+                   "Status": {"State": "Enabled", "Health": "OK"},
+                   "ElectricalBuses": ref(BUS)})
+
+    @r.get(BUS)
+    def buses(request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        members = [ref(f"{BUS}/{sg}") for sg in rack.segments]
+        return ok({"@odata.id": BUS, "@odata.type": otype("PowerDistributionCollection"),
+                   "Name": "Bus segments", "Members": members,
+                   "Members@odata.count": len(members)})
+
+    @r.get(BUS + "/{seg}")
+    def bus(seg: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        if not seg_ok(seg):
+            return error(404, f"no bus segment {seg}", "Base.1.19.ResourceNotFound", ["Bus", seg])
+        return ok({"@odata.id": f"{BUS}/{seg}", "@odata.type": otype("PowerDistribution"),
+                   "Id": seg, "Name": f"Bus segment {seg}", "EquipmentType": "Bus",
+                   "Status": {"State": "Enabled", "Health": "OK"},
+                   "Mains": ref(f"{BUS}/{seg}/Mains"), "Branches": ref(f"{BUS}/{seg}/Branches")})
+
+    def circuits(seg: str, kind: str) -> list[str]:
+        if kind == "Mains":
+            return [f"Node{n.id}" for n in rack.nodes if n.segment == seg]
+        return [b.id for b in rack.branches if b.from_ == seg]
+
+    @r.get(BUS + "/{seg}/{kind}")
+    def circuit_list(seg: str, kind: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        if not seg_ok(seg) or kind not in ("Mains", "Branches"):
+            return error(404, f"no {kind} on {seg}", "Base.1.19.ResourceNotFound", [kind, seg])
+        members = [ref(f"{BUS}/{seg}/{kind}/{c}") for c in circuits(seg, kind)]
+        return ok({"@odata.id": f"{BUS}/{seg}/{kind}", "@odata.type": otype("CircuitCollection"),
+                   "Name": f"{kind} of segment {seg}", "Members": members,
+                   "Members@odata.count": len(members)})
+
+    @r.get(BUS + "/{seg}/{kind}/{cid}")
+    def circuit(seg: str, kind: str, cid: str, request: Request) -> JSONResponse:
+        if who(request) is None:
+            return unauthorised()
+        if not seg_ok(seg) or kind not in ("Mains", "Branches") or cid not in circuits(seg, kind):
+            return error(404, f"no circuit {cid}", "Base.1.19.ResourceNotFound", ["Circuit", cid])
+        body: dict[str, Any] = {"@odata.id": f"{BUS}/{seg}/{kind}/{cid}",
+                                "@odata.type": otype("Circuit"), "Id": cid,
+                                "NominalVoltage": nominal}
+        if kind == "Mains":
+            ns = node_of(cid)
+            t = ns.telemetry if ns.state == "online" else {}
+            on = t.get("MODE") in (1, 2, 3)
+
+            def rd(k: str) -> dict[str, Any]:
+                v = t.get(k)
+                return {"Reading": float(v) if isinstance(v, int | float) else None}
+
+            body.update({"Name": f"Converter node {ns.node.id} into segment {seg}",
+                         "CircuitType": "Mains", "PowerState": "On" if on else "Off",
+                         "Voltage": rd("READ_VOUT"), "CurrentAmps": rd("READ_IOUT"),
+                         "PowerWatts": rd("READ_POUT"), "Status": node_status(ns)})
+        else:
+            k = next(i for i, b in enumerate(rack.branches) if b.id == cid)
+            b = rack.branches[k]
+            closed = tie_state(k)
+            body.update({"Name": f"Tie {b.id}: segment {b.from_} to {b.to}"
+                                 + (f" (node {b.port[0]} port {b.port[1]})" if b.port else ""),
+                         "CircuitType": "Branch", "PowerState": "On" if closed else "Off",
+                         "BreakerState": "Normal" if closed else "Off",
+                         "Status": {"State": "Enabled" if closed else "Disabled", "Health": "OK"}})
+        return ok(body)
 
     # ---- the legacy Power resource -----------------------------------------------------
     @r.get(CH + "/Rack/Power")
