@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_forecast.py
 	$(PY) bench/bench_control.py
 	$(PY) bench/bench_scenarios.py
+	$(PY) bench/bench_api.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache

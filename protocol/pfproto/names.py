@@ -20,3 +20,9 @@ PROT_NAMES = _table("PROT_")
 EV_NAMES = _table("EV_")
 FS_NAMES = _table("FS_")
 RESP_NAMES = _table("RESP_")
+FAULT_NAMES = _table("FAULT_")  # bit -> name
+
+
+def fault_bits(mask):
+    """['ov', 'ot', ...] for a FAULT_* bit mask."""
+    return [n for bit, n in sorted(FAULT_NAMES.items()) if mask & bit]

@@ -73,7 +73,8 @@ def test_roles_and_refusals_are_enforced_and_audited(host: Host) -> None:
 def test_openapi_document_lists_the_native_endpoints(host: Host) -> None:
     doc = httpx.get(host.url + "/openapi.json", timeout=5).json()
     for p in ("/api/v1/plan", "/api/v1/allocation", "/api/v1/forecasts", "/api/v1/policy",
-              "/api/v1/history", "/api/v1/events", "/api/v1/stream", "/api/v1/audit"):
+              "/api/v1/history", "/api/v1/events", "/api/v1/stream", "/api/v1/audit",
+              "/api/v1/faults", "/api/v1/rack"):
         assert p in doc["paths"], p
 
 

@@ -108,6 +108,8 @@ def test_a_failed_converter_is_taken_out_of_the_plan(host: Host) -> None:
         a = wait_for(lambda: (a := host.api("/allocation"))["nodes"]["3"]["on"] is False and a,
                      10, "node 3 out of the plan")
         assert "not delivering" in a["nodes"]["3"]["why"] and a["ok"]
+        listed = {f["node"]: f for f in host.api("/faults")}
+        assert 3 in listed and "not delivering" in listed[3]["allocator"]
         # the others carry the rack: regulating, bus in the band
         def carried():
             rows = [n for n in host.api("/nodes") if n["id"] != 3]

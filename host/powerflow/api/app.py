@@ -189,6 +189,25 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
     def nodes() -> list[dict[str, Any]]:
         return manager.snapshot()
 
+    @app.get(PREFIX + "/faults")
+    def faults() -> list[dict[str, Any]]:
+        """Nodes with latched faults, warnings, a lost link, or taken out of the plan."""
+        from pfproto.names import fault_bits
+
+        out = []
+        for nid, ns in manager.nodes.items():
+            t = ns.telemetry
+            latched = fault_bits(int(t.get("FAULTS") or 0))
+            warns = fault_bits(int(t.get("WARNINGS") or 0))
+            plan = (control.ctrl.last.nodes.get(nid, {}) if control and control.ctrl.last
+                    else {})
+            why = plan.get("why", "")
+            if latched or warns or ns.state != "online" or why.startswith("unavailable"):
+                out.append({"node": nid, "state": ns.state, "latched": latched,
+                            "warnings": warns, "allocator": why,
+                            "status_word": t.get("STATUS_WORD")})
+        return out
+
     @app.get(PREFIX + "/nodes/{node_id}")
     def node(node_id: int) -> dict[str, Any]:
         ns = manager.nodes.get(node_id)
