@@ -293,6 +293,8 @@ def run(sc: Scenario, baselines: bool = True) -> dict[str, Any]:
             b = ScenarioRun(sc, mode).run().meter
             out[f"baseline_{mode}_loss_wh"] = round(b.loss_wh, 3)
             out[f"baseline_{mode}_feed_limit_violations"] = b.feed_violations
+            out[f"baseline_{mode}_priority1_brownouts"] = b.p1_brownouts
+            out[f"baseline_{mode}_overtemp_trips"] = b.ot_trips
         out["loss_saved_vs_even_pct"] = round(
             100 * (1 - m.loss_wh / max(out["baseline_even_loss_wh"], 1e-9)), 2)
         out["loss_saved_vs_droop_pct"] = round(
