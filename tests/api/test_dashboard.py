@@ -60,6 +60,8 @@ def test_dashboard_renders_updates_and_takes_operator_actions(host: Host, browse
                              for i in (1, 2, 3, 4)))
     assert "open" in browser.find_element(By.ID, "tie-D-A").get_attribute("class")
     assert "closed" in browser.find_element(By.ID, "tie-A-B").get_attribute("class")
+    assert browser.find_element(By.ID, "flow-A-B").text.endswith(("A A→B", "A B→A"))
+    assert browser.find_element(By.ID, "flow-D-A").text == "open"
     # demand vs forecast charts with their band, and the allocation's reasons
     assert browser.find_element(By.CSS_SELECTOR, "#chart-gpu0 polygon.band")
     assert "Demand P95" in browser.find_element(By.ID, "reason").text

@@ -47,6 +47,13 @@ def host(tmp_path_factory):
         h.stop()
 
 
+def host_api(h: Host, path: str) -> dict:
+    import httpx
+
+    return httpx.get(h.url + "/api/v1" + path, timeout=5,
+                     headers={"Authorization": f"Bearer {READ}"}).json()
+
+
 def test_dmtf_service_validator_passes_offline(host: Host, tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("rf_service_validator")
     r = subprocess.run([str(exe), "--ip", host.url, "-u", "viewer", "-p", READ,
@@ -111,8 +118,16 @@ def test_power_limit_writes_go_through_the_policy(host: Host) -> None:
             env = admin.get("/redfish/v1/Chassis/gpu1/EnvironmentMetrics").dict
             return env["PowerLimitWatts"]["SetPoint"] <= 210 and env
         wait_for(applied, 10, "the limit in force")
-        r = admin.patch("/redfish/v1/Chassis/Rack/Controls/Node1Output", body={"SetPoint": 100})
-        assert r.status == 400 and "allocator" in r.dict["error"]["message"]
+        out = "/redfish/v1/Chassis/Rack/Controls/Node1Output"
+        r = admin.patch(out, body={"SetPoint": 900})  # above the converter's rating
+        assert r.status == 400 and "node_output_w" in r.dict["error"]["message"]
+        r = admin.patch(out, body={"SetPoint": 120})
+        assert r.status == 200 and r.dict["ControlMode"] == "Override", r.dict
+        wait_for(lambda: abs(admin.get(out).dict["SetPoint"] - 120) < 1e-6
+                 and host_api(host, "/allocation")["nodes"]["1"]["share_w"] < 130, 10,
+                 "node 1 planned at its pinned output")
+        r = admin.patch(out, body={"ControlMode": "Automatic"})
+        assert r.status == 200 and r.dict["ControlMode"] == "Automatic"
     finally:
         admin.patch("/redfish/v1/Chassis/gpu1/Controls/PowerLimit", body={"SetPoint": 300})
         admin.logout()

@@ -166,3 +166,18 @@ def test_battery_shaves_the_peak_above_the_feed_limit() -> None:
     assert any(dv["cap_w"] is not None for dv in b.devices.values())  # caps instead
     quiet = Allocator(rack).allocate(view(rack, 0.4, battery=empty), Policy(), Memory())
     assert quiet.battery_w < 0  # recharges in the valley
+
+
+def test_an_operator_pin_fixes_a_converter_and_the_others_share_the_rest() -> None:
+    al = Allocator(SMALL)
+    pol = Policy().changed({"node_output_w": {"2": 150.0, "4": 0.0}}, None, None,
+                           {str(n.id): n.rating_w for n in SMALL.nodes})
+    a = al.allocate(view(SMALL, 1.0), pol, Memory())
+    assert a.ok and not a.fallback
+    assert a.nodes[2]["share_w"] == pytest.approx(150.0, abs=0.5)
+    assert a.vref[4] is None and "pinned" in a.nodes[4]["why"]
+    total = sum(n["share_w"] for n in a.nodes.values())
+    assert total == pytest.approx(sum(d.p_nom_w for d in SMALL.devices) * 1.0
+                                  + a.predicted["loss_distribution_w"], rel=1e-3)
+    assert [f["id"] for f in a.flows] == ["A-B", "B-C", "C-D", "D-A"]
+    assert a.flows[3]["current_a"] == 0.0 and not a.flows[3]["closed"]

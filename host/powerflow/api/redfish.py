@@ -405,23 +405,80 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         ns = node_of(cid[:-6]) if cid.endswith("Output") else None
         if ns is None:
             return error(404, f"no control {cid}", "Base.1.19.ResourceNotFound", ["Control", cid])
+        return ok(output_body(cid, ns))
+
+    def output_body(cid: str, ns: Any) -> dict[str, Any]:
         a = alloc()
-        share = a.nodes[ns.node.id]["share_w"] if a else None
-        return ok(control_body(f"{CH}/Rack/Controls/{cid}", cid,
-                               f"Node {ns.node.id} planned output", share, 0.0,
-                               ns.node.rating_w, "Automatic"))
+        pins = control.ctrl.policy.node_output_w if control is not None else {}
+        pin = pins.get(str(ns.node.id))
+        share = pin if pin is not None else (a.nodes[ns.node.id]["share_w"] if a else None)
+        return control_body(f"{CH}/Rack/Controls/{cid}", cid,
+                            f"Node {ns.node.id} output (planned by the allocator unless pinned)",
+                            share, 0.0, ns.node.rating_w,
+                            "Override" if pin is not None else "Automatic")
 
     @r.patch(CH + "/Rack/Controls/{cid}")
     async def rack_control_patch(cid: str, request: Request) -> JSONResponse:
         p = who(request)
-        body = (await request.body()).decode("utf-8", "replace")
-        resp = (unauthorised() if p is None else
-                error(400, "converter outputs are set by the allocator each period; change the "
-                      "policy or device power limits instead", "Base.1.19.PropertyNotWritable",
-                      ["SetPoint"]))
+        raw = (await request.body()).decode("utf-8", "replace")
+        resp = pin_output(cid, p, raw)
         store.audit(time.time(), p.name if p else "-", p.role if p else "-", "PATCH",
-                    f"{CH}/Rack/Controls/{cid}", body, resp.status_code)
+                    f"{CH}/Rack/Controls/{cid}", raw, resp.status_code)
         return resp
+
+    def pin_output(cid: str, p: Principal | None, raw: str) -> JSONResponse:
+        """Pin a converter's output (SetPoint, W; ControlMode Override) or hand it back to the
+        allocator (ControlMode Automatic). A pin is kept only if the allocation it leads to
+        passes the allocator's load-flow check."""
+        import json
+
+        from powerflow.control.policy import PolicyError
+
+        if p is None:
+            return unauthorised()
+        if not p.may_write:
+            return error(403, f"'{p.name}' is read-only", "Base.1.19.InsufficientPrivilege")
+        ns = node_of(cid[:-6]) if cid.endswith("Output") else None
+        if ns is None:
+            return error(404, f"no control {cid}", "Base.1.19.ResourceNotFound", ["Control", cid])
+        if control is None:
+            return error(409, "this host runs without its control loop",
+                         "Base.1.19.ActionNotSupported", ["PATCH"])
+        try:
+            body = json.loads(raw)
+            assert isinstance(body, dict) and body
+        except (ValueError, AssertionError):
+            return error(400, "give SetPoint (W) or ControlMode", "Base.1.19.PropertyMissing",
+                         ["SetPoint"])
+        unknown = set(body) - {"SetPoint", "ControlMode"}
+        if unknown:
+            name = sorted(unknown)[0]
+            return error(400, f"property {name} is not writable", "Base.1.19.PropertyNotWritable",
+                         [name])
+        key = str(ns.node.id)
+        pins = dict(control.ctrl.policy.node_output_w)
+        mode = body.get("ControlMode", "Override")
+        if mode == "Automatic":
+            pins.pop(key, None)
+        elif mode == "Override" and "SetPoint" in body:
+            pins[key] = body["SetPoint"]
+        else:
+            return error(400, "ControlMode Override needs a SetPoint; Automatic hands the output "
+                              "back to the allocator", "Base.1.19.PropertyValueNotInList",
+                         [str(mode), "ControlMode"])
+        before = control.ctrl.policy
+        try:
+            control.ctrl.set_policy({"node_output_w": pins})
+        except PolicyError as e:
+            return error(400, str(e), "Base.1.19.PropertyValueOutOfRange",
+                         [str(body.get("SetPoint")), "SetPoint"])
+        trial = control.preview()
+        if not trial.ok or trial.fallback:
+            control.ctrl.policy = before  # nothing half applied
+            return error(409, f"the allocator's check refuses it: {trial.reason}",
+                         "Base.1.19.PropertyValueConflict", [str(body.get("SetPoint")),
+                                                              "SetPoint"])
+        return ok(output_body(cid, ns))
 
     @r.get(CH + "/{dev}")
     def device_chassis(dev: str, request: Request) -> JSONResponse:

@@ -106,12 +106,13 @@ class Allocation:
     nodes: dict[int, dict[str, Any]]
     devices: dict[str, dict[str, Any]]
     elapsed_ms: float = 0.0
+    flows: list[dict[str, Any]] = field(default_factory=list)  # per branch: A from -> to
 
     def as_dict(self) -> dict[str, Any]:
         return {"t": self.t, "ok": self.ok, "fallback": self.fallback, "reason": self.reason,
                 "elapsed_ms": round(self.elapsed_ms, 3), "battery_w": self.battery_w,
                 "battery_shave_above_w": self.battery_shave_above_w,
-                "closed": self.closed, "predicted": self.predicted,
+                "closed": self.closed, "flows": self.flows, "predicted": self.predicted,
                 "nodes": {str(k): v for k, v in self.nodes.items()}, "devices": self.devices}
 
 
@@ -279,7 +280,11 @@ class Allocator:
             np.maximum.at(step, self.dev_seg, np.maximum(capv - mean_c, 0.0))
         try:
             on, node_why = self._shed(closed, load_hi, step, plim, avail, view, pol, mem)
-            p_share = self._shares(closed, on, load_mean, plim)
+            lo = np.zeros(len(self.node_ids))
+            for k, i in enumerate(self.node_ids):
+                if on[k] and str(i) in pol.node_output_w:
+                    lo[k] = min(pol.node_output_w[str(i)], plim[k])
+            p_share = self._shares(closed, on, load_mean, plim, lo)
             vref, fl = self._setpoints(closed, on, p_share, load_mean, pol)
             ok, check = self._check(closed, vref, load_hi, view, pol)
             if not ok:
@@ -325,13 +330,16 @@ class Allocator:
                      "feed_w": round(feed_plan, 2), "supply_w": round(supply, 2),
                      "demand_p95_w": round(float(upper.sum()), 2),
                      "vmin": round(float(np.min(fl.v)), 4), "vmax": round(float(np.max(fl.v)), 4)}
+        flows = [{"id": b.id, "closed": bool(closed[k]),
+                  "current_a": round(float(fl.i_branch[k]), 3)}
+                 for k, b in enumerate(self.rack.branches)]
         return Allocation(view.t, {i: (None if not on[k] else float(vref[k]))
                                    for k, i in enumerate(self.node_ids)},
                           [bool(c) for c in closed], caps, float(battery_w),
                           (pol.shave_at * self.rack.breaker_limit_w if bat is not None
                            and bat.soc > pol.battery_soc_min else None), ok, fallback,
                           reason + ("; " + tie_why if tie_why else ""), predicted, nodes, devices,
-                          (time.perf_counter() - t0) * 1000)
+                          (time.perf_counter() - t0) * 1000, flows)
 
     # ---- 4. ties -------------------------------------------------------------------------
     def _deficit(self, closed: F, load: F, plim: F) -> float:
@@ -390,6 +398,17 @@ class Allocator:
             demand = float(load[isl == lab].sum())
             if not ks:
                 continue
+            pinned = {k: pol.node_output_w[str(self.node_ids[k])] for k in ks
+                      if str(self.node_ids[k]) in pol.node_output_w}
+            if pinned:  # the operator's pins hold; the others are chosen around them
+                for k, w in pinned.items():
+                    on[k] = w > 0
+                    why[self.node_ids[k]] = (f"pinned by the operator at {w:.0f} W" if w > 0
+                                             else "off: pinned by the operator")
+                demand = max(0.0, demand - sum(pinned.values()))
+                ks = [k for k in ks if k not in pinned]
+                if not ks:
+                    continue
             if view.sag:  # the bus is short of supply now: everything available runs
                 for k in ks:
                     on[k] = True
@@ -439,9 +458,10 @@ class Allocator:
         return on, why
 
     # ---- 6. shares -----------------------------------------------------------------------
-    def _shares(self, closed: F, on: F, load: F, plim: F) -> F:
+    def _shares(self, closed: F, on: F, load: F, plim: F, lo: F | None = None) -> F:
         """Converter powers (W) minimising quadratic conversion loss + mesh loss, subject to
-        linearised KCL at the nominal voltage and each converter's planned limit."""
+        linearised KCL at the nominal voltage and each converter's planned limit; a converter
+        with a floor `lo` > 0 (an operator's pin) carries exactly that."""
         net = self.net
         ks = np.where(on)[0]
         n, ns = len(ks), net.nseg
@@ -462,7 +482,9 @@ class Allocator:
                               shape=(len(refs), n + ns))
         eye = sp.hstack([sp.eye(n), sp.csr_matrix((n, ns))])
         a = sp.vstack([a_eq, a_ref, -eye, eye], format="csc")
-        b = np.concatenate([-load, np.zeros(len(refs)), np.zeros(n), plim[ks]])
+        floor = np.zeros(n) if lo is None else lo[ks]
+        ceil = np.where(floor > 0, floor, plim[ks])
+        b = np.concatenate([-load, np.zeros(len(refs)), -floor, ceil])
         cones = [clarabel.ZeroConeT(ns + len(refs)), clarabel.NonnegativeConeT(2 * n)]
         st = clarabel.DefaultSettings()
         st.verbose = False

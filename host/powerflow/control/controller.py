@@ -86,7 +86,8 @@ class RackController:
             self.policy = self.profiles[name]
         else:
             ties = {b.id for b in self.rack.branches if b.switch == "tie"}
-            self.policy = self.policy.changed(changes, devs, ties)
+            nodes = {str(n.id): n.rating_w for n in self.rack.nodes}
+            self.policy = self.policy.changed(changes, devs, ties, nodes)
         return self.policy
 
     def release_quarantine(self, node_id: int) -> None:

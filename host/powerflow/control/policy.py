@@ -76,15 +76,18 @@ class Policy:
     p_min_w: dict[str, float] = field(default_factory=dict)  # device -> floor override
     p_max_w: dict[str, float] = field(default_factory=dict)  # device -> ceiling override
     tie_override: dict[str, bool] = field(default_factory=dict)  # branch -> closed, by operator
+    node_output_w: dict[str, float] = field(default_factory=dict)  # node id -> pinned output (W)
     profile: str = "default"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def changed(self, values: dict[str, Any], devices: dict[str, tuple[float, float]]
-                | None = None, ties: set[str] | None = None) -> Policy:
+                | None = None, ties: set[str] | None = None,
+                nodes: dict[str, float] | None = None) -> Policy:
         """A new policy with `values` applied; `devices` maps device id -> (p_min, p_max) of
-        the rack, to check per-device overrides, `ties` names its switchable branches.
+        the rack, to check per-device overrides, `ties` names its switchable branches,
+        `nodes` maps node id (text) -> rating (W).
         PolicyError if anything is wrong."""
         known = {f.name for f in fields(self)}
         out: dict[str, Any] = {}
@@ -106,6 +109,22 @@ class Policy:
                 v = int(v) if k == "release_per_period" else float(v)
             elif k in ("priorities", "p_min_w", "p_max_w"):
                 v = self._per_device(k, v, devices)
+            elif k == "node_output_w":
+                if not isinstance(v, dict):
+                    raise PolicyError("policy: field 'node_output_w': expected a table of "
+                                      "node id -> W")
+                out_v = {}
+                for nid, w in v.items():
+                    nid = str(nid)
+                    if nodes is not None and nid not in nodes:
+                        raise PolicyError(f"policy: field 'node_output_w': no node {nid} in "
+                                          "the rack")
+                    hi = nodes[nid] if nodes is not None else 1e6
+                    if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= hi:
+                        raise PolicyError(f"policy: field 'node_output_w.{nid}': expected W "
+                                          f"from 0 to {hi}; got {w!r}")
+                    out_v[nid] = float(w)
+                v = out_v
             elif k == "tie_override":
                 if not isinstance(v, dict) or not all(isinstance(x, bool) for x in v.values()):
                     raise PolicyError("policy: field 'tie_override': expected a table of "
