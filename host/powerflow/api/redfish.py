@@ -20,14 +20,18 @@ tokens: user = token name, password = its secret (without a tokens file, anyone 
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import time
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from powerflow.api.auth import LOCAL, Principal, Tokens
+from powerflow.control.policy import PolicyError
 from powerflow.manager import NodeManager
 from powerflow.store import TelemetryStore
 
@@ -92,7 +96,6 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
             return LOCAL
         auth = request.headers.get("authorization", "")
         if auth.startswith("Basic "):
-            import base64
             try:
                 user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
@@ -142,7 +145,7 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
     def root() -> JSONResponse:
         return ok({"@odata.id": V1 + "/", "@odata.type": otype("ServiceRoot"), "Id": "RootService",
                    "Name": f"PowerFlow rack {rack.name}", "RedfishVersion": "1.20.0",
-                   "UUID": "7c1b2a4e-5d00-4c6e-9a1f-" + f"{abs(hash(rack.name)) % 16**12:012x}",
+                   "UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"powerflow:rack:{rack.name}")),
                    "Chassis": ref(V1 + "/Chassis"), "SessionService": ref(V1 + "/SessionService"),
                    "PowerEquipment": ref(V1 + "/PowerEquipment"),
                    "Links": {"Sessions": ref(V1 + "/SessionService/Sessions")}})
@@ -430,10 +433,6 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         """Pin a converter's output (SetPoint, W; ControlMode Override) or hand it back to the
         allocator (ControlMode Automatic). A pin is kept only if the allocation it leads to
         passes the allocator's load-flow check."""
-        import json
-
-        from powerflow.control.policy import PolicyError
-
         if p is None:
             return unauthorised()
         if not p.may_write:
@@ -550,10 +549,6 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         return resp
 
     async def _patch_limit(dev: str, p: Principal | None, raw: str) -> JSONResponse:
-        import json
-
-        from powerflow.control.policy import PolicyError
-
         if p is None:
             return unauthorised()
         if not p.may_write:
