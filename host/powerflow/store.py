@@ -49,6 +49,7 @@ class TelemetryStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        self._tx = threading.Lock()  # one transaction at a time on the shared connection
         self._pending: list[tuple[int, str, float, float]] = []
         self._events: list[tuple[float, int | None, str, str]] = []
         self.acked = 0  # rows committed
@@ -75,10 +76,11 @@ class TelemetryStore:
         if not rows and not evs:
             return 0
         db = self._db
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?)", rows)
-        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", evs)
-        db.execute("COMMIT")
+        with self._tx:  # flushes come from the flusher task and from API calls alike
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", evs)
+            db.execute("COMMIT")
         self.acked += len(rows)
         return len(rows)
 
@@ -124,19 +126,20 @@ class TelemetryStore:
         now = time.time() if now is None else now
         cut = now - self.retention_s
         db = self._db
-        db.execute("BEGIN")
-        db.execute("""INSERT INTO telemetry_1m
-                      SELECT node, metric, CAST(t / 60 AS INTEGER) * 60.0 AS m, AVG(value),
-                             MIN(value), MAX(value), COUNT(*)
-                      FROM telemetry WHERE t < ? GROUP BY node, metric, m
-                      ON CONFLICT (node, metric, t) DO UPDATE SET
-                        value = (value * n + excluded.value * excluded.n) / (n + excluded.n),
-                        vmin = MIN(vmin, excluded.vmin), vmax = MAX(vmax, excluded.vmax),
-                        n = n + excluded.n""", (cut,))
-        folded = db.execute("DELETE FROM telemetry WHERE t < ?", (cut,)).rowcount
-        dropped = db.execute("DELETE FROM telemetry_1m WHERE t < ?",
-                             (now - self.rollup_retention_s,)).rowcount
-        db.execute("COMMIT")
+        with self._tx:
+            db.execute("BEGIN")
+            db.execute("""INSERT INTO telemetry_1m
+                          SELECT node, metric, CAST(t / 60 AS INTEGER) * 60.0 AS m, AVG(value),
+                                 MIN(value), MAX(value), COUNT(*)
+                          FROM telemetry WHERE t < ? GROUP BY node, metric, m
+                          ON CONFLICT (node, metric, t) DO UPDATE SET
+                            value = (value * n + excluded.value * excluded.n) / (n + excluded.n),
+                            vmin = MIN(vmin, excluded.vmin), vmax = MAX(vmax, excluded.vmax),
+                            n = n + excluded.n""", (cut,))
+            folded = db.execute("DELETE FROM telemetry WHERE t < ?", (cut,)).rowcount
+            dropped = db.execute("DELETE FROM telemetry_1m WHERE t < ?",
+                                 (now - self.rollup_retention_s,)).rowcount
+            db.execute("COMMIT")
         return folded, dropped
 
     def close(self) -> None:
