@@ -32,6 +32,8 @@ typecheck: $(STAMP)
 	  MYPYPATH=$(STUBS)/$$board $(PY) -m mypy --config-file firmware/mypy.ini \
 	    --custom-typeshed-dir $(STUBS)/$$board $(NODE_CODE) || exit 1; \
 	done
+	@echo "type-checking the host"
+	$(PY) -m mypy --ignore-missing-imports host/powerflow
 
 # The main job: the small example rack emulated (real firmware in MicroPython processes,
 # over ptys and TCP) under the host controller, for 30 s. Its API serves the CLI meanwhile.

@@ -205,10 +205,10 @@ class NodeManager:
             self._event(ns, EV_NAMES.get(f.body[d.K_EVENT], "event"), str(body_to_names(f.body)))
 
     def _event(self, ns: NodeState, kind: str, detail: str) -> None:
-        ev = {"t": time.time(), "node": ns.node.id, "kind": kind, "detail": detail}
-        ns.events.append(ev)
+        t = time.time()
+        ns.events.append({"t": t, "node": ns.node.id, "kind": kind, "detail": detail})
         del ns.events[:-50]
-        self.store.event(ev["t"], ns.node.id, kind, detail)
+        self.store.event(t, ns.node.id, kind, detail)
 
     # ---- commands (from the API) -----------------------------------------------------------
     def _online(self, node_id: int) -> tuple[NodeState, NodeSession]:

@@ -179,7 +179,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
             raise r.err(key, f"one of the segment ids {', '.join(segs)}", v)
         return v
 
-    nodes = []
+    nodes: list[Node] = []
     for i, n in enumerate(raw.get("node", [])):
         r = _Reader(path, f"[[node]] #{i + 1}", n)
         nid = r.int_("id", 1, 0xFFFE)
@@ -209,7 +209,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
         r.done()
     if not nodes:
         raise RackError(f"{path}: no [[node]]: a rack needs at least one converter node")
-    branches = []
+    branches: list[Branch] = []
     for i, b in enumerate(raw.get("branch", [])):
         r = _Reader(path, f"[[branch]] #{i + 1}", b)
         bid = r.text("id", f"b{i + 1}")
@@ -235,7 +235,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
             port = (port[0], port[1])
         branches.append(Branch(bid, f, t, r.num("r", 1e-7, 10.0), sw, closed, port))
         r.done()
-    devices = []
+    devices: list[Device] = []
     for i, dv in enumerate(raw.get("device", [])):
         r = _Reader(path, f"[[device]] #{i + 1}", dv)
         did = r.text("id")

@@ -308,7 +308,7 @@ class Allocator:
         conv_loss = np.where(on, self.losses(np.arange(len(on)), fl.p_conv), 0.0)
         feed_plan = float(np.sum(np.where(on, fl.p_conv, 0.0) + conv_loss))
         mem.last_feed_plan_w = max(feed_plan, view.feed_w)
-        nodes = {}
+        nodes: dict[int, dict[str, Any]] = {}
         for k, i in enumerate(self.node_ids):
             share = float(fl.p_conv[k]) if on[k] else 0.0
             nodes[i] = {"on": bool(on[k]), "vref": None if not on[k] else round(float(vref[k]), 4),
@@ -322,7 +322,7 @@ class Allocator:
             devices[d] = {"measured_w": round(float(view.devices[k].measured_w), 2),
                           "forecast_w": round(float(mean[k]), 2),
                           "p95_w": round(float(upper[k]), 2),
-                          "cap_w": None if caps[d] is None else round(float(caps[d]), 2),
+                          "cap_w": None if (c := caps[d]) is None else round(float(c), 2),
                           "binding": dev_binding[d]}
         loss_conv = float(sum(n["loss_w"] for n in nodes.values()))
         predicted = {"loss_conversion_w": round(loss_conv, 3),

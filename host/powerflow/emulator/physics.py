@@ -166,11 +166,11 @@ class RackPhysics:
             b.soc, 0.95 * rack.bus_voltage, 0.97 * rack.bus_voltage)
         # per node: (port, segment on the far side of the tie it operates)
         self._far: dict[int, list[tuple[int, int]]] = {n.id: [] for n in rack.nodes}
-        for k, b in enumerate(rack.branches):
-            if b.port is not None:
-                seg = self.conv[b.port[0]].seg
+        for k, br in enumerate(rack.branches):
+            if br.port is not None:
+                seg = self.conv[br.port[0]].seg
                 other = int(self.bt[k] if self.bf[k] == seg else self.bf[k])
-                self._far[b.port[0]].append((b.port[1], other))
+                self._far[br.port[0]].append((br.port[1], other))
         self.served = np.zeros(len(rack.devices))  # W actually delivered
         self.converged = True  # the last solve met its tolerance
         self._p_max_seg = np.zeros(len(self.segs))  # W: the most the devices of a segment draw

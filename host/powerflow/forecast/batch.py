@@ -87,8 +87,8 @@ class BatchForecaster:
         for hi, h in enumerate(self.h):  # score the forecasts whose target this is
             q = self.pending[hi]
             while q and q[0][0] <= self.t:
-                _, means, sel, margin = q.pop(0)
-                errs = np.abs(y[:, None] - means)
+                _, past, sel, margin = q.pop(0)
+                errs = np.abs(y[:, None] - past)
                 self.err[hi] = self.decay * self.err[hi] + (1 - self.decay) * errs
                 self.seen[hi] += 1
                 resid = y - sel
@@ -115,7 +115,9 @@ class BatchForecaster:
         self.f_hist[cur], self.y_hist[cur] = f_now, y
         g = f_now / self.scale[:, None]
         g[:, 0] = 1.0
-        means, uppers, models = {}, {}, {}
+        means: dict[int, F] = {}
+        uppers: dict[int, F] = {}
+        models: dict[int, F] = {}
         n = min(self.count, MEAN_WINDOW)
         level = self.y[:, (np.arange(self.count - n, self.count)) % self.keep].mean(axis=1)
         rows = np.arange(self.d)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class OnlineForecaster:
     def __init__(self, horizons: tuple[int, ...], n_exog: int = 0, q: float = 0.95) -> None:
         self.horizons = tuple(sorted(horizons))
         self.hist = History(n_exog)
-        self.models = [Persistence(self.horizons, n_exog), OnlineRidge(self.horizons, n_exog),
+        self.models: list[Any] = [Persistence(self.horizons, n_exog), OnlineRidge(self.horizons, n_exog),
                        RollingMean(self.horizons, n_exog)]
         self.names = [m.name for m in self.models] + ["selected"]
         self.selector = Selector(self.models, self.horizons)

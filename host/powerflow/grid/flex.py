@@ -169,11 +169,12 @@ def solve_flex(case: Case, c_loss: float, c_flex: float, vmin: float | None = No
     p = np.where(np.abs(p - case.p_load) < tiny, case.p_load, p)
     q = np.where(np.abs(q - case.q_load) < tiny, case.q_load, q)
     relax_loss = float(np.sum(r * xs[iL:iL + m])) * base
-    res = _checked(case, c_loss, c_flex, p, q, opened, relax_loss, time.perf_counter() - t0, vmin)
+    found = _checked(case, c_loss, c_flex, p, q, opened, relax_loss, time.perf_counter() - t0,
+                     vmin)
     # never recommend more than doing nothing costs
     idle = _checked(case, c_loss, c_flex, case.p_load, case.q_load, opened, relax_loss,
                     time.perf_counter() - t0, vmin)
-    return idle if idle.feasible and idle.cost <= res.cost else res
+    return idle if idle.feasible and idle.cost <= found.cost else found
 
 
 def _checked(case: Case, c_loss: float, c_flex: float, p: F, q: F, opened: tuple[int, ...],

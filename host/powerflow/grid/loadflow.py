@@ -106,14 +106,14 @@ def orient(case: Case) -> Tree:
     not radial (a loop, or two feeds joined) or leave a loaded bus unsupplied."""
     n = case.n_bus
     adj: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    for b in np.flatnonzero(case.closed):
-        adj[case.f[b]].append((case.t[b], b))
-        adj[case.t[b]].append((case.f[b], b))
+    for br in np.flatnonzero(case.closed):
+        adj[case.f[br]].append((int(case.t[br]), int(br)))
+        adj[case.t[br]].append((int(case.f[br]), int(br)))
     parent = np.full(n, -1, np.int64)
     pbr = np.full(n, -1, np.int64)
     seen = np.zeros(n, bool)
-    order = []
-    q = deque()
+    order: list[int] = []
+    q: deque[int] = deque()
     for s in case.slack:
         seen[s] = True
         q.append(int(s))

@@ -40,8 +40,8 @@ def build_model(case: Case, vmin: float | None = None, vmax: float = 1.1,
     w = [m.addVar(f"w{i}", lb=lo, ub=hi) for i in range(nn)]
     m.fixVar(w[0], v0 ** 2)
     y, d, arcs = [], [], []
-    into = [[] for _ in range(nn)]
-    out = [[] for _ in range(nn)]
+    into: list[list[int]] = [[] for _ in range(nn)]
+    out: list[list[int]] = [[] for _ in range(nn)]
     big_w = hi - lo
     for b in range(case.n_branch):
         u, t = int(node[case.f[b]]), int(node[case.t[b]])

@@ -42,7 +42,7 @@ class Meter:
     feed_wh: float = 0.0
     period_feed_j: float = 0.0
     period_s: float = 0.0
-    served_j: np.ndarray | None = None
+    served_j: np.ndarray = field(default_factory=lambda: np.zeros(0))
     short_p1: bool = False  # a priority-1 device got less than it demanded this period
     feed_violations: int = 0
     p1_brownouts: int = 0
