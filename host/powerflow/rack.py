@@ -20,12 +20,12 @@ anything wrong, with what was expected.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from powerflow.control.policy import PolicyError, policy_from_config
+from powerflow.tomlfile import read_toml
 
 
 class RackError(ValueError):
@@ -139,14 +139,7 @@ class _Reader:
 
 
 def load_rack(path: str | Path) -> Rack:
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise RackError(f"{p}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RackError(f"{p}: not valid TOML: {e}") from None
-    return parse_rack(raw, str(p))
+    return parse_rack(read_toml(path, RackError), str(path))
 
 
 def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from powerflow.tomlfile import read_toml
 
 ROLES = ("read", "operator")
 
@@ -52,12 +53,7 @@ class Tokens:
     @classmethod
     def load(cls, path: str | Path) -> Tokens:
         p = Path(path)
-        try:
-            raw = tomllib.loads(p.read_text())
-        except OSError as e:
-            raise AuthConfigError(f"{p}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise AuthConfigError(f"{p}: not valid TOML: {e}") from None
+        raw = read_toml(p, AuthConfigError)
         out = []
         for i, t in enumerate(raw.get("token", [])):
             where = f"{p}: [[token]] #{i + 1}"

@@ -55,19 +55,12 @@ def load_fault_script(path: str) -> list[dict[str, Any]]:
 
     Each entry is checked against the API's FaultRequest model; ValueError names the entry.
     """
-    import tomllib
-
     from pydantic import ValidationError
 
     from powerflow.api.app import FaultRequest
+    from powerflow.tomlfile import read_toml
 
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except OSError as e:
-        raise ValueError(f"{path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    raw = read_toml(path, ValueError)
     out = []
     for i, item in enumerate(raw.get("fault", [])):
         item = dict(item)

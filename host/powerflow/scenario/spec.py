@@ -17,13 +17,13 @@ Errors name the file, the entry and the field, as rack files do.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from powerflow.control.policy import Policy, PolicyError, policy_from_config
 from powerflow.rack import Rack, RackError, _Reader, load_rack
+from powerflow.tomlfile import read_toml
 
 KINDS = {
     "converter_fail": ("node",), "converter_restore": ("node",), "link_loss": ("node",),
@@ -57,12 +57,7 @@ class Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise RackError(f"{p}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise RackError(f"{p}: not valid TOML: {e}") from None
+    raw = read_toml(p, RackError)
     for key in raw:
         if key not in ("scenario", "policy", "event"):
             raise RackError(f"{p}: unknown section [{key}]")
