@@ -89,6 +89,10 @@ def test_client_library_reads_the_rack(host: Host) -> None:
         assert c.get(bus + "/A/Branches/A-B").dict["PowerState"] == "On"
         mains = c.get(bus + "/B/Mains/Node2").dict
         assert mains["CircuitType"] == "Mains" and mains["NominalVoltage"] == "DC12V"
+        missing = c.get("/redfish/v1/Chassis/nope/EnvironmentMetrics")
+        assert missing.status == 404
+        assert missing.dict["error"]["@Message.ExtendedInfo"][0]["MessageId"].endswith(
+            "ResourceNotFound")
         legacy = c.get("/redfish/v1/Chassis/Rack/Power").dict
         assert legacy["PowerControl"][0]["PowerConsumedWatts"] > 100
     finally:

@@ -96,9 +96,9 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
                         request.method, path, body, resp.status_code)
         return resp
 
-    from powerflow.api.redfish import make_router
+    from powerflow.api.redfish import install
 
-    app.include_router(make_router(manager, store, tokens, control))
+    install(app, manager, store, tokens, control)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from powerflow.api.auth import LOCAL, Principal, Tokens
@@ -66,6 +66,26 @@ def error(status: int, message: str, msg_id: str = "Base.1.19.GeneralError",
         "Resolution": "Correct the request and resubmit it."}]}}, status, headers=HEADERS)
 
 
+class RedfishError(Exception):
+    """Raised with the Redfish error response to send (see `install`)."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def install(app: FastAPI, manager: NodeManager, store: TelemetryStore, tokens: Tokens,
+            control: Any = None) -> None:
+    """Serve the Redfish tree from `app`."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RedfishError)
+        return exc.response
+
+    app.add_exception_handler(RedfishError, handler)
+    app.include_router(make_router(manager, store, tokens, control))
+
+
 def metadata_xml() -> str:
     refs = []
     for ns, v in SCHEMAS.items():
@@ -84,7 +104,16 @@ def metadata_xml() -> str:
 
 def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                 control: Any = None) -> APIRouter:
-    r = APIRouter(include_in_schema=False)
+    r = APIRouter(include_in_schema=False)  # open: service root, metadata, login; writes
+    #                                          authenticate and audit themselves
+
+    def authed(request: Request) -> Principal:
+        p = who(request)
+        if p is None:
+            raise RedfishError(unauthorised())
+        return p
+
+    g = APIRouter(include_in_schema=False, dependencies=[Depends(authed)])
     sessions: dict[str, tuple[str, Principal, float]] = {}  # token -> (id, who, created)
     rack = manager.rack
 
@@ -163,19 +192,15 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
             {"name": "PowerEquipment", "kind": "Singleton", "url": V1 + "/PowerEquipment"}]})
 
     # ---- sessions ----------------------------------------------------------------------
-    @r.get(V1 + "/SessionService")
-    def session_service(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(V1 + "/SessionService")
+    def session_service() -> JSONResponse:
         return ok({"@odata.id": V1 + "/SessionService", "@odata.type": otype("SessionService"),
                    "Id": "SessionService", "Name": "Session Service", "ServiceEnabled": True,
                    "SessionTimeout": 1800, "Status": {"State": "Enabled", "Health": "OK"},
                    "Sessions": ref(V1 + "/SessionService/Sessions")})
 
-    @r.get(V1 + "/SessionService/Sessions")
-    def session_list(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(V1 + "/SessionService/Sessions")
+    def session_list() -> JSONResponse:
         members = [ref(f"{V1}/SessionService/Sessions/{sid}") for sid, _, _ in sessions.values()]
         return ok({"@odata.id": V1 + "/SessionService/Sessions",
                    "@odata.type": otype("SessionCollection"), "Name": "Sessions",
@@ -206,19 +231,15 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         return {"@odata.id": f"{V1}/SessionService/Sessions/{sid}", "@odata.type": otype("Session"),
                 "Id": sid, "Name": f"Session {sid}", "UserName": p.name}
 
-    @r.get(V1 + "/SessionService/Sessions/{sid}")
-    def session_get(sid: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(V1 + "/SessionService/Sessions/{sid}")
+    def session_get(sid: str) -> JSONResponse:
         for s, p, _ in sessions.values():
             if s == sid:
                 return ok(session_body(s, p))
         return error(404, f"no session {sid}", "Base.1.19.ResourceNotFound", ["Session", sid])
 
-    @r.delete(V1 + "/SessionService/Sessions/{sid}")
-    def session_end(sid: str, request: Request) -> Response:
-        if who(request) is None:
-            return unauthorised()
+    @g.delete(V1 + "/SessionService/Sessions/{sid}")
+    def session_end(sid: str) -> Response:
         for tok, (s, _, _) in list(sessions.items()):
             if s == sid:
                 del sessions[tok]
@@ -234,19 +255,15 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
     # ---- chassis -----------------------------------------------------------------------
     CH = V1 + "/Chassis"
 
-    @r.get(CH)
-    def chassis_list(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH)
+    def chassis_list() -> JSONResponse:
         members = [ref(CH + "/Rack")] + [ref(f"{CH}/{d}") for d in devices()]
         return ok({"@odata.id": CH, "@odata.type": otype("ChassisCollection"),
                    "Name": "Chassis Collection", "Members": members,
                    "Members@odata.count": len(members)})
 
-    @r.get(CH + "/Rack")
-    def rack_chassis(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack")
+    def rack_chassis() -> JSONResponse:
         health = [node_status(ns)["Health"] for ns in manager.nodes.values()]
         worst = "Critical" if "Critical" in health else "Warning" if "Warning" in health else "OK"
         return ok({"@odata.id": CH + "/Rack", "@odata.type": otype("Chassis"), "Id": "Rack",
@@ -257,10 +274,8 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                    "Power": ref(CH + "/Rack/Power"),
                    "Links": {"Contains": [ref(f"{CH}/{d}") for d in devices()]}})
 
-    @r.get(CH + "/Rack/PowerSubsystem")
-    def power_subsystem(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack/PowerSubsystem")
+    def power_subsystem() -> JSONResponse:
         a = alloc()
         requested = a.predicted["demand_p95_w"] if a else None
         allocated = (sum(n["share_w"] for n in a.nodes.values()) if a else None)
@@ -281,10 +296,8 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                    "PowerSupplies": ref(CH + "/Rack/PowerSubsystem/PowerSupplies"),
                    "Status": {"State": "Enabled", "Health": "OK"}})
 
-    @r.get(CH + "/Rack/PowerSubsystem/PowerSupplies")
-    def supplies(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack/PowerSubsystem/PowerSupplies")
+    def supplies() -> JSONResponse:
         members = [ref(f"{CH}/Rack/PowerSubsystem/PowerSupplies/Node{n.id}") for n in rack.nodes]
         return ok({"@odata.id": CH + "/Rack/PowerSubsystem/PowerSupplies",
                    "@odata.type": otype("PowerSupplyCollection"), "Name": "Converter nodes",
@@ -295,14 +308,21 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
             return None
         return manager.nodes.get(int(nid[4:]))
 
-    @r.get(CH + "/Rack/PowerSubsystem/PowerSupplies/{nid}")
-    def supply(nid: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    def supply_of(nid: str) -> Any:
         ns = node_of(nid)
         if ns is None:
-            return error(404, f"no power supply {nid}", "Base.1.19.ResourceNotFound",
-                         ["PowerSupply", nid])
+            raise RedfishError(error(404, f"no power supply {nid}", "Base.1.19.ResourceNotFound",
+                                     ["PowerSupply", nid]))
+        return ns
+
+    def known_device(dev: str) -> None:
+        if dev not in devices():
+            raise RedfishError(error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound",
+                                     ["Chassis", dev]))
+
+    @g.get(CH + "/Rack/PowerSubsystem/PowerSupplies/{nid}")
+    def supply(nid: str) -> JSONResponse:
+        ns = supply_of(nid)
         n = ns.node
         path = f"{CH}/Rack/PowerSubsystem/PowerSupplies/{nid}"
         return ok({"@odata.id": path, "@odata.type": otype("PowerSupply"), "Id": nid,
@@ -318,14 +338,9 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                                                  "LocationOrdinalValue": n.position[0]}},
                    "Status": node_status(ns), "Metrics": ref(path + "/Metrics")})
 
-    @r.get(CH + "/Rack/PowerSubsystem/PowerSupplies/{nid}/Metrics")
-    def supply_metrics(nid: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
-        ns = node_of(nid)
-        if ns is None:
-            return error(404, f"no power supply {nid}", "Base.1.19.ResourceNotFound",
-                         ["PowerSupply", nid])
+    @g.get(CH + "/Rack/PowerSubsystem/PowerSupplies/{nid}/Metrics")
+    def supply_metrics(nid: str) -> JSONResponse:
+        ns = supply_of(nid)
         t = ns.telemetry
         path = f"{CH}/Rack/PowerSubsystem/PowerSupplies/{nid}/Metrics"
 
@@ -360,18 +375,14 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
             return {"UpperCaution": {"Reading": 100.0}, "UpperCritical": {"Reading": 115.0}}
         return {"UpperCaution": {"Reading": n.rating_w}}
 
-    @r.get(CH + "/Rack/Sensors")
-    def sensor_list(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack/Sensors")
+    def sensor_list() -> JSONResponse:
         members = [ref(f"{CH}/Rack/Sensors/Node{n.id}{k}") for n in rack.nodes for k in SENSORS]
         return ok({"@odata.id": CH + "/Rack/Sensors", "@odata.type": otype("SensorCollection"),
                    "Name": "Rack sensors", "Members": members, "Members@odata.count": len(members)})
 
-    @r.get(CH + "/Rack/Sensors/{sid}")
-    def sensor(sid: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack/Sensors/{sid}")
+    def sensor(sid: str) -> JSONResponse:
         kind = sid[-4:]
         ns = node_of(sid[:-4])
         if ns is None or kind not in SENSORS:
@@ -392,19 +403,15 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                 "AllowableMin": lo, "AllowableMax": hi, "ControlMode": mode,
                 "Status": {"State": "Enabled", "Health": "OK"}}
 
-    @r.get(CH + "/Rack/Controls")
-    def rack_controls(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack/Controls")
+    def rack_controls() -> JSONResponse:
         members = [ref(f"{CH}/Rack/Controls/Node{n.id}Output") for n in rack.nodes]
         return ok({"@odata.id": CH + "/Rack/Controls", "@odata.type": otype("ControlCollection"),
                    "Name": "Converter output setpoints", "Members": members,
                    "Members@odata.count": len(members)})
 
-    @r.get(CH + "/Rack/Controls/{cid}")
-    def rack_control(cid: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack/Controls/{cid}")
+    def rack_control(cid: str) -> JSONResponse:
         ns = node_of(cid[:-6]) if cid.endswith("Output") else None
         if ns is None:
             return error(404, f"no control {cid}", "Base.1.19.ResourceNotFound", ["Control", cid])
@@ -479,13 +486,10 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                                                               "SetPoint"])
         return ok(output_body(cid, ns))
 
-    @r.get(CH + "/{dev}")
-    def device_chassis(dev: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
-        d = devices().get(dev)
-        if d is None:
-            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+    @g.get(CH + "/{dev}")
+    def device_chassis(dev: str) -> JSONResponse:
+        known_device(dev)
+        d = devices()[dev]
         return ok({"@odata.id": f"{CH}/{dev}", "@odata.type": otype("Chassis"), "Id": dev,
                    "Name": f"Device {dev} (priority {d.priority}, segment {d.segment})",
                    "ChassisType": "RackMount", "Status": {"State": "Enabled", "Health": "OK"},
@@ -505,20 +509,14 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                                     "AllowableMin": d.p_min_w, "AllowableMax": d.p_max_w,
                                     "ControlMode": "Automatic" if cap is None else "Override"}}
 
-    @r.get(CH + "/{dev}/EnvironmentMetrics")
-    def env(dev: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
-        if dev not in devices():
-            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+    @g.get(CH + "/{dev}/EnvironmentMetrics")
+    def env(dev: str) -> JSONResponse:
+        known_device(dev)
         return ok(env_body(dev))
 
-    @r.get(CH + "/{dev}/Controls")
-    def dev_controls(dev: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
-        if dev not in devices():
-            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+    @g.get(CH + "/{dev}/Controls")
+    def dev_controls(dev: str) -> JSONResponse:
+        known_device(dev)
         members = [ref(f"{CH}/{dev}/Controls/PowerLimit")]
         return ok({"@odata.id": f"{CH}/{dev}/Controls", "@odata.type": otype("ControlCollection"),
                    "Name": f"Device {dev} controls", "Members": members,
@@ -531,12 +529,9 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                             f"Device {dev} power limit", lim if lim is not None else d.p_max_w,
                             d.p_min_w, d.p_max_w, "Override" if lim is not None else "Automatic")
 
-    @r.get(CH + "/{dev}/Controls/PowerLimit")
-    def dev_limit(dev: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
-        if dev not in devices():
-            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
+    @g.get(CH + "/{dev}/Controls/PowerLimit")
+    def dev_limit(dev: str) -> JSONResponse:
+        known_device(dev)
         return ok(limit_body(dev))
 
     @r.patch(CH + "/{dev}/Controls/PowerLimit")
@@ -599,28 +594,22 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
     def seg_ok(seg: str) -> bool:
         return seg in rack.segments
 
-    @r.get(PE)
-    def power_equipment(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(PE)
+    def power_equipment() -> JSONResponse:
         return ok({"@odata.id": PE, "@odata.type": otype("PowerEquipment"), "Id": "PowerEquipment",
                    "Name": f"Rack {rack.name} power mesh",
                    "Status": {"State": "Enabled", "Health": "OK"},
                    "ElectricalBuses": ref(BUS)})
 
-    @r.get(BUS)
-    def buses(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(BUS)
+    def buses() -> JSONResponse:
         members = [ref(f"{BUS}/{sg}") for sg in rack.segments]
         return ok({"@odata.id": BUS, "@odata.type": otype("PowerDistributionCollection"),
                    "Name": "Bus segments", "Members": members,
                    "Members@odata.count": len(members)})
 
-    @r.get(BUS + "/{seg}")
-    def bus(seg: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(BUS + "/{seg}")
+    def bus(seg: str) -> JSONResponse:
         if not seg_ok(seg):
             return error(404, f"no bus segment {seg}", "Base.1.19.ResourceNotFound", ["Bus", seg])
         return ok({"@odata.id": f"{BUS}/{seg}", "@odata.type": otype("PowerDistribution"),
@@ -633,10 +622,8 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
             return [f"Node{n.id}" for n in rack.nodes if n.segment == seg]
         return [b.id for b in rack.branches if b.from_ == seg]
 
-    @r.get(BUS + "/{seg}/{kind}")
-    def circuit_list(seg: str, kind: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(BUS + "/{seg}/{kind}")
+    def circuit_list(seg: str, kind: str) -> JSONResponse:
         if not seg_ok(seg) or kind not in ("Mains", "Branches"):
             return error(404, f"no {kind} on {seg}", "Base.1.19.ResourceNotFound", [kind, seg])
         members = [ref(f"{BUS}/{seg}/{kind}/{c}") for c in circuits(seg, kind)]
@@ -644,10 +631,8 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                    "Name": f"{kind} of segment {seg}", "Members": members,
                    "Members@odata.count": len(members)})
 
-    @r.get(BUS + "/{seg}/{kind}/{cid}")
-    def circuit(seg: str, kind: str, cid: str, request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(BUS + "/{seg}/{kind}/{cid}")
+    def circuit(seg: str, kind: str, cid: str) -> JSONResponse:
         if not seg_ok(seg) or kind not in ("Mains", "Branches") or cid not in circuits(seg, kind):
             return error(404, f"no circuit {cid}", "Base.1.19.ResourceNotFound", ["Circuit", cid])
         body: dict[str, Any] = {"@odata.id": f"{BUS}/{seg}/{kind}/{cid}",
@@ -678,10 +663,8 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         return ok(body)
 
     # ---- the legacy Power resource -----------------------------------------------------
-    @r.get(CH + "/Rack/Power")
-    def legacy_power(request: Request) -> JSONResponse:
-        if who(request) is None:
-            return unauthorised()
+    @g.get(CH + "/Rack/Power")
+    def legacy_power() -> JSONResponse:
         a = alloc()
         consumed = sum(float(ns.telemetry.get("READ_POUT") or 0.0)
                        for ns in manager.nodes.values() if ns.state == "online")
@@ -705,4 +688,5 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                                       "LimitException": "LogEventOnly"}}],
                    "PowerSupplies": psus})
 
+    r.include_router(g)
     return r
