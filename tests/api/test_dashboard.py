@@ -16,20 +16,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import ROOT
-from tests.emulator.test_host_end_to_end import Host, wait_for
+from tests.emulator.test_host_end_to_end import Host, running_host, wait_for
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    h = Host(tmp_path_factory.mktemp("dash"))
-    try:
-        wait_for(lambda: h.api("/status")["online"] == 4, 30, "all four nodes online")
-        wait_for(lambda: h.api("/control")["periods"] >= 3, 30, "control periods")
+    with running_host(tmp_path_factory.mktemp("dash"), periods=3) as h:
         yield h
-    finally:
-        h.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,13 @@ import json
 import httpx
 import pytest
 
-from tests.emulator.test_host_end_to_end import Host, wait_for
+from tests.emulator.test_host_end_to_end import Host, running_host, wait_for
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    h = Host(tmp_path_factory.mktemp("ctl"))
-    try:
-        wait_for(lambda: h.api("/status")["online"] == 4, 30, "all four nodes online")
-        wait_for(lambda: h.api("/control")["periods"] >= 12, 40, "a dozen control periods")
+    with running_host(tmp_path_factory.mktemp("ctl"), periods=12) as h:
         yield h
-    finally:
-        h.stop()
 
 
 def put(h: Host, path: str, body: dict) -> httpx.Response:

@@ -11,7 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +74,25 @@ class Host:
                 self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory) -> Host:
-    h = Host(tmp_path_factory.mktemp("host"), "--no-control")  # manual commands: no loop
+@contextmanager
+def running_host(tmp: Path, *extra: str, periods: int = 0) -> Iterator[Host]:
+    """`powerflow run --emulate` with all four nodes online (and, with the control loop,
+    `periods` control periods run); stopped on leaving."""
+    h = Host(tmp, *extra)
     try:
         wait_for(lambda: h.api("/status")["online"] == 4, 30, "all four nodes online")
+        if periods:
+            wait_for(lambda: h.api("/control")["periods"] >= periods, 40,
+                     f"{periods} control periods")
         yield h
     finally:
         h.stop()
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory) -> Host:
+    with running_host(tmp_path_factory.mktemp("host"), "--no-control") as h:  # manual commands
+        yield h
 
 
 def test_setpoint_from_the_cli_reaches_the_node_and_its_telemetry(host: Host) -> None:

@@ -429,38 +429,47 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
 
     @r.patch(CH + "/Rack/Controls/{cid}")
     async def rack_control_patch(cid: str, request: Request) -> JSONResponse:
+        return await audited_write(request, lambda body: pin_output(cid, body))
+
+    async def audited_write(request: Request, apply: Any) -> JSONResponse:
+        """A PATCH: the writer's rights, the control loop and a JSON object of writable
+        properties checked, then `apply(body)`; every answer, refusals included, audited."""
         p = who(request)
         raw = (await request.body()).decode("utf-8", "replace")
-        resp = pin_output(cid, p, raw)
+        try:
+            if p is None:
+                raise RedfishError(unauthorised())
+            if not p.may_write:
+                raise RedfishError(error(403, f"'{p.name}' is read-only",
+                                         "Base.1.19.InsufficientPrivilege"))
+            if control is None:
+                raise RedfishError(error(409, "this host runs without its control loop",
+                                         "Base.1.19.ActionNotSupported", ["PATCH"]))
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or not body:
+                raise RedfishError(error(400, "give SetPoint (W) or ControlMode",
+                                         "Base.1.19.PropertyMissing", ["SetPoint"]))
+            unknown = sorted(set(body) - {"SetPoint", "ControlMode"})
+            if unknown:
+                raise RedfishError(error(400, f"property {unknown[0]} is not writable",
+                                         "Base.1.19.PropertyNotWritable", [unknown[0]]))
+            resp = apply(body)
+        except RedfishError as e:
+            resp = e.response
         store.audit(time.time(), p.name if p else "-", p.role if p else "-", "PATCH",
-                    f"{CH}/Rack/Controls/{cid}", raw, resp.status_code)
+                    request.url.path, raw, resp.status_code)
         return resp
 
-    def pin_output(cid: str, p: Principal | None, raw: str) -> JSONResponse:
+    def pin_output(cid: str, body: dict[str, Any]) -> JSONResponse:
         """Pin a converter's output (SetPoint, W; ControlMode Override) or hand it back to the
         allocator (ControlMode Automatic). A pin is kept only if the allocation it leads to
         passes the allocator's load-flow check."""
-        if p is None:
-            return unauthorised()
-        if not p.may_write:
-            return error(403, f"'{p.name}' is read-only", "Base.1.19.InsufficientPrivilege")
         ns = node_of(cid[:-6]) if cid.endswith("Output") else None
         if ns is None:
             return error(404, f"no control {cid}", "Base.1.19.ResourceNotFound", ["Control", cid])
-        if control is None:
-            return error(409, "this host runs without its control loop",
-                         "Base.1.19.ActionNotSupported", ["PATCH"])
-        try:
-            body = json.loads(raw)
-            assert isinstance(body, dict) and body
-        except (ValueError, AssertionError):
-            return error(400, "give SetPoint (W) or ControlMode", "Base.1.19.PropertyMissing",
-                         ["SetPoint"])
-        unknown = set(body) - {"SetPoint", "ControlMode"}
-        if unknown:
-            name = sorted(unknown)[0]
-            return error(400, f"property {name} is not writable", "Base.1.19.PropertyNotWritable",
-                         [name])
         key = str(ns.node.id)
         pins = dict(control.ctrl.policy.node_output_w)
         mode = body.get("ControlMode", "Override")
@@ -536,33 +545,13 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
 
     @r.patch(CH + "/{dev}/Controls/PowerLimit")
     async def dev_limit_patch(dev: str, request: Request) -> JSONResponse:
-        p = who(request)
-        raw = (await request.body()).decode("utf-8", "replace")
-        resp = await _patch_limit(dev, p, raw)
-        store.audit(time.time(), p.name if p else "-", p.role if p else "-", "PATCH",
-                    f"{CH}/{dev}/Controls/PowerLimit", raw, resp.status_code)
-        return resp
+        return await audited_write(request, lambda body: set_limit(dev, body))
 
-    async def _patch_limit(dev: str, p: Principal | None, raw: str) -> JSONResponse:
-        if p is None:
-            return unauthorised()
-        if not p.may_write:
-            return error(403, f"'{p.name}' is read-only", "Base.1.19.InsufficientPrivilege")
-        if dev not in devices():
-            return error(404, f"no chassis {dev}", "Base.1.19.ResourceNotFound", ["Chassis", dev])
-        if control is None:
-            return error(409, "this host runs without its control loop",
-                         "Base.1.19.ActionNotSupported", ["PATCH"])
-        try:
-            body = json.loads(raw)
-            sp = body["SetPoint"]
-        except (ValueError, KeyError, TypeError):
+    def set_limit(dev: str, body: dict[str, Any]) -> JSONResponse:
+        known_device(dev)
+        if "SetPoint" not in body:
             return error(400, "give SetPoint (W)", "Base.1.19.PropertyMissing", ["SetPoint"])
-        unknown = set(body) - {"SetPoint", "ControlMode"}
-        if unknown:
-            name = sorted(unknown)[0]
-            return error(400, f"property {name} is not writable", "Base.1.19.PropertyNotWritable",
-                         [name])
+        sp = body["SetPoint"]
         d = devices()[dev]
         if isinstance(sp, bool) or not isinstance(sp, int | float) or not d.p_min_w <= sp <= d.p_max_w:
             return error(400, f"SetPoint {sp!r} is outside {d.p_min_w}..{d.p_max_w} W",

@@ -18,6 +18,7 @@ from typing import Any
 from powerflow.control.allocate import Allocation, BatteryView
 from powerflow.control.controller import DeviceObs, NodeObs, RackController
 from powerflow.control.devices import AgentDevices, PrometheusDevices
+from powerflow.control.dispatch import make_before_break
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
 
@@ -91,7 +92,8 @@ class ControlLoop:
                 t0 = loop.time()
 
     async def dispatch(self, a: Allocation) -> None:
-        prev, m, rack = self.prev, self.manager, self.manager.rack
+        m, rack = self.manager, self.manager.rack
+        now = make_before_break(a, self.prev)
 
         async def one(nid: int, vref: float | None) -> None:
             ns = m.nodes[nid]
@@ -99,8 +101,8 @@ class ControlLoop:
                 return
             try:
                 if vref is None:
-                    agreed = prev is not None and prev.vref.get(nid) is None
-                    if (agreed and ns.vout is not None) or (ns.vout is None and not ns.off_leased):
+                    if (nid not in now.hold and ns.vout is not None) or (
+                            ns.vout is None and not ns.off_leased):
                         await m.set_output(nid, on=False)
                 elif ns.vout is None or abs(ns.vout - vref) > 0.002:
                     await m.set_output(nid, vout=min(vref, ns.node.vout_max))
@@ -108,12 +110,10 @@ class ControlLoop:
                 self.dispatch_errors += 1  # the lease keeps the last good state meanwhile
 
         await asyncio.gather(*(one(nid, v) for nid, v in a.vref.items()))
-        for k, b in enumerate(rack.branches):
+        for k, want in now.ports.items():
+            b = rack.branches[k]
             if b.port is None:
                 continue
-            want = a.closed[k]
-            if not want and prev is not None and prev.closed[k]:
-                continue  # open only once two plans in a row agree
             ns = m.nodes[b.port[0]]
             state = ns.telemetry.get("PORT_STATE")
             if ns.state != "online" or state is None or bool(int(state) >> b.port[1] & 1) == want:

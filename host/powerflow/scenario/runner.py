@@ -26,6 +26,7 @@ from pfproto import defs as d
 from powerflow.control.allocate import Allocation, BatteryView
 from powerflow.control.controller import DeviceObs, NodeObs, RackController
 from powerflow.control.dcnet import DcNetwork, realise
+from powerflow.control.dispatch import make_before_break
 from powerflow.emulator.fast import FastRack
 from powerflow.protocol.names import body_to_names
 from powerflow.scenario.spec import Event, Scenario
@@ -114,20 +115,15 @@ class ScenarioRun:
 
     def _dispatch(self, a: Allocation) -> None:
         prev = self.prev_alloc
+        now = make_before_break(a, prev)
         for nid, vref in a.vref.items():
-            if vref is None and self.commanded_on.get(nid, False) and (
-                    prev is None or prev.vref.get(nid) is not None):
-                # break after make: off only once two plans in a row agree
+            if nid in now.hold and self.commanded_on.get(nid, False):
                 last = prev.vref.get(nid) if prev else None
                 vref = last if last is not None else self.sc.rack.bus_voltage
             self._setpoint(nid, vref)  # renewed every period, off included: it is a lease
-        for k, b in enumerate(self.sc.rack.branches):
-            if b.port is None:
-                continue
-            want = a.closed[k]
-            if not want and prev is not None and prev.closed[k]:
-                continue  # open only once two plans in a row agree
-            if self.commanded_ports.get(b.port) != want:
+        for k, want in now.ports.items():
+            b = self.sc.rack.branches[k]
+            if b.port is not None and self.commanded_ports.get(b.port) != want:
                 self._port(b.port[0], b.port[1], want)
         ph = self.fr.physics
         for k, dv in enumerate(self.sc.rack.devices):
