@@ -15,6 +15,28 @@ from powerflow.emulator.node_process import micropython_exe
 from powerflow.tools.build_firmware import mpy_cross as mpy_cross_exe
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    """The project's shared material (`../shared`): beside this checkout, or, for a clone
+    made elsewhere (CI clones to /tmp), beside the repository it was cloned from;
+    $POWERFLOW_SHARED overrides both."""
+    if os.environ.get("POWERFLOW_SHARED"):
+        return Path(os.environ["POWERFLOW_SHARED"])
+    here = ROOT.parent / "shared"
+    if here.is_dir():
+        return here
+    try:
+        origin = subprocess.run(["git", "-C", str(ROOT), "config", "remote.origin.url"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        origin = ""
+    if origin and Path(origin).is_dir():
+        return Path(origin).resolve().parent / "shared"
+    return here
+
+
+SHARED = _shared_dir()
 # the firmware is plain Python: the CPython tests import it directly too
 sys.path.insert(0, str(ROOT / "firmware"))
 MP_TESTS = ROOT / "tests" / "firmware" / "mp"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import redfish
 
-from tests.conftest import ROOT
+from tests.conftest import SHARED
 from tests.emulator.test_host_end_to_end import Host, wait_for
 
-CSDL = ROOT.parent / "shared" / "redfish" / "csdl"
+CSDL = SHARED / "redfish" / "csdl"
 READ, OPS = "viewer-secret-0001", "operator-secret-0002"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from powerflow.forecast.evaluate import evaluate
 from powerflow.forecast.online import OnlineForecaster
-from tests.conftest import ROOT
+from tests.conftest import SHARED
 
 
 def series(n: int = 1500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +62,7 @@ def test_stale_telemetry_falls_back_to_history_with_a_wider_band() -> None:
 
 
 def test_eval_command_on_the_gpu_trace() -> None:
-    trace = ROOT.parent / "shared" / "data" / "h100_power_trace_seed0.csv.gz"
+    trace = SHARED / "data" / "h100_power_trace_seed0.csv.gz"
     if not trace.exists():
         pytest.skip("the shared GPU trace is not beside this checkout")
     r = subprocess.run([sys.executable, "-m", "powerflow.cli", "forecast", "eval", str(trace),
