@@ -116,10 +116,15 @@ def test_metrics_parse_and_a_real_prometheus_scrapes_them(host: Host, tmp_path) 
                              f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        # Prometheus answers 503 (plain text) until its storage is open: wait for /-/ready.
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code
+                 == 200, 30, "Prometheus to be ready")
+
         def query():
-            r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
-                          params={"query": "powerflow_node_up"}, timeout=2).json()
-            return r["status"] == "success" and len(r["data"]["result"]) == 4 and r
+            resp = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                             params={"query": "powerflow_node_up"}, timeout=2)
+            r = resp.json() if resp.status_code == 200 else {}
+            return r.get("status") == "success" and len(r["data"]["result"]) == 4 and r
         res = wait_for(query, 30, "Prometheus to scrape the host")
         assert {x["metric"]["node"] for x in res["data"]["result"]} == {"1", "2", "3", "4"}
         up = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": "up"},
