@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("case")
     rec.add_argument("--top", type=_count, default=5, metavar="K")
     rec.add_argument("--vmin", type=_pu, default=None, metavar="V", help="lowest voltage, p.u.")
-    rec.add_argument("--method", choices=("auto", "enumerate", "misocp"), default="auto")
+    rec.add_argument("--method", choices=("auto", "enumerate", "misocp", "scip"), default="auto")
     rec.add_argument("--time-limit", type=_positive, default=60.0, metavar="S")
     rec.add_argument("--json", action="store_true")
     opt = sub.add_parser("optimize", help="flexible buses (and reconfiguration) at least cost")

@@ -1,9 +1,11 @@
 """Network reconfiguration: the radial configuration of least loss under voltage limits.
 
 Small networks are solved exactly by enumeration (every radial configuration,
-evaluated in one batch); networks with too many configurations go to a
-mixed-integer convex branch-flow model (`powerflow.grid.misocp`), which reports
-its optimality gap. Either way every configuration returned has been solved
+evaluated in one batch); networks with too many configurations go to the
+mixed-integer convex branch-flow model (`powerflow.grid.branchflow`), searched by our
+branch-and-bound on Clarabel relaxations (`powerflow.grid.branch_and_bound`, method
+"misocp") or by SCIP (`powerflow.grid.misocp`, method "scip"), which report the
+optimality gap they proved. Either way every configuration returned has been solved
 again with the exact load flow, and its figures are that load flow's.
 """
 
@@ -58,7 +60,8 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
                 time_limit: float = 60.0) -> ReconfigResult:
     """Least-loss radial configuration, with `vmin` (p.u.) as a lower voltage limit if given.
 
-    `method`: "enumerate", "misocp", or "auto" (enumerate when feasible).
+    `method`: "enumerate", "misocp" (branch-and-bound), "scip", or "auto" (enumerate
+    when feasible, else "misocp").
     """
     t0 = time.perf_counter()
     total = count_radial(case)
@@ -70,12 +73,10 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
             method = "misocp"
     elif method == "enumerate":
         open_sets = enumerate_radial(case, ENUMERATION_LIMIT)
-    if method == "misocp":
-        from powerflow.grid.misocp import reconfigure_misocp
-
-        return reconfigure_misocp(case, vmin=vmin, time_limit=time_limit, total=total, t0=t0)
+    if method in ("misocp", "scip"):
+        return _optimise(case, method, vmin, time_limit, total, t0)
     if method != "enumerate":
-        raise ValueError(f"unknown method {method!r} (auto, enumerate, misocp)")
+        raise ValueError(f"unknown method {method!r} (auto, enumerate, misocp, scip)")
     res = batch.evaluate(case, open_sets)
     score = res.loss_pu.copy()
     if vmin is not None:
@@ -95,3 +96,30 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
                           if vmin is not None else "no radial configuration has a load-flow solution")
     return ReconfigResult(top[0] if top else None, top, total, len(open_sets),
                           int(res.converged.sum()), 0.0, "enumeration", time.perf_counter() - t0, msg)
+
+
+def _optimise(case: Case, method: str, vmin: float | None, time_limit: float, total: int,
+              t0: float) -> ReconfigResult:
+    from powerflow.grid.branch_and_bound import branch_and_bound
+    from powerflow.grid.exchange import search
+
+    # a strong incumbent first: it prunes the search from the start
+    start, _, evaluated = search(case, starts=4, vmin=vmin)
+    left = time_limit - (time.perf_counter() - t0)
+    if method == "scip":
+        from powerflow.grid.misocp import solve_scip
+
+        out = solve_scip(case, tuple(int(b) for b in start), vmin, left)
+    else:
+        out = branch_and_bound(case, tuple(int(b) for b in start), vmin, left)
+    elapsed = time.perf_counter() - t0
+    extra = {"lower_bound_kw": out.lower_bound_kw, "nodes": float(out.nodes),
+             "proved_optimal": 1.0 if out.proved else 0.0}
+    label = "misocp-branch-and-bound" if method == "misocp" else "misocp-scip"
+    if out.open_branches is None or out.flow is None:
+        return ReconfigResult(None, [], total, evaluated + out.nodes, 0, float("inf"), label,
+                              elapsed, "no radial configuration meets the limits", extra)
+    best = Configuration(out.open_branches, out.flow)
+    gap = max(0.0, (best.loss_kw - out.lower_bound_kw) / best.loss_kw) if best.loss_kw else 0.0
+    return ReconfigResult(best, [best], total, evaluated + out.nodes, out.configurations_checked,
+                          gap, label, elapsed, "", extra)

@@ -1,0 +1,184 @@
+"""Reconfiguration of networks too large to enumerate: best-first branch-and-bound on the
+branch-flow model, with each node bounded by its exact SOCP relaxation (Clarabel) and
+branching on *which arc feeds a bus*.
+
+Why parents, not switches: the relaxation's weakness is a bus taking fractional parents,
+which splits the load of its whole subtree between two feeders; fixing one bus's parent
+removes exactly that split, and the bus chosen is the one splitting the most power. On
+case136ma this closes the gap about twice as fast as branching on switch states, and
+both beat SCIP's LP outer approximation of the cones on the same model (bench/RESULTS.md).
+
+The incumbent comes from branch exchange and from nodes whose relaxation is radial; every
+configuration reported is solved again with the exact load flow. The lower bound is the
+least bound of the unexplored nodes, so the gap reported holds whenever the search stops.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from powerflow.grid.branchflow import BranchFlowData, branchflow_data
+from powerflow.grid.case import Case
+from powerflow.grid.loadflow import FlowResult, solve_radial
+from powerflow.grid.relaxation import NodeBound, Relaxation
+from powerflow.grid.topology import DisjointSets, merged_nodes
+
+SPLIT_EPS = 1e-7  # p.u. of split flow below which a bus counts as having one parent
+
+
+@dataclass(order=True)
+class _Node:
+    bound: float
+    seq: int
+    fixed: dict[int, bool] = field(compare=False)
+    result: NodeBound = field(compare=False)
+
+
+_worker: Relaxation | None = None
+
+
+def _init_worker(data: BranchFlowData) -> None:
+    global _worker
+    _worker = Relaxation(data)
+
+
+def _solve_in_worker(fixed: dict[int, bool]) -> NodeBound:
+    assert _worker is not None
+    return _worker.solve(fixed)
+
+
+class _Serial(Executor):
+    def __init__(self, data: BranchFlowData) -> None:
+        self.relaxation = Relaxation(data)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):  # type: ignore[no-untyped-def]
+        return [self.relaxation.solve(fixed) for fixed in iterables[0]]
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    open_branches: tuple[int, ...] | None
+    flow: FlowResult | None
+    lower_bound_kw: float
+    nodes: int
+    configurations_checked: int
+    proved: bool  # the gap target was reached (the tree was explored or pruned)
+
+
+def _split_bus(d: BranchFlowData, into: list[np.ndarray], node: _Node) -> int | None:
+    """The bus whose inflow is most split between arcs, weighted by the flow split."""
+    a, flow = node.result.activity, node.result.flow
+    best, bus = SPLIT_EPS, None
+    for i, ks in enumerate(into):
+        if len(ks) < 2 or any(node.fixed.get(int(k)) for k in ks):
+            continue
+        score = float(np.sum(flow[ks] * np.minimum(a[ks], 1.0 - a[ks])))
+        if score > best:
+            best, bus = score, i
+    if bus is None:  # no split left but the node is not settled: fix any open choice
+        for i, ks in enumerate(into):
+            if len(ks) >= 2 and not any(node.fixed.get(int(k)) for k in ks):
+                return i
+    return bus
+
+
+def _tree_of(d: BranchFlowData, case: Case, a: np.ndarray) -> tuple[int, ...] | None:
+    """Open branches of the radial configuration the arc activities describe, if they do."""
+    closed = {int(b) for b in d.arc_branch[a > 0.5]}
+    if len(closed) != d.n_node - 1:
+        return None
+    node = merged_nodes(case)
+    sets = DisjointSets(d.n_node)
+    for b in closed:
+        if not sets.union(int(node[case.f[b]]), int(node[case.t[b]])):
+            return None
+    return tuple(b for b in range(case.n_branch) if b not in closed)
+
+
+def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | None = None,
+                     time_limit: float = 60.0, gap: float = 1e-3,
+                     workers: int | None = None) -> SearchOutcome:
+    """Least-loss radial configuration of `case` (voltages >= `vmin` p.u. if given), from the
+    incumbent `start` (open branches) if any, until the proved relative gap is at most
+    `gap` or `time_limit` (s) has passed. `workers` processes solve node relaxations
+    (default: one per CPU)."""
+    t0 = time.perf_counter()
+    d = branchflow_data(case, vmin)
+    into = [d.into(i) for i in range(d.n_node)]
+    best_open: tuple[int, ...] | None = None
+    best_flow: FlowResult | None = None
+    best = float("inf")
+    checked: set[tuple[int, ...]] = set()
+
+    def offer(opened: tuple[int, ...]) -> None:
+        nonlocal best, best_open, best_flow
+        if opened in checked:
+            return
+        checked.add(opened)
+        fl = solve_radial(case.with_open(list(opened)))
+        if fl.converged and (vmin is None or fl.vmin_pu >= vmin - 1e-9) and fl.loss.real < best:
+            best, best_open, best_flow = float(fl.loss.real), opened, fl
+
+    if start is not None:
+        offer(tuple(int(b) for b in start))
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    pool: Executor = (ProcessPoolExecutor(n, initializer=_init_worker, initargs=(d,))
+                      if n > 1 else _Serial(d))
+    floor = float("inf")  # least bound of nodes dropped without being beaten by the incumbent
+    nodes = 0
+    seq = 0
+    try:
+        root = next(iter(pool.map(_solve_in_worker, [{}])))
+        nodes += 1
+        heap = [_Node(root.bound_pu, 0, {}, root)] if root.status == "solved" else []
+        if root.status == "failed":
+            floor = -float("inf")
+        while heap and time.perf_counter() - t0 < time_limit:
+            batch: list[_Node] = []
+            while heap and len(batch) < 2 * n:
+                nd = heapq.heappop(heap)
+                if nd.bound < best * (1 - gap):
+                    batch.append(nd)
+            if not batch:
+                break
+            children: list[dict[int, bool]] = []
+            parents: list[_Node] = []
+            for nd in batch:
+                tree = _tree_of(d, case, nd.result.activity)
+                if tree is not None:
+                    offer(tree)
+                    if nd.bound >= best * (1 - gap):
+                        continue
+                bus = _split_bus(d, into, nd)
+                if bus is None:  # every parent fixed: the node is one configuration
+                    floor = min(floor, nd.bound)
+                    continue
+                for k in into[bus].tolist():
+                    if nd.fixed.get(k) is False:
+                        continue
+                    fx = dict(nd.fixed)
+                    fx.update({int(j): j == k for j in into[bus]})
+                    children.append(fx)
+                    parents.append(nd)
+            for fx, parent, res in zip(children, parents, pool.map(_solve_in_worker, children)):
+                nodes += 1
+                if res.status == "infeasible":
+                    continue
+                # a failed solve keeps its parent's bound, which still holds for the child
+                bound = res.bound_pu if res.status == "solved" else parent.bound
+                seq += 1
+                heapq.heappush(heap, _Node(max(bound, parent.bound), seq, fx,
+                                           res if res.status == "solved" else parent.result))
+        open_bound = min((nd.bound for nd in heap), default=float("inf"))
+        proved = not heap or open_bound >= best * (1 - gap)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    lower = min(open_bound, floor, best)
+    return SearchOutcome(best_open, best_flow, lower * d.base_kw, nodes, len(checked),
+                         proved and floor >= best * (1 - gap))

@@ -1,0 +1,119 @@
+"""The data of the mixed-integer branch-flow model of reconfiguration, shared by its solvers.
+
+DistFlow on directed arcs: every branch that lies on a loop gets two arcs (one per
+direction), each with an activity a in {0, 1}; a bridge (a branch on no loop) must be
+closed in every radial configuration and its direction is known (away from the feed),
+so it gets one arc that is always active. Radiality: every bus but the feed has exactly
+one active arc coming in (its parent), and n - 1 branches are closed (Jabr et al. 2012).
+
+Per arc k (tail -> head): real and reactive power P, Q leaving the tail (p.u.), squared
+current l (p.u.), and per bus the squared voltage w (p.u.). Loads are positive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from powerflow.grid.case import Case
+from powerflow.grid.topology import fundamental_cycles, merged_nodes
+
+Ints = NDArray[np.int64]
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class BranchFlowData:
+    n_node: int  # node 0 is the feed (all slack buses merged)
+    p: Floats  # net load per node, p.u. (0 at the feed)
+    q: Floats
+    w_feed: float  # squared feed voltage, p.u.
+    w_lo: float  # bounds on every squared voltage
+    w_hi: float
+    p_max: float  # bound on |P|, |Q| and l of any arc
+    q_max: float
+    l_max: float
+    arc_branch: Ints  # branch of each arc
+    arc_tail: Ints
+    arc_head: Ints
+    arc_fixed: NDArray[np.bool_]  # arc of a bridge: always active
+    r: Floats  # per arc
+    x: Floats
+    cycles: list[Ints]  # branches of each fundamental cycle
+    base_kw: float  # p.u. losses -> kW
+
+    @property
+    def n_arc(self) -> int:
+        return len(self.arc_branch)
+
+    def into(self, node: int) -> Ints:
+        return np.flatnonzero(self.arc_head == node)
+
+    def switch_branches(self) -> Ints:
+        """Branches on loops: the ones whose state the reconfiguration decides."""
+        return np.unique(self.arc_branch[~self.arc_fixed])
+
+
+def branchflow_data(case: Case, vmin: float | None = None, vmax: float = 1.1) -> BranchFlowData:
+    """Model data for `case`, with `vmin` (p.u.) as the lower voltage limit (0.5 if None).
+
+    With loads only (no negative P or Q), no voltage in a radial network exceeds the
+    feed's, so the feed voltage bounds them all; this ceiling is what makes the
+    perspective of the loss terms tight.
+    """
+    node = merged_nodes(case)
+    nn = int(node.max()) + 1
+    p = np.zeros(nn)
+    q = np.zeros(nn)
+    np.add.at(p, node, case.p_load)
+    np.add.at(q, node, case.q_load)
+    p[0] = q[0] = 0.0
+    v0 = float(case.v_slack[0])
+    w_lo = (vmin if vmin is not None else 0.5) ** 2
+    loads_only = bool((p >= 0).all() and (q >= 0).all())
+    w_hi = v0 ** 2 if loads_only else max(vmax, v0) ** 2
+    p_max = float(np.abs(p).sum()) * 1.5 + 1e-6
+    q_max = float(np.abs(q).sum()) * 1.5 + 1e-6
+    cyc = fundamental_cycles(case)
+    bridge = cyc.masks == 0
+    fn = node[case.f].astype(np.int64)
+    tn = node[case.t].astype(np.int64)
+    dist = _hops_from_feed(nn, fn, tn)
+    br, tail, head, fixed = [], [], [], []
+    for b in range(case.n_branch):
+        u, t = int(fn[b]), int(tn[b])
+        if bridge[b]:
+            if dist[t] < dist[u]:
+                u, t = t, u
+            br.append(b), tail.append(u), head.append(t), fixed.append(True)
+        else:
+            br += [b, b]
+            tail += [u, t]
+            head += [t, u]
+            fixed += [False, False]
+    ab = np.array(br, np.int64)
+    return BranchFlowData(nn, p, q, v0 ** 2, w_lo, w_hi, p_max, q_max,
+                          (p_max ** 2 + q_max ** 2) / w_lo, ab, np.array(tail, np.int64),
+                          np.array(head, np.int64), np.array(fixed, bool),
+                          case.r[ab].astype(float), case.x[ab].astype(float),
+                          [np.asarray(m, np.int64) for m in cyc.members], case.base_mva * 1e3)
+
+
+def _hops_from_feed(nn: int, fn: Ints, tn: Ints) -> Ints:
+    adj: list[list[int]] = [[] for _ in range(nn)]
+    for u, t in zip(fn.tolist(), tn.tolist()):
+        adj[u].append(t)
+        adj[t].append(u)
+    dist = np.full(nn, -1, np.int64)
+    dist[0] = 0
+    todo = deque([0])
+    while todo:
+        u = todo.popleft()
+        for t in adj[u]:
+            if dist[t] < 0:
+                dist[t] = dist[u] + 1
+                todo.append(t)
+    return dist
