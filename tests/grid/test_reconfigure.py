@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 
 from powerflow.grid import batch
+from powerflow.grid.branch_and_bound import branch_and_bound
+from powerflow.grid.branchflow import branchflow_data
 from powerflow.grid.case import CaseError
 from powerflow.grid.cases import load_case
 from powerflow.grid.exchange import search
 from powerflow.grid.loadflow import is_radial, solve_radial
 from powerflow.grid.reconfigure import reconfigure
+from powerflow.grid.relaxation import Relaxation
 from powerflow.grid.topology import count_radial, enumerate_radial
 from tests.grid.netgen import random_case
 
@@ -89,15 +92,54 @@ def test_enumeration_agrees_with_brute_force(seed: int) -> None:
     assert res.best.loss_kw == pytest.approx(loss, rel=1e-9)
 
 
+@pytest.mark.parametrize("method", ["misocp", "scip"])
 @pytest.mark.parametrize("seed", range(3))
-def test_misocp_and_branch_exchange_agree_with_enumeration(seed: int) -> None:
+def test_misocp_and_branch_exchange_agree_with_enumeration(seed: int, method: str) -> None:
     case = random_case(100 + seed, n=12, ties=3)
     exact = reconfigure(case)
-    mi = reconfigure(case, method="misocp", time_limit=30)
+    mi = reconfigure(case, method=method, time_limit=30)
     assert mi.best.open_branches == exact.best.open_branches
-    assert mi.optimality_gap < 1e-3
+    assert mi.optimality_gap < 1e-3 and mi.extra["proved_optimal"] == 1.0
+    assert mi.extra["lower_bound_kw"] <= exact.best.loss_kw * (1 + 1e-6)
     opened, loss, _ = search(case)
     assert tuple(opened) == exact.best.open_branches
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_branch_and_bound_proves_the_ieee33_optimum_from_a_poor_start(ieee33, workers: int) -> None:
+    case, _, _ = ieee33
+    exact = reconfigure(case)
+    # the case's own configuration as the incumbent: the search has to find the optimum itself
+    out = branch_and_bound(case, tuple(int(b) for b in np.flatnonzero(~case.closed)),
+                           time_limit=60, workers=workers)
+    assert out.proved and out.open_branches == exact.best.open_branches
+    assert out.flow.loss_kw == pytest.approx(exact.best.loss_kw, rel=1e-9)
+    assert exact.best.loss_kw * (1 - 1e-3) <= out.lower_bound_kw <= exact.best.loss_kw * (1 + 1e-9)
+    assert out.nodes > 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_relaxation_bound_never_exceeds_the_optimum(seed: int) -> None:
+    """The root bound (no branching) is a true lower bound, on AC and DC networks."""
+    case = random_case(200 + seed, n=12, ties=3, dc=seed % 2 == 1)
+    exact = reconfigure(case)
+    root = Relaxation(branchflow_data(case)).solve({})
+    assert root.status == "solved"
+    assert root.bound_pu * case.base_mva * 1e3 <= exact.best.loss_kw * (1 + 1e-6)
+    out = branch_and_bound(case, None, time_limit=0.0, workers=1)
+    assert out.lower_bound_kw <= exact.best.loss_kw * (1 + 1e-6)
+
+
+def test_voltage_limit_is_kept_by_the_search() -> None:
+    case = random_case(300, n=12, ties=3)
+    free = reconfigure(case)
+    vmin = round(free.best.vmin_pu + 0.002, 4)
+    exact = reconfigure(case, vmin=vmin)
+    mi = reconfigure(case, vmin=vmin, method="misocp", time_limit=30)
+    if exact.best is None:
+        assert mi.best is None
+    else:
+        assert mi.best.open_branches == exact.best.open_branches and mi.best.vmin_pu >= vmin
 
 
 def test_too_large_to_enumerate_is_said_clearly() -> None:
