@@ -88,7 +88,10 @@ def branchflow_data(case: Case, vmin: float | None = None, vmax: float = 1.1) ->
         if bridge[b]:
             if dist[t] < dist[u]:
                 u, t = t, u
-            br.append(b), tail.append(u), head.append(t), fixed.append(True)
+            br.append(b)
+            tail.append(u)
+            head.append(t)
+            fixed.append(True)
         else:
             br += [b, b]
             tail += [u, t]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from pyscipopt import SCIP_PARAMSETTING, Model, quicksum
+from pyscipopt import SCIP_PARAMSETTING, Model, Variable, quicksum
 
 from powerflow.grid.branch_and_bound import SearchOutcome
 from powerflow.grid.branchflow import BranchFlowData, branchflow_data
@@ -20,14 +20,15 @@ from powerflow.grid.case import Case
 from powerflow.grid.loadflow import FlowResult, solve_radial
 
 
-def build_model(d: BranchFlowData) -> tuple[Model, list[object]]:
+def build_model(d: BranchFlowData) -> tuple[Model, list[Variable | float]]:
     """SCIP model of `d`; returns it and each arc's activity (a variable, or 1.0 if fixed)."""
     m = Model("reconfiguration")
     m.hideOutput()
     w = [m.addVar(f"w{i}", lb=d.w_lo, ub=d.w_hi) for i in range(d.n_node)]
     m.fixVar(w[0], d.w_feed)
     big = d.w_hi - d.w_lo
-    acts, Ps, Qs, Ls = [], [], [], []
+    acts: list[Variable | float] = []
+    Ps, Qs, Ls = [], [], []
     for k in range(d.n_arc):
         t, h, r, x = int(d.arc_tail[k]), int(d.arc_head[k]), float(d.r[k]), float(d.x[k])
         P = m.addVar(f"P{k}", lb=-d.p_max, ub=d.p_max)
@@ -35,7 +36,7 @@ def build_model(d: BranchFlowData) -> tuple[Model, list[object]]:
         L = m.addVar(f"l{k}", lb=0.0, ub=d.l_max)
         drop = w[h] - w[t] + 2 * (r * P + x * Q) - (r * r + x * x) * L
         if d.arc_fixed[k]:
-            a: object = 1.0
+            a: Variable | float = 1.0
             m.addCons(drop == 0)
             m.addCons(P * P + Q * Q <= w[t] * L)
         else:
@@ -55,12 +56,13 @@ def build_model(d: BranchFlowData) -> tuple[Model, list[object]]:
         Ps.append(P)
         Qs.append(Q)
         Ls.append(L)
-    closed: dict[int, object] = {}
+    arcs_of: dict[int, list[int]] = {}
     for k, b in enumerate(d.arc_branch.tolist()):
-        closed[b] = closed[b] + acts[k] if b in closed else acts[k]  # type: ignore[operator]
-    for b, y in closed.items():
-        if not isinstance(y, float):
-            m.addCons(y <= 1)
+        arcs_of.setdefault(b, []).append(k)
+    closed = {b: quicksum(acts[k] for k in ks) for b, ks in arcs_of.items()}
+    for ks in arcs_of.values():
+        if len(ks) == 2:  # a branch is closed in one direction at most
+            m.addCons(acts[ks[0]] + acts[ks[1]] <= 1)
     for i in range(d.n_node):
         ks = d.into(i).tolist()
         if ks:
@@ -97,7 +99,7 @@ def solve_scip(case: Case, start: tuple[int, ...] | None, vmin: float | None = N
     if m.getNSols() > 0:
         sol = m.getBestSol()
         on = {int(d.arc_branch[k]) for k, a in enumerate(acts)
-              if isinstance(a, float) or m.getSolVal(sol, a) > 0.5}
+              if not isinstance(a, Variable) or m.getSolVal(sol, a) > 0.5}
         candidates.append(tuple(b for b in range(case.n_branch) if b not in on))
     best: tuple[tuple[int, ...], FlowResult] | None = None
     for opened in candidates:

@@ -113,9 +113,9 @@ class Relaxation:
         arcs_of: dict[int, list[int]] = {}
         for k, b in enumerate(d.arc_branch.tolist()):
             arcs_of.setdefault(b, []).append(k)
-        for ks in arcs_of.values():  # a branch is closed in one direction at most
-            if len(ks) == 2:
-                le.add({A[k]: 1.0 for k in ks}, 1.0)
+        for pair in arcs_of.values():  # a branch is closed in one direction at most
+            if len(pair) == 2:
+                le.add({A[k]: 1.0 for k in pair}, 1.0)
         for members in d.cycles:  # some branch of every loop is open
             le.add({A[k]: 1.0 for b in members.tolist() for k in arcs_of[b]}, len(members) - 1.0)
         rows = [eq, le, cones]
