@@ -27,7 +27,7 @@ from powerflow.grid.branchflow import BranchFlowData, branchflow_data
 from powerflow.grid.case import Case
 from powerflow.grid.loadflow import FlowResult, solve_radial
 from powerflow.grid.relaxation import NodeBound, Relaxation
-from powerflow.grid.topology import DisjointSets, merged_nodes
+from powerflow.grid.topology import DisjointSets
 
 SPLIT_EPS = 1e-7  # p.u. of split flow below which a bus counts as having one parent
 
@@ -71,7 +71,7 @@ class SearchOutcome:
     proved: bool  # the gap target was reached (the tree was explored or pruned)
 
 
-def _split_bus(d: BranchFlowData, into: list[np.ndarray], node: _Node) -> int | None:
+def _split_bus(into: list[np.ndarray], node: _Node) -> int | None:
     """The bus whose inflow is most split between arcs, weighted by the flow split."""
     a, flow = node.result.activity, node.result.flow
     best, bus = SPLIT_EPS, None
@@ -88,17 +88,17 @@ def _split_bus(d: BranchFlowData, into: list[np.ndarray], node: _Node) -> int | 
     return bus
 
 
-def _tree_of(d: BranchFlowData, case: Case, a: np.ndarray) -> tuple[int, ...] | None:
+def _tree_of(d: BranchFlowData, n_branch: int, a: np.ndarray) -> tuple[int, ...] | None:
     """Open branches of the radial configuration the arc activities describe, if they do."""
-    closed = {int(b) for b in d.arc_branch[a > 0.5]}
-    if len(closed) != d.n_node - 1:
+    on = np.flatnonzero(a > 0.5)
+    closed = set(d.arc_branch[on].tolist())
+    if len(closed) != len(on) or len(on) != d.n_node - 1:
         return None
-    node = merged_nodes(case)
     sets = DisjointSets(d.n_node)
-    for b in closed:
-        if not sets.union(int(node[case.f[b]]), int(node[case.t[b]])):
+    for k in on.tolist():
+        if not sets.union(int(d.arc_tail[k]), int(d.arc_head[k])):
             return None
-    return tuple(b for b in range(case.n_branch) if b not in closed)
+    return tuple(b for b in range(n_branch) if b not in closed)
 
 
 def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | None = None,
@@ -150,12 +150,12 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
             children: list[dict[int, bool]] = []
             parents: list[_Node] = []
             for nd in batch:
-                tree = _tree_of(d, case, nd.result.activity)
+                tree = _tree_of(d, case.n_branch, nd.result.activity)
                 if tree is not None:
                     offer(tree)
                     if nd.bound >= best * (1 - gap):
                         continue
-                bus = _split_bus(d, into, nd)
+                bus = _split_bus(into, nd)
                 if bus is None:  # every parent fixed: the node is one configuration
                     floor = min(floor, nd.bound)
                     continue

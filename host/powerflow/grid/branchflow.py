@@ -52,9 +52,12 @@ class BranchFlowData:
     def into(self, node: int) -> Ints:
         return np.flatnonzero(self.arc_head == node)
 
-    def switch_branches(self) -> Ints:
-        """Branches on loops: the ones whose state the reconfiguration decides."""
-        return np.unique(self.arc_branch[~self.arc_fixed])
+    def arcs_by_branch(self) -> dict[int, list[int]]:
+        """The arcs (one or two) of each branch."""
+        out: dict[int, list[int]] = {}
+        for k, b in enumerate(self.arc_branch.tolist()):
+            out.setdefault(b, []).append(k)
+        return out
 
 
 def branchflow_data(case: Case, vmin: float | None = None, vmax: float = 1.1) -> BranchFlowData:

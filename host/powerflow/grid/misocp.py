@@ -56,9 +56,7 @@ def build_model(d: BranchFlowData) -> tuple[Model, list[Variable | float]]:
         Ps.append(P)
         Qs.append(Q)
         Ls.append(L)
-    arcs_of: dict[int, list[int]] = {}
-    for k, b in enumerate(d.arc_branch.tolist()):
-        arcs_of.setdefault(b, []).append(k)
+    arcs_of = d.arcs_by_branch()
     closed = {b: quicksum(acts[k] for k in ks) for b, ks in arcs_of.items()}
     for ks in arcs_of.values():
         if len(ks) == 2:  # a branch is closed in one direction at most

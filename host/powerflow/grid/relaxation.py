@@ -110,9 +110,7 @@ class Relaxation:
             cones.add({P[k]: -2.0}, 0.0)
             cones.add({Q[k]: -2.0}, 0.0)
             cones.add({S[k]: -1.0, L[k]: 1.0}, 0.0)
-        arcs_of: dict[int, list[int]] = {}
-        for k, b in enumerate(d.arc_branch.tolist()):
-            arcs_of.setdefault(b, []).append(k)
+        arcs_of = d.arcs_by_branch()
         for pair in arcs_of.values():  # a branch is closed in one direction at most
             if len(pair) == 2:
                 le.add({A[k]: 1.0 for k in pair}, 1.0)
