@@ -27,6 +27,7 @@ def build_model(d: BranchFlowData) -> tuple[Model, list[Variable | float]]:
     w = [m.addVar(f"w{i}", lb=d.w_lo, ub=d.w_hi) for i in range(d.n_node)]
     m.fixVar(w[0], d.w_feed)
     big = d.w_hi - d.w_lo
+    loads_only = d.loads_only
     acts: list[Variable | float] = []
     Ps, Qs, Ls = [], [], []
     for k in range(d.n_arc):
@@ -52,6 +53,9 @@ def build_model(d: BranchFlowData) -> tuple[Model, list[Variable | float]]:
             m.addCons(s <= d.w_hi * av)
             m.addCons(s <= w[t] - d.w_lo * (1 - av))
             m.addCons(P * P + Q * Q <= s * L)
+        if loads_only:  # delivers at least the head's load when active (branchflow)
+            m.addCons(P - r * L >= float(d.p[h]) * a)
+            m.addCons(Q - x * L >= float(d.q[h]) * a)
         acts.append(a)
         Ps.append(P)
         Qs.append(Q)

@@ -81,12 +81,16 @@ class Relaxation:
             le.add({W[i]: 1.0}, d.w_hi)
             le.add({W[i]: -1.0}, -d.w_lo)
         big = d.w_hi - d.w_lo
+        loads_only = d.loads_only
         self._lower_row: dict[int, int] = {}
         self._upper_row: dict[int, int] = {}
         for k in range(na):
             t, h, r, x = int(d.arc_tail[k]), int(d.arc_head[k]), d.r[k], d.x[k]
             drop = {W[h]: 1.0, W[t]: -1.0, P[k]: 2 * r, Q[k]: 2 * x, L[k]: -(r * r + x * x)}
             le.add({L[k]: -1.0}, 0.0)
+            if loads_only:  # delivers at least the head's load when active (branchflow)
+                le.add({P[k]: -1.0, L[k]: r, A[k]: d.p[h]}, 0.0)
+                le.add({Q[k]: -1.0, L[k]: x, A[k]: d.q[h]}, 0.0)
             if d.arc_fixed[k]:
                 eq.add({A[k]: 1.0}, 1.0)
                 eq.add({S[k]: 1.0, W[t]: -1.0}, 0.0)
