@@ -17,6 +17,17 @@ def _positive(text: str) -> float:
     return v
 
 
+def _percent(text: str) -> float:
+    """A gap in percent, as a fraction."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a percentage in [0, 100)")
+    return v / 100.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="powerflow", description=(
         "PowerFlow: predictive power management for racks of DC-DC converters."))
@@ -130,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--vmin", type=_pu, default=None, metavar="V", help="lowest voltage, p.u.")
     rec.add_argument("--method", choices=("auto", "enumerate", "misocp", "scip"), default="auto")
     rec.add_argument("--time-limit", type=_positive, default=60.0, metavar="S")
+    rec.add_argument("--gap", type=_percent, default=1e-3, metavar="PCT",
+                     help="networks too large to enumerate: stop once the optimality gap "
+                          "proved is at most PCT %% (default 0.1)")
     rec.add_argument("--json", action="store_true")
     opt = sub.add_parser("optimize", help="flexible buses (and reconfiguration) at least cost")
     opt.add_argument("case")
@@ -251,7 +265,7 @@ def _grid_command(args: argparse.Namespace) -> int:
         if args.command == "reconfigure":
             from powerflow.grid.reconfigure import reconfigure
 
-            res = reconfigure(case, args.top, args.vmin, args.method, args.time_limit)
+            res = reconfigure(case, args.top, args.vmin, args.method, args.time_limit, args.gap)
             out = report.reconfig_report(res)
             if res.best is None:
                 lines = [f"{case.name}: {res.message}"]

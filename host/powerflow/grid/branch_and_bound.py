@@ -131,6 +131,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
     pool: Executor = (ProcessPoolExecutor(n, initializer=_init_worker, initargs=(d,))
                       if n > 1 else _Serial(d))
     floor = float("inf")  # least bound of nodes dropped without being beaten by the incumbent
+    pruned = float("inf")  # least bound of nodes dropped as within the gap of the incumbent
     nodes = 0
     seq = 0
     try:
@@ -145,6 +146,8 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                 nd = heapq.heappop(heap)
                 if nd.bound < best * (1 - gap):
                     batch.append(nd)
+                else:
+                    pruned = min(pruned, nd.bound)
             if not batch:
                 break
             children: list[dict[int, bool]] = []
@@ -154,6 +157,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                 if tree is not None:
                     offer(tree)
                     if nd.bound >= best * (1 - gap):
+                        pruned = min(pruned, nd.bound)
                         continue
                 bus = _split_bus(into, nd)
                 if bus is None:  # every parent fixed: the node is one configuration
@@ -179,6 +183,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
         proved = not heap or open_bound >= best * (1 - gap)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    lower = min(open_bound, floor, best)
+    # nodes pruned within the gap still bound the optimum: the incumbent may not be it
+    lower = min(open_bound, floor, pruned, best)
     return SearchOutcome(best_open, best_flow, lower * d.base_kw, nodes, len(checked),
                          proved and floor >= best * (1 - gap))
