@@ -32,35 +32,33 @@ def table(title: str, out: dict) -> None:
                   f"{r['p95_margin']:11.3f} {100 * (r['mae'] / base - 1):+14.1f}%")
 
 
-def lad_in_hindsight(feats: np.ndarray, target: np.ndarray) -> float:
-    """MAE of the least-absolute-deviation fit of `target` on `feats`, fitted on the whole
-    series at once (an LP): what a linear model on these features could at best achieve
-    if it knew the future; a causal, online model does worse."""
+def lad_fit(feats: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Coefficients b minimising sum |target - feats @ b| (least absolute deviation, an LP:
+    min sum(u + v) with feats @ b + u - v = target, u, v >= 0)."""
     n, p = feats.shape
-    # min sum(u + v) s.t. feats @ b + u - v = target, u, v >= 0, b free
     c = np.concatenate([np.zeros(p), np.ones(2 * n)])
     a_eq = np.hstack([feats, np.eye(n), -np.eye(n)])
     bounds = [(None, None)] * p + [(0, None)] * (2 * n)
-    res = linprog(c, A_eq=a_eq, b_eq=target, bounds=bounds, method="highs")
-    return float(res.fun) / n
+    return linprog(c, A_eq=a_eq, b_eq=target, bounds=bounds, method="highs").x[:p]
+
+
+def lad_in_hindsight(feats: np.ndarray, target: np.ndarray) -> float:
+    """MAE of the LAD fit of `target` on `feats` over the whole series at once: what a
+    linear model on these features could at best achieve if it knew the future; a causal,
+    online model does worse."""
+    return float(np.mean(np.abs(target - feats @ lad_fit(feats, target))))
 
 
 def lad_causal(feats: np.ndarray, y: np.ndarray, h: int, start: int = 120,
                every: int = 10) -> float:
-    """MAE of the same LAD fit made causal: refitted every `every` periods on the pairs
-    (feats(s), y(s + h)) whose target is already known, scored from `start` known pairs on."""
-    n = len(y)
+    """MAE ratio to persistence of the same LAD fit made causal: refitted every `every`
+    periods on the pairs (feats(s), y(s + h)) whose target is already known, scored from
+    `start` known pairs on."""
     errs, coef = [], None
-    for i in range(n - h):
+    for i in range(len(y) - h):
         known = i - h + 1  # pairs s = 0 .. i - h have their target y(s + h) <= y(i)
         if known >= start and (coef is None or i % every == 0):
-            s = np.arange(known)
-            p = feats.shape[1]
-            c = np.concatenate([np.zeros(p), np.ones(2 * known)])
-            a_eq = np.hstack([feats[s], np.eye(known), -np.eye(known)])
-            res = linprog(c, A_eq=a_eq, b_eq=y[s + h], method="highs",
-                          bounds=[(None, None)] * p + [(0, None)] * (2 * known))
-            coef = res.x[:p]
+            coef = lad_fit(feats[:known], y[h:h + known])
         if coef is not None:
             errs.append((abs(y[i + h] - feats[i] @ coef), abs(y[i + h] - y[i])))
     e = np.array(errs)
