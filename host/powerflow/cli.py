@@ -17,17 +17,6 @@ def _positive(text: str) -> float:
     return v
 
 
-def _percent(text: str) -> float:
-    """A gap in percent, as a fraction."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= v < 100:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a percentage in [0, 100)")
-    return v / 100.0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="powerflow", description=(
         "PowerFlow: predictive power management for racks of DC-DC converters."))
@@ -194,6 +183,14 @@ def _pu(text: str) -> float:
     if not 0 < v < 2:
         raise argparse.ArgumentTypeError(f"{text!r}: a voltage in p.u. is between 0 and 2")
     return v
+
+
+def _percent(text: str) -> float:
+    """A gap in percent, as a fraction."""
+    v = _nonneg(text)
+    if not v < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a percentage in [0, 100)")
+    return v / 100.0
 
 
 def _branch_list(text: str) -> list[int]:

@@ -54,7 +54,7 @@ class BranchFlowData:
     @property
     def loads_only(self) -> bool:
         """No bus injects power (no negative P or Q load): flows run away from the feed."""
-        return bool((self.p >= 0).all() and (self.q >= 0).all())
+        return _loads_only(self.p, self.q)
 
     @property
     def n_arc(self) -> int:
@@ -87,8 +87,7 @@ def branchflow_data(case: Case, vmin: float | None = None, vmax: float = 1.1) ->
     p[0] = q[0] = 0.0
     v0 = float(case.v_slack[0])
     w_lo = (vmin if vmin is not None else 0.5) ** 2
-    loads_only = bool((p >= 0).all() and (q >= 0).all())
-    w_hi = v0 ** 2 if loads_only else max(vmax, v0) ** 2
+    w_hi = v0 ** 2 if _loads_only(p, q) else max(vmax, v0) ** 2
     p_max = float(np.abs(p).sum()) * 1.5 + 1e-6
     q_max = float(np.abs(q).sum()) * 1.5 + 1e-6
     cyc = fundamental_cycles(case)
@@ -117,6 +116,10 @@ def branchflow_data(case: Case, vmin: float | None = None, vmax: float = 1.1) ->
                           np.array(head, np.int64), np.array(fixed, bool),
                           case.r[ab].astype(float), case.x[ab].astype(float),
                           [np.asarray(m, np.int64) for m in cyc.members], case.base_mva * 1e3)
+
+
+def _loads_only(p: Floats, q: Floats) -> bool:
+    return bool((p >= 0).all() and (q >= 0).all())
 
 
 def _hops_from_feed(nn: int, fn: Ints, tn: Ints) -> Ints:
