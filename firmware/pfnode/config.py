@@ -68,6 +68,7 @@ class Config:
             },
             d.K_DEBOUNCE: 3,
             d.K_INTERLOCK_DV: 0.5,
+            d.K_VOUT_FAILSAFE: 0.0,
         }
         err = self.update(defaults)
         if err[0]:
@@ -98,6 +99,12 @@ class Config:
             return d.RES_RANGE, d.K_OT_WARN_LIMIT
         if merged[d.K_VOUT_DROOP] * r.iout_max > r.vout_max * 0.5:
             return d.RES_RANGE, d.K_VOUT_DROOP
+        # the revert output must be one the node may regulate to
+        fs_v = merged[d.K_VOUT_FAILSAFE]
+        if fs_v > r.vout_max or fs_v > merged[d.K_VOUT_OV_WARN_LIMIT]:
+            return d.RES_RANGE, d.K_VOUT_FAILSAFE
+        if merged[d.K_FAILSAFE] == d.FS_REVERT and fs_v <= merged[d.K_VOUT_UV_FAULT_LIMIT]:
+            return d.RES_RANGE, d.K_VOUT_FAILSAFE
         return 0, -1
 
     def update(self, body):
@@ -131,6 +138,7 @@ class Config:
         self.curve_mc = [_m(p[0]) for p in s[d.K_DERATE_CURVE]]
         self.curve_q = [int(p[1] * ONE) for p in s[d.K_DERATE_CURVE]]
         self.failsafe = s[d.K_FAILSAFE]
+        self.fs_vout_mv = _m(s[d.K_VOUT_FAILSAFE])
         self.heartbeat_timeout_ms = s[d.K_HEARTBEAT_TIMEOUT_MS]
         self.telemetry_period_ms = s[d.K_TELEMETRY_PERIOD_MS]
         resp = s[d.K_FAULT_RESPONSE]

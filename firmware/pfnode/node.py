@@ -113,6 +113,13 @@ class Node:
                 self._stop()
             elif cfg.failsafe == d.FS_RAMP_DOWN:
                 self.cmd_mv = 0
+            elif cfg.failsafe == d.FS_REVERT and cfg.fs_vout_mv > 0:
+                # the host is gone: run as a plain droop converter at the rack's nominal
+                # voltage (an off converter comes on), so the rack is no worse than without one
+                self.cmd_mv = cfg.fs_vout_mv
+                self.on = True
+                if not self.output_on and not self.prot.faults:
+                    self._start()
         regulating = self.output_on and not self.ctrl.softstart and self.ctrl.mode == d.MODE_CV
         tripped = self.prot.check(now, vout, iout, temp, self.output_on, regulating)
         if tripped:

@@ -45,7 +45,9 @@ class NodeState:
     state: str = "connecting"  # connecting | online | lost
     hello: dict[str, Any] = field(default_factory=dict)
     telemetry: dict[str, Any] = field(default_factory=dict)
-    last_rx: float = 0.0  # monotonic
+    last_rx: float = 0.0  # monotonic, any frame
+    telemetry_t: float = 0.0  # monotonic, when `telemetry` arrived
+    failsafe_cleared_t: float = 0.0  # monotonic, when this host last cleared a failsafe latch
     lost_count: int = 0
     vout: float | None = None  # desired VOUT_COMMAND, renewed as a lease; None = off
     off_leased: bool = False  # off by the host's choice: the off state is leased too
@@ -144,13 +146,16 @@ class NodeManager:
                                d.K_HEARTBEAT_TIMEOUT_MS: HEARTBEAT_TIMEOUT_MS}
         if self.match_droop:  # share load as the converters' own droop does (see the rack physics)
             cfg[d.K_VOUT_DROOP] = min(ns.node.r_out, d.DROOP_MAX)
+        # when this host goes quiet, every converter runs on at the bus voltage: plain droop
+        # sharing, as the rack would with no host (never worse than no controller)
+        cfg[d.K_FAILSAFE] = d.FS_REVERT
+        cfg[d.K_VOUT_FAILSAFE] = min(self.rack.bus_voltage, ns.node.vout_max)
         await s.command(d.MSG_CONFIG, cfg)
         pending = dict(ns.ports)  # the desired port states, applied below and retried
         ns.state = "online"
         ns.last_rx = time.monotonic()
         self._event(ns, "online", f"firmware {ns.hello.get('FW_VERSION')}")
         next_hb = next_lease = 0.0
-        cleared_failsafe = False
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
@@ -163,11 +168,11 @@ class NodeManager:
                 next_hb = now + HOST_HEARTBEAT_S
             if now >= next_lease:
                 faults = ns.telemetry.get("FAULTS")
-                if faults == d.FAULT_FAILSAFE and not cleared_failsafe:
+                if faults == d.FAULT_FAILSAFE and ns.telemetry_t > ns.failsafe_cleared_t:
                     # latched only because this host was away: being back, it clears that latch
-                    # (protection faults are left for the operator)
+                    # (protection faults are left for the operator); once per fresh report
                     await s.command(d.MSG_CLEAR_FAULTS, {})
-                    cleared_failsafe = True
+                    ns.failsafe_cleared_t = loop.time()
                     self._event(ns, "failsafe cleared", "the host is back")
                 if ns.vout is not None or ns.off_leased:
                     body = ({d.K_VOUT_COMMAND: ns.vout, d.K_LEASE_MS: LEASE_MS}
@@ -200,6 +205,7 @@ class NodeManager:
         if f.type == d.MSG_TELEMETRY:
             named = body_to_names(f.body)
             ns.telemetry = named
+            ns.telemetry_t = rx.t
             self.store.add(ns.node.id, time.time(), {k: named[k] for k in STORED if k in named})
         elif f.type == d.MSG_EVENT:
             self._event(ns, EV_NAMES.get(f.body[d.K_EVENT], "event"), str(body_to_names(f.body)))

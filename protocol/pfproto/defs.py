@@ -130,6 +130,7 @@ K_TELEMETRY_PERIOD_MS = const(75)
 K_FAULT_RESPONSE = const(76)  # {PROT_* => [RESP_*, retries, delay_ms]}
 K_DEBOUNCE = const(77)  # consecutive control steps over a fault limit before it trips
 K_INTERLOCK_DV = const(78)  # V: largest port voltage difference a close may bridge
+K_VOUT_FAILSAFE = const(79)  # V: the output FS_REVERT goes to (the rack's nominal bus)
 
 # ---- capabilities ------------------------------------------------------------
 CAP_AUTH = const(0x01)
@@ -150,6 +151,7 @@ MODE_FAULT = const(5)  # a protection tripped the output off
 FS_HOLD = const(0)  # keep the last setpoint (still within limits)
 FS_RAMP_DOWN = const(1)  # ramp the output to 0 V at VOUT_TRANSITION_RATE, then off
 FS_OFF = const(2)  # output off at once
+FS_REVERT = const(3)  # output on at VOUT_FAILSAFE: the rack falls back to plain droop sharing
 
 # ---- protections, fault bits and responses ---------------------------------------
 PROT_OV = const(0)

@@ -134,6 +134,46 @@ def case_failsafe_on_host_silence_holds():
     assert r.node.status_word() & d.SW_MFR
 
 
+def _revert(was_on):
+    # on: a setpoint above nominal falls back to it; off (phase-shed): comes on at it
+    if True:
+        r = Rig()
+        r.open_session()
+        assert result(r.config(FAILSAFE=d.FS_REVERT, VOUT_FAILSAFE=12.0,
+                               HEARTBEAT_TIMEOUT_MS=1000)) == d.RES_OK
+        if was_on:
+            r.setpoint(12.5, 60000)
+        else:
+            r.send(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: 60000,
+                                    d.K_OPERATION: False})
+        r.run(500)
+        assert r.hal.enabled == was_on
+        r.run(1500, heartbeat=False)
+        assert r.node.mode == d.MODE_FAILSAFE and r.node.fs.latched
+        assert r.hal.enabled and near(r.hal.vout_mv, 12000, 20), (was_on, r.hal.vout_mv)
+        assert result(r.send(d.MSG_CLEAR_FAULTS, {})) == d.RES_OK
+        assert result(r.setpoint(12.3, 60000)) == d.RES_OK
+        r.run(300)
+        assert r.node.mode == d.MODE_CV and near(r.hal.vout_mv, 12300, 20)
+
+
+def case_failsafe_revert_falls_back_to_the_nominal_voltage():
+    _revert(True)
+
+
+def case_failsafe_revert_brings_an_off_converter_on_at_the_nominal_voltage():
+    _revert(False)
+
+
+def case_failsafe_revert_needs_a_voltage_the_node_may_regulate_to():
+    r = Rig()
+    r.open_session()
+    assert result(r.config(VOUT_FAILSAFE=30.0)) == d.RES_RANGE
+    assert result(r.config(FAILSAFE=d.FS_REVERT, VOUT_UV_FAULT_LIMIT=10.0,
+                           VOUT_UV_WARN_LIMIT=10.5, VOUT_FAILSAFE=9.0)) == d.RES_RANGE
+    assert r.node.cfg.failsafe == d.FS_RAMP_DOWN, "nothing of a refused CONFIG applies"
+
+
 def case_failsafe_off_is_immediate():
     r = Rig()
     r.open_session()
