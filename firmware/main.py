@@ -59,7 +59,7 @@ def build(conf):
     elif name == "emu":
         emu = conf["emu"]
         hal = hal_mod.load("emu", sensors=emu["sensors"], actuators=emu["actuators"],
-                           nports=ratings.ports)
+                           nports=ratings.ports, reset_cause=emu.get("reset_cause", 0))
     else:
         hal = hal_mod.load(name, pins=conf["pins"])
     key = conf.get("key")

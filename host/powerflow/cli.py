@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "open to local callers only")
     run.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
                      help="address the API listens on (default 127.0.0.1; others need --tokens)")
+    run.add_argument("--physics-log", default=None, metavar="FILE",
+                     help="with --emulate: append what the rack physics has every 0.1 s "
+                          "(bus voltages V, currents A, device demand and served W) as JSON lines")
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
@@ -92,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     fi = fsub.add_parser("inject", help="inject a fault")
     fi.add_argument("kind", choices=["converter-failure", "converter-repair", "sensor-stuck",
                                      "sensor-drift", "sensor-clear", "link-cut", "link-noise",
-                                     "link-clear", "node-reboot", "node-kill", "ambient",
-                                     "load-spike"])
+                                     "link-clear", "node-reboot", "node-kill", "node-pause",
+                                     "ambient", "load-spike"])
     fi.add_argument("--node", type=_count, default=None)
     fi.add_argument("--sensor", default=None)
     fi.add_argument("--value", type=float, default=None)
@@ -423,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.port or DEFAULT_PORT, args.db, not args.no_start,
                                  telemetry_ms=args.telemetry_ms, faults=faults,
                                  control=not args.no_control, tokens=tokens,
-                                 bind=args.bind))
+                                 bind=args.bind, physics_log=args.physics_log))
         except RackError as e:
             print(f"powerflow: error: {e}", file=sys.stderr)
             return 2

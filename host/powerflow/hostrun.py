@@ -60,14 +60,15 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
                    console: Console | None = None, telemetry_ms: int = 500,
                    faults: list[dict[str, Any]] | None = None, control: bool = True,
-                   tokens: Any = None, bind: str = "127.0.0.1") -> dict[str, Any]:
+                   tokens: Any = None, bind: str = "127.0.0.1",
+                   physics_log: str | Path | None = None) -> dict[str, Any]:
     console = console or Console(width=max(110, Console().width))
     rack = load_rack(rack_path)
     emu = None
     if emulate:
-        from powerflow.emulator.rack_emulator import EmulatedRack
+        from powerflow.emulator.rack_service import RackService
 
-        emu = EmulatedRack(rack)
+        emu = RackService(rack, log_path=physics_log)
         addresses = emu.start()
     else:
         addresses = node_addresses(rack)

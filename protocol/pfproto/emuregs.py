@@ -26,8 +26,12 @@ S_TEMP2 = const(6)
 S_AMBIENT = const(7)
 S_HUMIDITY = const(8)
 S_PORT0 = const(9)
-# actuators: seq, vref mV, enable (0/1), port mask, seq
-ACTUATOR_WORDS = const(5)
+# actuators: seq, vref mV, enable (0/1), port mask, watchdog timeout ms (0: not started),
+# ticks_ms of the last watchdog feed, seq. The physics plays the watchdog's part: a node
+# whose feeds stop for the timeout is reset (output off, firmware restarted), as an MCU is.
+ACTUATOR_WORDS = const(7)
 A_VREF = const(1)
 A_ENABLE = const(2)
 A_PORTS = const(3)
+A_WDT_TIMEOUT = const(4)
+A_WDT_FED = const(5)

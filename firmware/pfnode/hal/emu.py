@@ -16,7 +16,7 @@ _FMT_A = "<%di" % R.ACTUATOR_WORDS
 
 
 class EmuHal:
-    def __init__(self, sensors, actuators, nports=2):
+    def __init__(self, sensors, actuators, nports=2, reset_cause=0):
         self.nports = nports
         self._sf = open(sensors, "rb")
         self._af = open(actuators, "r+b")
@@ -31,6 +31,9 @@ class EmuHal:
         self.ports_closed = [False] * nports
         self._written = None
         self.wdt_feeds = 0
+        self.wdt_timeout_ms = 0
+        self.wdt_fed = 0  # ticks_ms of the last feed
+        self._reset_cause = reset_cause
         self.background()
 
     def ticks_ms(self):
@@ -42,11 +45,11 @@ class EmuHal:
         for i in range(self.nports):
             if self.ports_closed[i]:
                 mask |= 1 << i
-        state = (self.vref_mv, 1 if self.enabled else 0, mask)
+        state = (self.vref_mv, 1 if self.enabled else 0, mask, self.wdt_timeout_ms, self.wdt_fed)
         if state != self._written:
             self._aseq += 1
             struct.pack_into(_FMT_A, self._abuf, 0, self._aseq, state[0], state[1], state[2],
-                             self._aseq)
+                             state[3], state[4], self._aseq)
             self._af.seek(0)
             self._af.write(self._abuf)
             self._af.flush()
@@ -80,10 +83,12 @@ class EmuHal:
         self.ports_closed[port] = closed
 
     def wdt_start(self, timeout_ms):
-        pass
+        self.wdt_timeout_ms = timeout_ms
+        self.wdt_fed = time.ticks_ms()  # type: ignore[attr-defined]
 
     def wdt_feed(self):
         self.wdt_feeds += 1
+        self.wdt_fed = time.ticks_ms()  # type: ignore[attr-defined]
 
     def reset_cause(self):
-        return 0
+        return self._reset_cause

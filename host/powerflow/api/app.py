@@ -34,7 +34,7 @@ class PortRequest(BaseModel):
 class FaultRequest(BaseModel):
     kind: Literal["converter-failure", "converter-repair", "sensor-stuck", "sensor-drift",
                   "sensor-clear", "link-cut", "link-noise", "link-clear", "node-reboot", "node-kill",
-                  "ambient", "load-spike"]
+                  "node-pause", "ambient", "load-spike"]
     node: int | None = None
     sensor: Literal["vout", "iout", "temp1", "temp2", "ambient", "vin", "iin", "humidity"] = "temp1"
     value: float | None = None

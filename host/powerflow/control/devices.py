@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from powerflow.control.allocate import BatteryView
 from powerflow.control.controller import DeviceObs
 
 STALE_S = 5.0
@@ -35,25 +36,23 @@ class Sample:
 
 
 class EmulatorDevices:
+    """The emulated rack's devices (an `EmulatedRack`, or the `RackService` handle on one
+    in its own process)."""
+
     def __init__(self, emu: Any) -> None:
         self.emu = emu
 
     def read(self) -> dict[str, DeviceObs]:
-        ph = self.emu.physics
-        with self.emu._lock:
-            return {dv.id: DeviceObs(float(ph.served[k]), float(ph.dev_util[k]))
-                    for k, dv in enumerate(self.emu.rack.devices)}
+        return {dev: DeviceObs(p, u) for dev, (p, u) in self.emu.read_devices().items()}
 
     def apply(self, caps: dict[str, float | None], battery_w: float | None,
               shave_above_w: float | None) -> None:
-        ph = self.emu.physics
-        with self.emu._lock:
-            for k, dv in enumerate(self.emu.rack.devices):
-                cap = caps.get(dv.id)
-                ph.dev_cap[k] = dv.p_max_w if cap is None else cap
-            if ph.battery is not None:
-                ph.battery.p_cmd = battery_w
-                ph.battery.shave_above_w = shave_above_w
+        self.emu.apply_devices(caps, battery_w, shave_above_w)
+
+    def battery(self) -> BatteryView | None:
+        b = self.emu.battery_state()
+        return None if b is None else BatteryView(b["soc"], b["capacity_wh"],
+                                                  b["p_charge_max_w"], b["p_discharge_max_w"])
 
 
 @dataclass

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from powerflow.control.allocate import Allocation, BatteryView
 from powerflow.control.controller import DeviceObs, NodeObs, RackController
-from powerflow.control.devices import AgentDevices, PrometheusDevices
+from powerflow.control.devices import AgentDevices, EmulatorDevices, PrometheusDevices
 from powerflow.control.dispatch import make_before_break
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
@@ -25,11 +24,11 @@ from powerflow.manager import NodeManager, NodeUnavailable
 
 class ControlLoop:
     def __init__(self, manager: NodeManager, controller: RackController,
-                 source: Any = None, agents: AgentDevices | None = None,
+                 source: EmulatorDevices | None = None, agents: AgentDevices | None = None,
                  scraper: PrometheusDevices | None = None) -> None:
         self.manager = manager
         self.ctrl = controller
-        self.source = source  # EmulatorDevices or None
+        self.source: EmulatorDevices | None = source
         self.agents = agents or AgentDevices({dv.id for dv in manager.rack.devices})
         self.scraper = scraper
         self.enabled = True
@@ -63,10 +62,7 @@ class ControlLoop:
         return obs
 
     def battery(self) -> BatteryView | None:
-        if self.source is None or self.source.emu.physics.battery is None:
-            return None
-        b = self.source.emu.physics.battery
-        return BatteryView(b.soc, b.capacity_wh, b.p_charge_max, b.p_discharge_max)
+        return None if self.source is None else self.source.battery()
 
     def feed_w(self) -> float:
         return float(sum(float(ns.telemetry.get("READ_VIN") or 0.0)

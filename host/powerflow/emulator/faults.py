@@ -35,6 +35,8 @@ def apply_fault(emu: Any, f: dict[str, Any]) -> dict[str, Any]:
         emu.restart_node(node)
     elif kind == "node-kill":
         emu.kill_node(node)
+    elif kind == "node-pause":
+        emu.pause_node(node, f.get("seconds", 5.0))
     elif kind == "ambient":
         if f.get("celsius") is None:
             raise ValueError("ambient: give --celsius")

@@ -4,17 +4,31 @@ reachable as a board would be: a serial device (pty, opened by the host with pys
 loopback TCP port, as the rack file says.
 
 Faults can be injected while it runs: converter failure, sensor stuck or drifting, link cut
-or noisy, node reboot, ambient temperature, load spike.
+or noisy, node reboot, a node paused (SIGSTOP), ambient temperature, load spike.
+
+When the machine is busy the emulator falls behind in two ways, and each is made to look
+like what it stands for. The physics thread, woken late, steps the real time that passed
+in sub-steps of at most MAX_SUBSTEP_S (never one giant step, and the bus never freezes
+while it keeps running). A node process that the OS does not schedule is an MCU whose
+loop ran late: its firmware's watchdog feeds reach the physics through the register
+files, and a node that has not fed its watchdog for the timeout it started it with is
+reset, as the MCU's watchdog would reset it: the converter's output drops at once and the
+firmware restarts, reporting a watchdog boot.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import signal
 import socket
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from powerflow.emulator.node_process import NodeProcess
 from powerflow.emulator.physics import RackPhysics, SensorFault
@@ -24,6 +38,15 @@ from powerflow.link.transport import LinkAddress
 from powerflow.rack import Rack
 
 PHYSICS_PERIOD_S = 0.005
+MAX_SUBSTEP_S = 0.02  # the longest the physics steps at once when it catches up
+MAX_SUBSTEPS = 200  # per wake-up; a longer gap is stepped in sub-steps of gap / this
+LOG_PERIOD_S = 0.1  # physics log: one line per this much time
+TICKS_PERIOD = 1 << 30  # MicroPython's ticks_ms wraps here (same CLOCK_MONOTONIC ms)
+
+
+def ticks_since(now_ms: int, then_ms: int) -> int:
+    """ms from ticks `then_ms` to `now_ms` on MicroPython's wrapping clock."""
+    return ((now_ms - then_ms + TICKS_PERIOD // 2) % TICKS_PERIOD) - TICKS_PERIOD // 2
 
 
 def free_port() -> int:
@@ -43,7 +66,8 @@ class EmulatedNode:
 
 
 class EmulatedRack:
-    def __init__(self, rack: Rack, seed: int = 0, heap: str = "100K") -> None:
+    def __init__(self, rack: Rack, seed: int = 0, heap: str = "100K",
+                 log_path: str | Path | None = None) -> None:
         self.rack = rack
         self.physics = RackPhysics(rack, seed)
         self._tmp = tempfile.TemporaryDirectory(prefix="pfrack-", dir=register_folder())
@@ -54,6 +78,10 @@ class EmulatedRack:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.watchdog_resets: dict[int, int] = {n.id: 0 for n in rack.nodes}
+        self.max_gap_s = 0.0  # the longest the physics thread was kept from running
+        self._log: IO[str] | None = open(log_path, "a") if log_path else None
+        self._next_log = 0.0
 
     def _ports_of(self, node_id: int) -> int:
         used = [b.port[1] for b in self.rack.branches if b.port and b.port[0] == node_id]
@@ -96,16 +124,94 @@ class EmulatedRack:
         next_t = last
         while not self._stop.is_set():
             now = time.monotonic()
+            gap = now - last
+            self.max_gap_s = max(self.max_gap_s, gap)
+            n = max(1, math.ceil(gap / MAX_SUBSTEP_S))
+            if n > MAX_SUBSTEPS:
+                n = MAX_SUBSTEPS
+            reset = []
             with self._lock:
+                now_ticks = int(now * 1000) % TICKS_PERIOD
                 for i, en in self.nodes.items():
                     vref, on, ports = en.registers.read_actuators()
+                    timeout, fed = en.registers.wdt
+                    if (timeout > 0 and en.process.alive()
+                            and ticks_since(now_ticks, fed) > timeout):
+                        reset.append(i)  # the MCU's watchdog fires: the output drops at once
+                        on = False
                     self.physics.set_actuators(i, vref / 1000.0, on and en.process.alive(), ports)
-                self.physics.step(now - last)
+                for _ in range(n):
+                    self.physics.step(gap / n)
                 self._publish()
                 self.steps += 1
+            for i in reset:
+                self._watchdog_reset(i)
+            if self._log is not None and now >= self._next_log:
+                self._write_log()
+                self._next_log = now + LOG_PERIOD_S
             last = now
             next_t += PHYSICS_PERIOD_S
+            if next_t < now - 1.0:  # far behind: do not try to catch up on sleep
+                next_t = now
             self._stop.wait(max(0.0, next_t - time.monotonic()))  # the emulator's own clock
+
+    def _watchdog_reset(self, node_id: int) -> None:
+        en = self.nodes[node_id]
+        self.watchdog_resets[node_id] += 1
+        en.process.kill()
+        en.registers.reset()
+        en.process.conf["emu"]["reset_cause"] = 1  # BOOT_WATCHDOG
+        en.process.start()
+
+    def _write_log(self) -> None:
+        """One line of what the physics has now (the truth the host is judged against):
+        wall time (s), segment voltages (V), converter currents (A), device demand and
+        what was served (W), caps in force (W)."""
+        ph = self.physics
+        assert self._log is not None
+        with self._lock:
+            line = {"t": round(time.time(), 3), "v": [round(float(x), 4) for x in ph.v],
+                    "i": {str(k): round(c.i_out, 3) for k, c in ph.conv.items()},
+                    "on": {str(k): bool(c.enabled and not c.failed) for k, c in ph.conv.items()},
+                    "demand": [round(float(x), 2) for x in ph.dev_p],
+                    "served": [round(float(x), 2) for x in ph.served],
+                    "cap": [round(float(x), 2) for x in ph.dev_cap],
+                    "wdt_resets": sum(self.watchdog_resets.values())}
+        self._log.write(json.dumps(line) + "\n")
+        self._log.flush()
+
+    # ---- devices (what the host's device source reads and writes) ----------------------
+    def read_devices(self) -> dict[str, tuple[float, float]]:
+        """Per device: (power served now, W; utilisation 0..1)."""
+        ph = self.physics
+        with self._lock:
+            return {dv.id: (float(ph.served[k]), float(ph.dev_util[k]))
+                    for k, dv in enumerate(self.rack.devices)}
+
+    def apply_devices(self, caps: dict[str, float | None], battery_w: float | None,
+                      shave_above_w: float | None) -> None:
+        """Caps (W, None = uncapped) and the battery's command (W, + discharging)."""
+        ph = self.physics
+        with self._lock:
+            for k, dv in enumerate(self.rack.devices):
+                cap = caps.get(dv.id)
+                ph.dev_cap[k] = dv.p_max_w if cap is None else cap
+            if ph.battery is not None:
+                ph.battery.p_cmd = battery_w
+                ph.battery.shave_above_w = shave_above_w
+
+    def battery_state(self) -> dict[str, float] | None:
+        """The battery as its BMS reports it: soc (0..1), capacity (Wh), limits (W)."""
+        b = self.physics.battery
+        if b is None:
+            return None
+        with self._lock:
+            return {"soc": b.soc, "capacity_wh": b.capacity_wh,
+                    "p_charge_max_w": b.p_charge_max, "p_discharge_max_w": b.p_discharge_max}
+
+    def status(self) -> dict[str, Any]:
+        return {"steps": self.steps, "max_gap_s": self.max_gap_s,
+                "watchdog_resets": dict(self.watchdog_resets)}
 
     # ---- faults ------------------------------------------------------------------------
     def fail_converter(self, node_id: int, failed: bool = True) -> None:
@@ -133,7 +239,27 @@ class EmulatedRack:
     def restart_node(self, node_id: int) -> None:
         en = self.nodes[node_id]
         en.process.kill()
+        en.registers.reset()
+        en.process.conf["emu"]["reset_cause"] = 0  # BOOT_POWER_ON
         en.process.start()
+
+    def pause_node(self, node_id: int, seconds: float) -> None:
+        """SIGSTOP the node's process for `seconds`, then SIGCONT: an MCU whose loop hangs
+        (its watchdog fires after its timeout)."""
+        proc = self.nodes[node_id].process.proc
+        if proc is None or proc.poll() is not None:
+            raise ValueError(f"node {node_id} is not running")
+        os.kill(proc.pid, signal.SIGSTOP)
+
+        def resume() -> None:
+            try:
+                os.kill(proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # reset by its watchdog meanwhile
+
+        t = threading.Timer(seconds, resume)
+        t.daemon = True
+        t.start()
 
     def set_ambient(self, celsius: float) -> None:
         with self._lock:
@@ -155,3 +281,5 @@ class EmulatedRack:
             if en.bridge is not None:
                 en.bridge.close()
         self._tmp.cleanup()
+        if self._log is not None:
+            self._log.close()

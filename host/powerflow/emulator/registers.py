@@ -28,6 +28,7 @@ class RegisterFiles:
         self._afd = os.open(self.actuators, os.O_RDONLY)
         self._seq = 0
         self.last = (0, False, 0)
+        self.wdt = (0, 0)  # (timeout ms, ticks_ms of the last feed) as last read
 
     def write_sensors(self, r: dict[str, float], ports: list[float]) -> None:
         self._seq = (self._seq % 0x7FFFFFFF) + 1
@@ -42,7 +43,18 @@ class RegisterFiles:
         w = _A.unpack(os.pread(self._afd, _A.size, 0))
         if w[0] == w[-1]:
             self.last = (w[R.A_VREF], bool(w[R.A_ENABLE]), w[R.A_PORTS])
+            self.wdt = (w[R.A_WDT_TIMEOUT], w[R.A_WDT_FED])
         return self.last
+
+    def reset(self) -> None:
+        """The node was reset: its actuators and watchdog are as at power-on."""
+        fd = os.open(self.actuators, os.O_WRONLY)
+        try:
+            os.pwrite(fd, bytes(_A.size), 0)
+        finally:
+            os.close(fd)
+        self.last = (0, False, 0)
+        self.wdt = (0, 0)
 
     def close(self) -> None:
         os.close(self._sfd)
