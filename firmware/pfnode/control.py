@@ -106,6 +106,13 @@ class Controller:
         elif dv < -_E_CLAMP:
             dv = -_E_CLAMP
         self.v_prev = vout_mv
+        # anti-windup: an output held above its goal by the bus (other converters,
+        # ORing blocking) with no current is not this loop's to lower; integrating down
+        # there would leave the reference far under the bus, and the converter slow to
+        # pick up load when the bus falls. Not while the reference is above the target
+        # (that is headroom this loop added and may take back).
+        if e < 0 and u_prev <= t and iout_ma < (cfg.iout_max_ma >> 7):
+            e = 0
         # the fraction below 1 mV is carried to the next step, or the integral
         # would stall a few mV short of the goal
         acc = self.frac + cfg.ki_q * e - cfg.kp_q * dv
