@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     hi.add_argument("--since", default="10m", help="10m, 2h, 1d, or a Unix time (default 10m)")
     hi.add_argument("--csv", action="store_true")
     client("plan", "the next allocation and why, without applying it")
+    client("alarms", "the active alarms (bus sag, safe mode, converters excluded, late cycles, "
+                     "stale telemetry), most severe first")
     po = client("policy", "show or change the allocation policy (or switch profile)")
     po.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="e.g. --set power_saving=false --set 'priorities={\"gpu0\": 1}'")
@@ -315,7 +317,7 @@ def _client_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             parser.error("set: --open/--close need --port P")
     fn = {"nodes": c.cmd_nodes, "watch": c.cmd_watch, "set": c.cmd_set,
           "clear-faults": c.cmd_clear, "history": c.cmd_history, "fault": c.cmd_fault,
-          "plan": c.cmd_plan, "policy": c.cmd_policy}[args.command]
+          "plan": c.cmd_plan, "policy": c.cmd_policy, "alarms": c.cmd_alarms}[args.command]
     try:
         return fn(args)
     except c.ClientError as e:
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("flow", "reconfigure", "optimize"):
         return _grid_command(args)
     if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault", "plan",
-                        "policy"):
+                        "policy", "alarms"):
         return _client_command(args, parser)
     if args.command == "forecast":
         return _forecast_command(args)

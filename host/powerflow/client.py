@@ -141,11 +141,19 @@ def cmd_plan(args: Any) -> int:
         print(json.dumps(a, indent=1))
         return 0
     p = a["predicted"]
+    m = a.get("measured") or {}
+    measured = ("no fresh reading" if m.get("vmin") is None else
+                f"{m['vmin']:.3f}..{m['vmax']:.3f} V")
+    print(f"state: {a['state'].upper()}; measured bus {measured}"
+          + (f", current-limited: node {', '.join(map(str, m['current_limited']))}"
+             if m.get("current_limited") else "")
+          + (f"; {a['alarms']} alarm(s) active (powerflow alarms)" if a.get("alarms") else ""))
     print(f"plan ({'checked by the load flow' if a['ok'] else 'NOT checked'}"
           f"{', safe allocation' if a['fallback'] else ''}): {a['reason']}")
     print(f"  demand P95 {p['demand_p95_w']:.0f} W of {p['supply_w']:.0f} W supply; feed "
           f"{p['feed_w']:.0f} W; loss {p['loss_conversion_w']:.1f} W conversion + "
-          f"{p['loss_distribution_w']:.2f} W distribution; bus {p['vmin']:.3f}..{p['vmax']:.3f} V"
+          f"{p['loss_distribution_w']:.2f} W distribution; predicted bus "
+          f"{p['vmin']:.3f}..{p['vmax']:.3f} V"
           + (f"; battery {a['battery_w']:+.0f} W" if a["battery_w"] else ""))
     print(f"  {'node':>5} {'on':>4} {'Vref V':>8} {'share W':>8} {'limit W':>8}  why / binding")
     for nid, n in a["nodes"].items():
@@ -156,6 +164,23 @@ def cmd_plan(args: Any) -> int:
     for dev, dv in a["devices"].items():
         print(f"  {dev:>8} {dv['forecast_w']:8.1f} {dv['p95_w']:8.1f} "
               f"{'-' if dv['cap_w'] is None else format(dv['cap_w'], '.1f'):>8}  {dv['binding']}")
+    return 0
+
+
+def cmd_alarms(args: Any) -> int:
+    """The active alarms, most severe first."""
+    rows = call("GET", host_url(args.host), "/alarms")
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no active alarms")
+        return 0
+    now = time.time()
+    for al in rows:
+        where = "rack" if al["node"] is None else f"node {al['node']}"
+        print(f"{al['severity'].upper():>8}  {al['kind']:<16} {where:<8} "
+              f"for {now - al['since']:6.1f} s  {al['detail']}")
     return 0
 
 

@@ -124,9 +124,19 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                     title += (f"\ncontrol: {sum(1 for v in a.vref.values() if v is not None)}/"
                               f"{len(a.vref)} converters on, predicted loss "
                               f"{a.predicted['loss_conversion_w'] + a.predicted['loss_distribution_w']:.1f} W,"
-                              f" {capped} device(s) capped, {a.elapsed_ms:.1f} ms/cycle"
+                              f" {capped} device(s) capped, {a.elapsed_ms:.1f} ms/cycle;"
+                              f" state {a.state.upper()}"
                               f"{', SAFE ALLOCATION' if a.fallback else ''}")
-                live.update(node_table(manager.snapshot(), title))
+                    alarms = loop_.ctrl.alarms.listing()
+                    if alarms:
+                        title += f"\nALARMS: " + "; ".join(
+                            f"{al.severity} {al.kind}"
+                            + (f" node {al.node}" if al.node is not None else "")
+                            for al in alarms[:4])
+                rows = manager.snapshot()
+                if loop_ is not None:
+                    rows = [{**r, **loop_.ctrl.exclusion(r["id"])} for r in rows]
+                live.update(node_table(rows, title))
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
                 except TimeoutError:

@@ -25,6 +25,7 @@ from powerflow.store import TelemetryStore
 
 HEARTBEAT_TIMEOUT_MS = 2000  # the node's failsafe timer; it heartbeats every quarter of it
 LOST_AFTER_S = 2.0  # four of the node's heartbeat periods without a frame
+HOST_GAP_S = 0.5  # a node task that did not run for this long: the host itself was away
 HOST_HEARTBEAT_S = 0.5
 LEASE_RENEW_S = 1.0
 LEASE_MS = 3000
@@ -68,6 +69,8 @@ class NodeState:
             "port_state": t.get("PORT_STATE"), "lease_left_ms": t.get("LEASE_LEFT_MS"),
             "rejects": sum(t.get("REJECTS", [])), "lost_count": self.lost_count,
             "firmware": self.hello.get("FW_VERSION"), "vout_max": self.hello.get("MFR_VOUT_MAX"),
+            "telemetry_age_s": (round(time.monotonic() - self.telemetry_t, 3)
+                                if self.telemetry_t else None),
         }
 
 
@@ -157,11 +160,17 @@ class NodeManager:
         self._event(ns, "online", f"firmware {ns.hello.get('FW_VERSION')}")
         next_hb = next_lease = 0.0
         loop = asyncio.get_running_loop()
+        prev = awake = loop.time()
         while True:
             now = loop.time()
+            if now - prev > HOST_GAP_S:
+                # this host was not running (paused, starved): the node's silence is counted
+                # from when it runs again, so its own absence is not taken for the node's
+                awake = now
+            prev = now
             while not s.inbox.empty():
                 self._received(ns, s.inbox.get_nowait())
-            if now - ns.last_rx > LOST_AFTER_S:
+            if now - max(ns.last_rx, awake) > LOST_AFTER_S:
                 return
             if now >= next_hb:
                 s.heartbeat(int((time.time() - self.started) * 1000))

@@ -12,7 +12,7 @@ DEFAULT_PORT = 8470
 def node_table(rows: list[dict[str, Any]], title: str) -> Table:
     t = Table(title=title)
     for col in ("node", "state", "mode", "Vout V", "Iout A", "P W", "T °C", "Ilim A", "faults",
-                "lease ms", "rejects"):
+                "lease ms", "rejects", "plan"):
         t.add_column(col, justify="right")
 
     def f(v: Any, fmt: str) -> str:
@@ -23,5 +23,6 @@ def node_table(rows: list[dict[str, Any]], title: str) -> Table:
         t.add_row(str(r["id"]), r["state"], r["mode"], f(r["vout"], ".3f"), f(r["iout"], ".2f"),
                   f(r["pout"], ".1f"), f(r["temperature"], ".1f"), f(r["iout_limit"], ".1f"),
                   f(r["faults"], "#06x"), f(r["lease_left_ms"], "d"), str(r["rejects"]),
-                  style=style)
+                  "out" if r.get("excluded") else "in" if "excluded" in r else "-",
+                  style="red" if r.get("excluded") else style)
     return t

@@ -100,9 +100,18 @@ def test_a_failed_converter_is_taken_out_of_the_plan(host: Host) -> None:
     try:
         wait_for(lambda: host.node(3)["iout"] > 5, 15, "node 3 carrying load")
         assert host.cli("fault", "inject", "converter-failure", "--node", "3").returncode == 0
-        a = wait_for(lambda: (a := host.api("/allocation"))["nodes"]["3"]["on"] is False and a,
-                     10, "node 3 out of the plan")
-        assert "not delivering" in a["nodes"]["3"]["why"] and a["ok"]
+        a = wait_for(lambda: (a := host.api("/allocation"))["nodes"]["3"]["share_w"] == 0 and a,
+                     10, "node 3 out of the plan's shares")
+        # the evidence, then a probe a step above its bus: no current -> the verdict
+        a = wait_for(lambda: "not delivering" in (a := host.api("/allocation"))["nodes"]["3"]["why"]
+                     and a, 10, "the verdict on node 3")
+        assert a["nodes"]["3"]["on"] is False and a["ok"]
+        node3 = next(n for n in host.api("/nodes") if n["id"] == 3)
+        assert node3["excluded"] and "not delivering" in node3["excluded_why"]
+        alarms = host.api("/alarms")
+        assert any(al["kind"] == "node_excluded" and al["node"] == 3 for al in alarms), alarms
+        kinds = [(e["node"], e["kind"], e["detail"]) for e in host.api("/events")]
+        assert any(n == 3 and k == "probe" and d.startswith("failed") for n, k, d in kinds), kinds
         listed = {f["node"]: f for f in host.api("/faults")}
         assert 3 in listed and "not delivering" in listed[3]["allocator"]
         # the others carry the rack: regulating, bus in the band

@@ -122,8 +122,8 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
             since = time.time()
             while not await request.is_disconnected():
                 a = control.ctrl.last.as_dict() if control and control.ctrl.last else None
-                state = {"t": time.time(), "nodes": manager.snapshot(), "allocation": a,
-                         "forecasts": _forecasts() if control else None}
+                state = {"t": time.time(), "nodes": nodes(), "allocation": a,
+                         "alarms": alarms(), "forecasts": _forecasts() if control else None}
                 yield f"event: state\ndata: {json.dumps(state)}\n\n"
                 store.flush()
                 for t, n, k, dt in store.recent_events(since):
@@ -185,9 +185,25 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
                 "devices": [{"id": d.id, "segment": d.segment, "priority": d.priority,
                              "p_min_w": d.p_min_w, "p_max_w": d.p_max_w} for d in r.devices]}
 
+    def with_exclusion(row: dict[str, Any]) -> dict[str, Any]:
+        """A node's row with whether the control loop has it out of the plan, and why."""
+        if control is None:
+            return {**row, "excluded": False, "excluded_why": None, "excluded_since": None}
+        return {**row, **control.ctrl.exclusion(row["id"])}
+
     @app.get(PREFIX + "/nodes")
     def nodes() -> list[dict[str, Any]]:
-        return manager.snapshot()
+        """Every node: link state, measurements, and `excluded` / `excluded_why` /
+        `excluded_since` (out of the plan) and `telemetry_age_s`."""
+        return [with_exclusion(row) for row in manager.snapshot()]
+
+    @app.get(PREFIX + "/alarms")
+    def alarms() -> list[dict[str, Any]]:
+        """The active alarms, most severe first: kind, severity (critical, major, minor,
+        warning), node (null for the rack), since (Unix time), detail."""
+        if control is None:
+            return []
+        return [a.as_dict() for a in control.ctrl.alarms.listing()]
 
     @app.get(PREFIX + "/faults")
     def faults() -> list[dict[str, Any]]:
@@ -213,7 +229,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         ns = manager.nodes.get(node_id)
         if ns is None:
             raise HTTPException(404, f"node {node_id} is not in rack {manager.rack.name}")
-        return {**ns.summary(), "telemetry": ns.telemetry, "hello": ns.hello,
+        return {**with_exclusion(ns.summary()), "telemetry": ns.telemetry, "hello": ns.hello,
                 "events": ns.events[-20:]}
 
     @app.post(PREFIX + "/nodes/{node_id}/setpoint")
@@ -280,8 +296,12 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
     def control_state() -> dict[str, Any]:
         c = loop()
         cyc = c.ctrl.cycle_ms[-300:]
+        sup = c.ctrl.supervisor
         return {"enabled": c.enabled, "periods": c.periods, "period_s": c.ctrl.policy.period_s,
-                "dispatch_errors": c.dispatch_errors,
+                "dispatch_errors": c.dispatch_errors, "safe_mode": sup.safe,
+                "safe_mode_why": sup.why if sup.safe else None, "safe_mode_trips": sup.trips,
+                "late_periods": c.ctrl.late_periods, "max_late_s": round(c.max_late_s, 3),
+                "verdicts": c.ctrl.health.verdicts,
                 "cycle_ms_last": cyc[-1] if cyc else None,
                 "cycle_ms_max_recent": max(cyc) if cyc else None}
 

@@ -51,13 +51,53 @@ class RackCollector:
                 v = ns.telemetry.get(f)
                 if isinstance(v, int | float):
                     g.add_metric([str(nid)], float(v))
+        age = GaugeMetricFamily("powerflow_node_telemetry_age_seconds",
+                                "Age of the node's latest telemetry (s).", labels=["node"])
+        for row in m.snapshot():
+            if row["telemetry_age_s"] is not None:
+                age.add_metric([str(row["id"])], row["telemetry_age_s"])
         yield up
         yield lost
+        yield age
         yield from gauges.values()
         c = self.control
-        if c is None or c.ctrl.last is None:
+        if c is None:
+            return
+        ex = GaugeMetricFamily("powerflow_node_excluded",
+                               "1 when the control loop has the node out of the plan.",
+                               labels=["node"])
+        for nid in m.nodes:
+            ex.add_metric([str(nid)], 1.0 if c.ctrl.exclusion(nid)["excluded"] else 0.0)
+        yield ex
+        al = GaugeMetricFamily("powerflow_alarm_active",
+                               "Active alarms of this kind and severity (count).",
+                               labels=["kind", "severity"])
+        counts: dict[tuple[str, str], int] = {}
+        for alarm in c.ctrl.alarms.listing():
+            counts[(alarm.kind, alarm.severity)] = counts.get((alarm.kind, alarm.severity), 0) + 1
+        for (kind, sev), k in sorted(counts.items()):
+            al.add_metric([kind, sev], float(k))
+        yield al
+        safe = GaugeMetricFamily("powerflow_safe_mode",
+                                 "1 while the supervisor holds the rack in safe mode.")
+        safe.add_metric([], 1.0 if c.ctrl.supervisor.safe else 0.0)
+        yield safe
+        meas = c.ctrl.measured
+        if meas is not None and meas.vmin is not None and meas.vmax is not None:
+            bus = GaugeMetricFamily("powerflow_bus_measured_volts",
+                                    "Bus voltage as the nodes measure it (fresh readings), V.",
+                                    labels=["stat"])
+            bus.add_metric(["min"], meas.vmin)
+            bus.add_metric(["max"], meas.vmax)
+            yield bus
+        if c.ctrl.last is None:
             return
         a = c.ctrl.last
+        st = GaugeMetricFamily("powerflow_allocation_state",
+                               "1 for the state of the allocation in force.", labels=["state"])
+        for name in ("optimal", "degraded", "safe"):
+            st.add_metric([name], 1.0 if a.state == name else 0.0)
+        yield st
         cyc = GaugeMetricFamily("powerflow_control_cycle_seconds",
                                 "Time of the last control cycle (forecast + allocate) (s).")
         cyc.add_metric([], a.elapsed_ms / 1000.0)

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 
 from powerflow.api.auth import LOCAL, Principal, Tokens
 from powerflow.control.policy import PolicyError
+from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.manager import NodeManager
 from powerflow.store import TelemetryStore
 
@@ -142,6 +143,8 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         return control.ctrl.last if control is not None else None
 
     def node_status(ns: Any) -> dict[str, str]:
+        """A converter's status from what is measured: its link, its own fault bits and
+        mode, its output against the bus band, and the control loop's verdict."""
         t = ns.telemetry
         if ns.state != "online":
             return {"State": "UnavailableOffline", "Health": "Critical"}
@@ -149,7 +152,33 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         mode = t.get("MODE")
         state = "Enabled" if mode in (1, 2, 3) else "StandbyOffline"
         health = "Critical" if faults & 0x0F else "Warning" if mode in (3, 4) else "OK"
+        vout = t.get("READ_VOUT")
+        if mode in (1, 2, 3) and isinstance(vout, int | float):
+            if vout < BROWNOUT_V_PU * rack.bus_voltage:
+                health = "Critical"
+            elif vout < 0.97 * rack.bus_voltage and health == "OK":
+                health = "Warning"
+        if control is not None:
+            h = control.ctrl.health.nodes[ns.node.id]
+            if h.state == "quarantined":
+                state, health = "UnavailableOffline", "Critical"
+            elif h.state == "suspect":
+                state = "InTest"
+                health = "Warning" if health == "OK" else health
+            elif h.why and health == "OK":  # e.g. telemetry stale
+                health = "Warning"
         return {"State": state, "Health": health}
+
+    def worst(healths: list[str]) -> str:
+        return "Critical" if "Critical" in healths else "Warning" if "Warning" in healths else "OK"
+
+    def rack_health() -> str:
+        """The rack's health: its converters' and the active alarms'."""
+        hs = [node_status(ns)["Health"] for ns in manager.nodes.values()]
+        if control is not None:
+            for al in control.ctrl.alarms.listing():
+                hs.append("Critical" if al.severity == "critical" else "Warning")
+        return worst(hs)
 
     def dev_cap(dev: str) -> float | None:
         if control is None:
@@ -264,11 +293,9 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
 
     @g.get(CH + "/Rack")
     def rack_chassis() -> JSONResponse:
-        health = [node_status(ns)["Health"] for ns in manager.nodes.values()]
-        worst = "Critical" if "Critical" in health else "Warning" if "Warning" in health else "OK"
         return ok({"@odata.id": CH + "/Rack", "@odata.type": otype("Chassis"), "Id": "Rack",
                    "Name": f"Rack {rack.name}", "ChassisType": "Rack",
-                   "Status": {"State": "Enabled", "Health": worst},
+                   "Status": {"State": "Enabled", "Health": rack_health()},
                    "PowerSubsystem": ref(CH + "/Rack/PowerSubsystem"),
                    "Sensors": ref(CH + "/Rack/Sensors"), "Controls": ref(CH + "/Rack/Controls"),
                    "Power": ref(CH + "/Rack/Power"),
@@ -284,6 +311,13 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         if a:
             on = sum(1 for n in a.nodes.values() if n["on"])
             need = max(1, on)
+        # redundancy from what runs: converters online, unfaulted and not out of the plan
+        usable = sum(1 for ns in manager.nodes.values()
+                     if node_status(ns)["State"] in ("Enabled", "StandbyOffline")
+                     and node_status(ns)["Health"] != "Critical")
+        red_health = "Critical" if usable < need else "Warning" if usable == need else "OK"
+        if control is not None and control.ctrl.supervisor.safe:
+            red_health = worst([red_health, "Warning"])
         return ok({"@odata.id": CH + "/Rack/PowerSubsystem", "@odata.type": otype("PowerSubsystem"),
                    "Id": "PowerSubsystem", "Name": "Rack power subsystem",
                    "CapacityWatts": sum(n.rating_w for n in rack.nodes),
@@ -292,9 +326,10 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
                                               "MaxSupportedInGroup": len(rack.nodes),
                                               "MinNeededInGroup": need,
                                               "RedundancyGroup": supplies,
-                                              "Status": {"State": "Enabled", "Health": "OK"}}],
+                                              "Status": {"State": "Enabled",
+                                                         "Health": red_health}}],
                    "PowerSupplies": ref(CH + "/Rack/PowerSubsystem/PowerSupplies"),
-                   "Status": {"State": "Enabled", "Health": "OK"}})
+                   "Status": {"State": "Enabled", "Health": worst([red_health, rack_health()])}})
 
     @g.get(CH + "/Rack/PowerSubsystem/PowerSupplies")
     def supplies() -> JSONResponse:
@@ -389,11 +424,30 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
             return error(404, f"no sensor {sid}", "Base.1.19.ResourceNotFound", ["Sensor", sid])
         field, rtype, units, ctx = SENSORS[kind]
         v = ns.telemetry.get(field) if ns.state == "online" else None
+        th = thresholds(kind, ns)
         return ok({"@odata.id": f"{CH}/Rack/Sensors/{sid}", "@odata.type": otype("Sensor"),
                    "Id": sid, "Name": f"Node {ns.node.id} {rtype.lower()}",
                    "Reading": float(v) if isinstance(v, int | float) else None,
                    "ReadingType": rtype, "ReadingUnits": units, "PhysicalContext": ctx,
-                   "Thresholds": thresholds(kind, ns), "Status": node_status(ns)})
+                   "Thresholds": th, "Status": sensor_status(ns, kind, v, th)})
+
+    def sensor_status(ns: Any, kind: str, v: Any, th: dict[str, Any]) -> dict[str, str]:
+        """A sensor's health is its reading against its own thresholds (a Vout under its
+        lower caution is a Warning, under the brownout level Critical)."""
+        if ns.state != "online" or not isinstance(v, int | float):
+            return {"State": "UnavailableOffline", "Health": "Critical"}
+        on = ns.telemetry.get("MODE") in (1, 2, 3)
+        health = "OK"
+        if "UpperCritical" in th and v > th["UpperCritical"]["Reading"]:
+            health = "Critical"
+        elif "UpperCaution" in th and v > th["UpperCaution"]["Reading"]:
+            health = "Warning"
+        if kind == "Vout" and on:
+            if v < BROWNOUT_V_PU * rack.bus_voltage:
+                health = "Critical"
+            elif v < th["LowerCaution"]["Reading"] and health == "OK":
+                health = "Warning"
+        return {"State": "Enabled", "Health": health}
 
     # ---- controls and device environment -----------------------------------------------
     def control_body(path: str, cid: str, name: str, setpoint: float | None, lo: float,

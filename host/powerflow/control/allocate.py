@@ -107,13 +107,23 @@ class Allocation:
     devices: dict[str, dict[str, Any]]
     elapsed_ms: float = 0.0
     flows: list[dict[str, Any]] = field(default_factory=list)  # per branch: A from -> to
+    # set by the controller: optimal | degraded (measurements disagree with the plan, a
+    # converter out, a fallback) | safe (the supervisor's safe mode)
+    state: str = "optimal"
+    measured: dict[str, Any] = field(default_factory=dict)  # the bus as measured (V)
+    alarms: int = 0  # active alarms when it was made
 
     def as_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "ok": self.ok, "fallback": self.fallback, "reason": self.reason,
+        return {"t": self.t, "state": self.state, "ok": self.ok, "fallback": self.fallback,
+                "reason": self.reason, "measured": self.measured, "alarms": self.alarms,
                 "elapsed_ms": round(self.elapsed_ms, 3), "battery_w": self.battery_w,
                 "battery_shave_above_w": self.battery_shave_above_w,
                 "closed": self.closed, "flows": self.flows, "predicted": self.predicted,
                 "nodes": {str(k): v for k, v in self.nodes.items()}, "devices": self.devices}
+
+
+class _SafeMode(Exception):
+    """The supervisor holds the rack in safe mode: no optimisation this period."""
 
 
 def loss_w(eff_x: F, eff_y: F, rating: float, p: F | float) -> F:
@@ -232,7 +242,8 @@ class Allocator:
         return caps, binding
 
     # ---- the whole step --------------------------------------------------------------
-    def allocate(self, view: RackView, pol: Policy, mem: Memory) -> Allocation:
+    def allocate(self, view: RackView, pol: Policy, mem: Memory, safe: str = "") -> Allocation:
+        """The next allocation; with `safe` (why), the safe allocation without optimising."""
         t0 = time.perf_counter()
         nview = {nv.id: nv for nv in view.nodes}
         avail = np.array([nview[i].available for i in self.node_ids])
@@ -279,6 +290,8 @@ class Allocator:
         if pol.step_reserve:
             np.maximum.at(step, self.dev_seg, np.maximum(capv - mean_c, 0.0))
         try:
+            if safe:
+                raise _SafeMode(safe)
             on, node_why = self._shed(closed, load_hi, step, plim, avail, view, pol, mem)
             lo = np.zeros(len(self.node_ids))
             for k, i in enumerate(self.node_ids):
@@ -289,6 +302,8 @@ class Allocator:
             ok, check = self._check(closed, vref, load_hi, view, pol)
             if not ok:
                 reason = f"optimised allocation failed its check ({check}): safe allocation"
+        except _SafeMode as e:
+            ok, reason = False, f"safe mode ({e}): safe allocation"
         except (ValueError, np.linalg.LinAlgError, RuntimeError) as e:
             ok, reason = False, f"optimiser failed ({e}): safe allocation"
         late = (time.perf_counter() - t0) * 1000 > pol.optimise_deadline_ms

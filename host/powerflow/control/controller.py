@@ -3,8 +3,11 @@
 One `RackController` per rack. Each period the loop driving it (the live host, or the
 scenario runner in fast mode) hands it what was observed: each node's latest telemetry
 and each device's power and utilisation. It keeps the per-device online forecasters,
-judges which converters are available (online, no latched fault, delivering when asked
-to), accumulates running hours for rotation, and returns the allocation to dispatch.
+has the health judge decide which converters are available (`control.health`: verdicts
+on evidence, probes, quarantine with backoff), has the supervisor compare what is
+measured with what was planned (`control.supervisor`: safe mode), keeps the alarms,
+accumulates running hours for rotation, and returns the allocation to dispatch, with the
+measured bus beside the predicted one and a state (optimal / degraded / safe).
 It does no I/O, so the same code runs on real boards, on the emulated rack and in tests.
 """
 
@@ -18,14 +21,17 @@ from typing import Any
 import numpy as np
 
 from pfproto import defs as d
+from powerflow.control.alarms import AlarmBook
 from powerflow.control.allocate import (Allocation, Allocator, BatteryView, DeviceView, Memory,
                                         NodeView, RackView)
+from powerflow.control.health import HealthJudge, Reading, reading
+from powerflow.control.supervisor import Measured, Supervisor, measure
 from powerflow.control.policy import Policy, policy_from_config
 from powerflow.forecast.batch import BatchForecaster
 from powerflow.rack import Rack
 
 HORIZONS = (1, 10, 60)  # periods
-QUARANTINE_S = 300.0  # a converter that did not deliver is retried after this long
+LATE_FRAC = 0.25  # a period that starts later than this fraction of itself judges nothing
 
 
 @dataclass
@@ -67,8 +73,11 @@ class RackController:
                                                      for dv in rack.devices}
         self.last_power = {dv.id: dv.p_nom_w for dv in rack.devices}
         self.run_s = {n.id: 0.0 for n in rack.nodes}
-        self.suspect: dict[int, int] = {n.id: 0 for n in rack.nodes}  # periods not delivering
-        self.quarantined: dict[int, float] = {}  # node -> since (s)
+        self.alarms = AlarmBook()
+        self.health = HealthJudge(rack, self.alarms)
+        self.supervisor = Supervisor(rack, self.alarms)
+        self.measured: Measured | None = None
+        self.late_periods = 0  # periods that started late (no verdicts in them)
         self.planned_on: dict[int, int] = {n.id: 0 for n in rack.nodes}  # periods in a row
         self.last: Allocation | None = None
         self.cycle_ms: list[float] = []
@@ -91,9 +100,8 @@ class RackController:
         return self.policy
 
     def release_quarantine(self, node_id: int) -> None:
-        """The operator cleared the node's faults: it may be used again."""
-        self.quarantined.pop(node_id, None)
-        self.suspect[node_id] = 0
+        """The operator cleared the node's faults: it is re-admitted, one node a period."""
+        self.health.operator_release(node_id)
 
     # ---- one period --------------------------------------------------------------------
     def _forecast(self, devices: dict[str, DeviceObs]) -> list[DeviceView]:
@@ -120,47 +128,24 @@ class RackController:
             views.append(DeviceView(dv.id, float(mean1[k]), float(upper1[k]), float(y[k])))
         return views
 
-    def _nodes(self, t: float, nodes: dict[int, NodeObs]) -> list[NodeView]:
+    def readings(self, t: float, nodes: dict[int, NodeObs]) -> dict[int, Reading]:
+        return {n.id: reading(nodes.get(n.id, NodeObs(False, {}, float("inf"))), t,
+                              self.policy.period_s) for n in self.rack.nodes}
+
+    def _views(self, rd: dict[int, Reading], nodes: dict[int, NodeObs]) -> list[NodeView]:
+        """What the allocator may use: the judge's verdicts; in safe mode every converter
+        not proven failed (a suspect included)."""
         views = []
-        prev = self.last
-        pol = self.policy
+        safe = self.supervisor.safe
         for n in self.rack.nodes:
-            ob = nodes.get(n.id, NodeObs(False, {}))
-            tel = ob.telemetry
-            mode = tel.get("MODE", d.MODE_OFF)
-            on = mode in (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC)
-            if on:
-                self.run_s[n.id] += pol.period_s
-            faults = int(tel.get("FAULTS") or 0) & ~d.FAULT_FAILSAFE & ~d.FAULT_WATCHDOG
+            tel = nodes.get(n.id, NodeObs(False, {})).telemetry
+            r = rd[n.id]
+            on = r.mode in (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC)
             limit = float(tel.get("IOUT_LIMIT", n.iout_max)) * self.rack.bus_voltage
             limit = min(limit, n.rating_w)
-            why = ""
-            # a converter asked to carry a real share that sources nothing has a dead stage
-            # (judged on telemetry sampled after that plan went out)
-            plan = prev.nodes.get(n.id, {}) if prev else {}
-            planned = plan.get("share_w", 0.0)
-            cmd = tel.get("VOUT_COMMAND")
-            settled = (self.planned_on.get(n.id, 0) >= 1 and ob.age_s < pol.period_s
-                       and plan.get("vref") is not None and cmd is not None
-                       and abs(float(cmd) - plan["vref"]) < 0.01)  # it runs our setpoint
-            iout = float(tel.get("READ_IOUT") or 0.0)
-            if (settled and mode == d.MODE_CV and planned > 0.1 * n.rating_w
-                    and iout < 0.02 * n.iout_max):
-                self.suspect[n.id] += 1
-            else:
-                self.suspect[n.id] = 0
-            if self.suspect[n.id] >= 1 and n.id not in self.quarantined:
-                self.quarantined[n.id] = t
-            if n.id in self.quarantined and t - self.quarantined[n.id] > QUARANTINE_S:
-                del self.quarantined[n.id]
-            if not ob.online:
-                why = "unavailable: link lost"
-            elif faults:
-                why = f"unavailable: latched fault {faults:#x}"
-            elif n.id in self.quarantined:
-                why = "unavailable: not delivering current when asked to"
-            elif ob.age_s > 3 * max(pol.period_s, 1.0):
-                why = "unavailable: telemetry stale"
+            why = self.health.nodes[n.id].why
+            if safe and (why.startswith("suspect") or why == "unavailable: telemetry stale"):
+                why = ""
             views.append(NodeView(n.id, not why, on, limit,
                                   float(tel.get("READ_TEMPERATURE_1") or 25.0), self.run_s[n.id],
                                   why))
@@ -182,13 +167,39 @@ class RackController:
                 return f"bus at node {i} under {low:.2f} V"
         return ""
 
+    def supervise(self, t: float, nodes: dict[int, NodeObs]) -> bool:
+        """A tick of the supervisor (several a period); True when safe mode starts now."""
+        self.measured = measure(self.readings(t, nodes))
+        return self.supervisor.tick(t, self.measured)
+
     def step(self, t: float, nodes: dict[int, NodeObs], devices: dict[str, DeviceObs],
-             battery: BatteryView | None = None, feed_w: float = 0.0) -> Allocation:
-        """Learn from this period's observations and decide the next period's allocation."""
+             battery: BatteryView | None = None, feed_w: float = 0.0,
+             late_s: float = 0.0) -> Allocation:
+        """Learn from this period's observations and decide the next period's allocation.
+        `late_s`: how late the loop started this period (s); a late period judges nothing."""
         t0 = time.perf_counter()
-        view = RackView(t, self._nodes(t, nodes), self._forecast(devices), battery, feed_w,
+        pol = self.policy
+        late = late_s > LATE_FRAC * pol.period_s
+        if late:
+            self.late_periods += 1
+            self.alarms.set(t, "late_cycle", "warning",
+                            f"the control period started {late_s:.2f} s late: no verdicts")
+        else:
+            self.alarms.clear(t, "late_cycle", "on time")
+        rd = self.readings(t, nodes)
+        m = measure(rd)
+        self.measured = m
+        self.supervisor.tick(t, m)
+        self.supervisor.period(t, m, pol.v_min_pu, pol.v_max_pu)
+        self.health.judge(t, rd, late, self.supervisor.safe, pol.period_s)
+        for n in self.rack.nodes:
+            if rd[n.id].mode in (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC):
+                self.run_s[n.id] += pol.period_s
+        view = RackView(t, self._views(rd, nodes), self._forecast(devices), battery, feed_w,
                         self._sag(nodes))
-        alloc = self.allocator.allocate(view, self.policy, self.memory)
+        alloc = self.allocator.allocate(view, pol, self.memory, safe=self._safe_reason())
+        self._probes(alloc)
+        self._report(alloc, m)
         for i, v in alloc.vref.items():
             self.planned_on[i] = self.planned_on[i] + 1 if v is not None else 0
         self.last = alloc
@@ -197,12 +208,44 @@ class RackController:
         del self.cycle_ms[:-100000]
         return alloc
 
-    def preview(self, t: float, nodes: dict[int, NodeObs], battery: BatteryView | None = None,
-                feed_w: float = 0.0) -> Allocation:
-        """The allocation the next period would make from the present forecasts, changing
-        nothing (`powerflow plan`)."""
-        saved = (copy.deepcopy(self.run_s), copy.deepcopy(self.suspect),
-                 copy.deepcopy(self.quarantined))
+    def safe_now(self, t: float, nodes: dict[int, NodeObs], battery: BatteryView | None = None,
+                 feed_w: float = 0.0) -> Allocation:
+        """The safe allocation at once (the supervisor tripped between periods)."""
+        alloc = self._plan(t, nodes, battery, feed_w, copy.deepcopy(self.memory))
+        self.last = alloc
+        return alloc
+
+    def _safe_reason(self) -> str:
+        return self.supervisor.why if self.supervisor.safe else ""
+
+    def _probes(self, alloc: Allocation) -> None:
+        """Probed converters run at their probe reference (out of the shares)."""
+        for i, h in self.health.nodes.items():
+            if h.probing and h.probe_vref is not None:
+                alloc.vref[i] = h.probe_vref
+                alloc.nodes[i].update(on=True, vref=h.probe_vref, share_w=0.0,
+                                      why=f"probe: reference {h.probe_vref:.3f} V, a step above "
+                                          "its bus; a healthy converter sources current there")
+
+    def _report(self, alloc: Allocation, m: Measured) -> None:
+        """The measured bus beside the predicted one, and the state that follows from both."""
+        pol, nom = self.policy, self.rack.bus_voltage
+        alloc.measured = m.as_dict()
+        disagree = (m.readings == 0 or m.current_limited != [] or m.vmin is None
+                    or m.vmax is None or m.vmin < pol.v_min_pu * nom - 0.01
+                    or m.vmax > pol.v_max_pu * nom + 0.01)
+        if self.supervisor.safe:
+            alloc.state = "safe"
+        elif (alloc.fallback or disagree or any(h.why for h in self.health.nodes.values())
+              or any(a.severity in ("critical", "major") for a in self.alarms.active.values())):
+            alloc.state = "degraded"
+        else:
+            alloc.state = "optimal"
+        alloc.alarms = len(self.alarms.active)
+
+    def _plan(self, t: float, nodes: dict[int, NodeObs], battery: BatteryView | None,
+              feed_w: float, memory: Memory) -> Allocation:
+        """An allocation from the present forecasts and verdicts, judging and learning nothing."""
         devs = []
         for dv in self.rack.devices:
             f = self.forecasts[dv.id]
@@ -210,6 +253,20 @@ class RackController:
             mean = min(max(f.mean_w.get(1, self.last_power[dv.id]), 0.0), pmax)
             upper = min(max(f.upper_w.get(1, mean), mean), pmax)
             devs.append(DeviceView(dv.id, mean, upper, self.last_power[dv.id]))
-        view = RackView(t, self._nodes(t, nodes), devs, battery, feed_w)
-        self.run_s, self.suspect, self.quarantined = saved
-        return self.allocator.allocate(view, self.policy, copy.deepcopy(self.memory))
+        rd = self.readings(t, nodes)
+        view = RackView(t, self._views(rd, nodes), devs, battery, feed_w, self._sag(nodes))
+        alloc = self.allocator.allocate(view, self.policy, memory, safe=self._safe_reason())
+        self._probes(alloc)
+        self._report(alloc, measure(rd))
+        return alloc
+
+    def preview(self, t: float, nodes: dict[int, NodeObs], battery: BatteryView | None = None,
+                feed_w: float = 0.0) -> Allocation:
+        """The allocation the next period would make from the present forecasts, changing
+        nothing (`powerflow plan`)."""
+        return self._plan(t, nodes, battery, feed_w, copy.deepcopy(self.memory))
+
+    def exclusion(self, node_id: int) -> dict[str, Any]:
+        """For the API: is the node out of the plan, why, since when (Unix time)."""
+        out, why, since = self.health.excluded(node_id)
+        return {"excluded": out, "excluded_why": why or None, "excluded_since": since}

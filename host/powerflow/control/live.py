@@ -21,6 +21,8 @@ from powerflow.control.dispatch import make_before_break
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
 
+TICK_S = 0.25  # the supervisor looks at the measurements this often (at most)
+
 
 class ControlLoop:
     def __init__(self, manager: NodeManager, controller: RackController,
@@ -34,6 +36,7 @@ class ControlLoop:
         self.enabled = True
         self.periods = 0
         self.dispatch_errors = 0
+        self.max_late_s = 0.0  # the latest any period started (s)
         self.prev: Allocation | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -50,7 +53,8 @@ class ControlLoop:
     # ---- collect -------------------------------------------------------------------------
     def observe_nodes(self) -> dict[int, NodeObs]:
         now = time.monotonic()
-        return {i: NodeObs(ns.state == "online", dict(ns.telemetry), now - ns.last_rx)
+        return {i: NodeObs(ns.state == "online", dict(ns.telemetry),
+                           now - ns.telemetry_t if ns.telemetry_t else float("inf"))
                 for i, ns in self.manager.nodes.items()}
 
     def observe_devices(self) -> dict[str, DeviceObs]:
@@ -71,21 +75,37 @@ class ControlLoop:
 
     # ---- the loop ------------------------------------------------------------------------
     async def _run(self) -> None:
+        """Every tick the supervisor checks the measurements (and sends the safe allocation
+        at once when it trips); every period the full step runs. Each period's lateness
+        (start against schedule) is measured and handed to the controller."""
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        due = loop.time()
         while True:
             period = self.ctrl.policy.period_s
+            tick = min(TICK_S, period / 4)
+            late = loop.time() - due
             if self.scraper is not None:
                 await self.scraper.poll()
             if self.enabled:
                 alloc = self.ctrl.step(time.time(), self.observe_nodes(), self.observe_devices(),
-                                       self.battery(), self.feed_w())
+                                       self.battery(), self.feed_w(), late_s=max(late, 0.0))
                 await self.dispatch(alloc)
                 self.periods += 1
-            t0 += period
-            await asyncio.sleep(max(0.0, t0 - loop.time()))
-            if loop.time() - t0 > period:  # fell behind (e.g. suspended): restart the clock
-                t0 = loop.time()
+            self.max_late_s = max(self.max_late_s, late)
+            self._store_events()
+            due += period
+            if loop.time() - due > period:  # fell behind (e.g. suspended): restart the clock
+                due = loop.time()
+            while loop.time() < due - 1e-3:  # ticks until the next period is due
+                await asyncio.sleep(max(0.0, min(tick, due - loop.time())))
+                if self.enabled and self.ctrl.supervise(time.time(), self.observe_nodes()):
+                    await self.dispatch(self.ctrl.safe_now(time.time(), self.observe_nodes(),
+                                                           self.battery(), self.feed_w()))
+                    self._store_events()
+
+    def _store_events(self) -> None:
+        for ev in self.ctrl.alarms.drain():
+            self.manager.store.event(ev.t, ev.node, ev.kind, ev.detail)
 
     async def dispatch(self, a: Allocation) -> None:
         m, rack = self.manager, self.manager.rack
@@ -102,6 +122,7 @@ class ControlLoop:
                         await m.set_output(nid, on=False)
                 elif ns.vout is None or abs(ns.vout - vref) > 0.002:
                     await m.set_output(nid, vout=min(vref, ns.node.vout_max))
+                self.ctrl.health.dispatched_vref(nid, ns.vout, time.time())
             except (CommandError, NodeUnavailable, ValueError):
                 self.dispatch_errors += 1  # the lease keeps the last good state meanwhile
 

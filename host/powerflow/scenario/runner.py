@@ -27,12 +27,12 @@ from powerflow.control.allocate import Allocation, BatteryView
 from powerflow.control.controller import DeviceObs, NodeObs, RackController
 from powerflow.control.dcnet import DcNetwork, realise
 from powerflow.control.dispatch import make_before_break
+from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.emulator.fast import FastRack
 from powerflow.protocol.names import body_to_names
 from powerflow.scenario.spec import Event, Scenario
 
 STEP_MS = 10  # the firmware's control period and the physics' step in fast mode
-BROWNOUT_V_PU = 0.95  # a bus below this feeds its devices less than they ask
 
 
 @dataclass
@@ -105,7 +105,8 @@ class ScenarioRun:
         fr.open_sessions()
         for n in rack.nodes:
             fr.command(n.id, d.MSG_CONFIG, {
-                d.K_TELEMETRY_PERIOD_MS: int(self.sc.period_s * 1000),
+                # two readings a period, so one is always sampled after the last setpoint settled
+                d.K_TELEMETRY_PERIOD_MS: int(self.sc.period_s * 500),
                 d.K_HEARTBEAT_TIMEOUT_MS: 2000, d.K_VOUT_DROOP: min(n.r_out, d.DROOP_MAX)})
             self._setpoint(n.id, rack.bus_voltage)
         for b in rack.branches:
@@ -115,12 +116,14 @@ class ScenarioRun:
 
     def _dispatch(self, a: Allocation) -> None:
         prev = self.prev_alloc
+        assert self.ctrl is not None
         now = make_before_break(a, prev)
         for nid, vref in a.vref.items():
             if nid in now.hold and self.commanded_on.get(nid, False):
                 last = prev.vref.get(nid) if prev else None
                 vref = last if last is not None else self.sc.rack.bus_voltage
             self._setpoint(nid, vref)  # renewed every period, off included: it is a lease
+            self.ctrl.health.dispatched_vref(nid, vref, a.t)
         for k, want in now.ports.items():
             b = self.sc.rack.branches[k]
             if b.port is not None and self.commanded_ports.get(b.port) != want:
@@ -220,13 +223,13 @@ class ScenarioRun:
         """The rack carries its load without node `nid`: the plan no longer counts on it, no
         converter is over its rating, every bus is in the band and nobody is short."""
         ph = self.fr.physics
-        if alloc is not None and alloc.nodes[nid]["on"]:
+        if alloc is not None and alloc.nodes[nid]["share_w"] > 0:
             return False
         for n in self.sc.rack.nodes:
             if ph.conv[n.id].i_out > n.iout_max * 1.001:
                 return False
         vn = self.sc.rack.bus_voltage
-        if np.any(ph.v < 0.95 * vn):
+        if np.any(ph.v < BROWNOUT_V_PU * vn):
             return False
         return bool(np.all(ph.served >= 0.99 * np.minimum(ph.dev_p, ph.dev_cap)))
 
