@@ -182,6 +182,12 @@ class NodeManager:
                     # (protection faults are left for the operator); once per fresh report
                     await s.command(d.MSG_CLEAR_FAULTS, {})
                     ns.failsafe_cleared_t = loop.time()
+                    if ns.telemetry.get("MODE") == d.MODE_FAILSAFE and (
+                            ns.vout is not None or ns.off_leased):
+                        # take over from where the node is (on at its failsafe voltage), not
+                        # from the setpoint of before: the control loop moves it from there,
+                        # all nodes together, once none is left in failsafe
+                        ns.vout, ns.off_leased = min(self.rack.bus_voltage, ns.node.vout_max), False
                     self._event(ns, "failsafe cleared", "the host is back")
                 if ns.vout is not None or ns.off_leased:
                     body = ({d.K_VOUT_COMMAND: ns.vout, d.K_LEASE_MS: LEASE_MS}

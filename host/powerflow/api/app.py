@@ -307,7 +307,13 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
 
     @app.put(PREFIX + "/control")
     def set_control(req: ControlState) -> dict[str, Any]:
-        loop().enabled = req.enabled
+        c = loop()
+        if c.enabled and not req.enabled:
+            c.ctrl.alarms.set(time.time(), "control_paused", "warning",
+                              "the control loop is paused: setpoints are the operator's")
+        elif req.enabled and not c.enabled:
+            c.ctrl.alarms.clear(time.time(), "control_paused", "the control loop resumed")
+        c.enabled = req.enabled
         return control_state()
 
     @app.get(PREFIX + "/allocation")

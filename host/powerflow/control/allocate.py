@@ -52,6 +52,8 @@ class NodeView:
     temp_c: float = 25.0
     run_s: float = 0.0  # accumulated running time (for rotation)
     why: str = ""  # why it is unavailable
+    reachable: bool = True  # its link is up (else the ties on its ports are taken as open:
+    # a node that reboots opens them, and nobody can close them through it meanwhile)
 
 
 @dataclass
@@ -283,7 +285,7 @@ class Allocator:
             load_hi[self.bat_seg] -= battery_w
             load_mean[self.bat_seg] -= battery_w
         # 4. ties, 5. phase shedding, 6. shares
-        closed, tie_why = self._ties(load_hi, plim, pol)
+        closed, tie_why = self._ties(load_hi, plim, pol, view)
         reason = "optimal"
         # the largest jump one device could make now, per segment (W)
         step = np.zeros(self.net.nseg)
@@ -366,13 +368,16 @@ class Allocator:
             d += max(0.0, float(load[segs].sum()) - cap)
         return d
 
-    def _ties(self, load: F, plim: F, pol: Policy) -> tuple[F, str]:
+    def _ties(self, load: F, plim: F, pol: Policy, view: RackView) -> tuple[F, str]:
         closed = self.normal.copy()
         free = self.switchable.copy()
+        reachable = {nv.id: nv.reachable for nv in view.nodes}
         for k, b in enumerate(self.rack.branches):
             if b.id in pol.tie_override:  # the operator's word: not searched over
                 closed[k] = pol.tie_override[b.id]
                 free[k] = False
+            if b.port is not None and not reachable.get(b.port[0], True):
+                closed[k] = free[k] = False  # its node is away: open, and not ours to close
         base = self._deficit(closed, load, plim)
         if base <= 0 and pol.ties == "normal":
             return closed, ""

@@ -41,6 +41,7 @@ class NodeObs:
     online: bool
     telemetry: dict[str, Any]
     age_s: float = 0.0  # since that telemetry arrived
+    lost_count: int = 0  # times the host declared the link lost
 
 
 @dataclass
@@ -148,7 +149,7 @@ class RackController:
                 why = ""
             views.append(NodeView(n.id, not why, on, limit,
                                   float(tel.get("READ_TEMPERATURE_1") or 25.0), self.run_s[n.id],
-                                  why))
+                                  why, reachable=r.online))
         return views
 
     def _sag(self, nodes: dict[int, NodeObs]) -> str:
@@ -231,7 +232,8 @@ class RackController:
         """The measured bus beside the predicted one, and the state that follows from both."""
         pol, nom = self.policy, self.rack.bus_voltage
         alloc.measured = m.as_dict()
-        disagree = (m.readings == 0 or m.current_limited != [] or m.vmin is None
+        disagree = (m.readings == 0 or m.current_limited != [] or m.failsafe != []
+                    or m.vmin is None
                     or m.vmax is None or m.vmin < pol.v_min_pu * nom - 0.01
                     or m.vmax > pol.v_max_pu * nom + 0.01)
         if self.supervisor.safe:

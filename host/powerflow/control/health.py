@@ -33,7 +33,8 @@ from powerflow.rack import Node, Rack
 
 EVIDENCE_PU = 0.01  # output under its own command by this (per unit of the bus) ...
 I_MIN_FRAC = 0.02  # ... with less than this fraction of rated current: no delivery
-PROBE_STEP_PU = 0.01  # a probe sets the reference this far above the measured bus
+PROBE_STEP_PU = 0.01  # a probe sets the reference this far above the measured bus ...
+PROBE_MARGIN_PU = 0.25 * PROBE_STEP_PU  # ... and fails if it sources nothing this far above
 SETTLE_S = 0.2  # a reading counts for a command sent at least this long before it ...
 CMD_TOL_PU = 0.0025  # ... and within this of the one it reports (per unit of the bus)
 PROBE_PERIODS = 3  # inconclusive probes before the suspicion is dropped
@@ -53,6 +54,7 @@ class NodeHealth:
     probing: bool = False  # a probe is out this period
     probe_vref: float | None = None  # V
     verdict: str = ""  # why it was quarantined
+    lost_seen: int = 0  # link losses already alarmed
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Reading:
     iout: float  # A
     faults: int  # latched protection faults (failsafe and watchdog bits masked)
     age_s: float
+    lost_count: int = 0  # times the host declared the link lost
 
 
 def reading(obs: Any, now: float, period_s: float) -> Reading:
@@ -77,7 +80,8 @@ def reading(obs: Any, now: float, period_s: float) -> Reading:
     return Reading(bool(obs.online), bool(obs.online and tel and obs.age_s <= period_s),
                    now - obs.age_s, int(tel.get("MODE", d.MODE_OFF)),
                    None if cmd is None else float(cmd), None if vout is None else float(vout),
-                   float(tel.get("READ_IOUT") or 0.0), faults, float(obs.age_s))
+                   float(tel.get("READ_IOUT") or 0.0), faults, float(obs.age_s),
+                   int(obs.lost_count))
 
 
 class HealthJudge:
@@ -112,10 +116,11 @@ class HealthJudge:
                 and abs(r.cmd - sent[0]) <= CMD_TOL_PU * self.rack.bus_voltage
                 and r.sampled_t >= sent[1] + SETTLE_S)
 
-    def _no_delivery(self, n: Node, r: Reading) -> bool:
-        """The evidence: regulating, output clearly under its command, and no current."""
+    def _no_delivery(self, n: Node, r: Reading, margin_pu: float = EVIDENCE_PU) -> bool:
+        """The evidence: regulating, output clearly (`margin_pu`) under its command, and no
+        current."""
         assert r.cmd is not None and r.vout is not None
-        return (r.mode == d.MODE_CV and r.cmd - r.vout >= EVIDENCE_PU * self.rack.bus_voltage
+        return (r.mode == d.MODE_CV and r.cmd - r.vout >= margin_pu * self.rack.bus_voltage
                 and r.iout < I_MIN_FRAC * n.iout_max)
 
     def judge(self, t: float, readings: dict[int, Reading], late: bool, safe: bool,
@@ -149,7 +154,7 @@ class HealthJudge:
             self.alarms.event(t, "probe", f"passed: {r.iout:.2f} A at {r.cmd:.3f} V", n.id)
             self._readmit(t, n.id, h, f"probe passed ({r.iout:.2f} A)")
             return
-        if at_probe and self._no_delivery(n, r):
+        if at_probe and self._no_delivery(n, r, PROBE_MARGIN_PU):
             h.backoff_s = (BACKOFF_S if h.state == "suspect"
                            else min(2 * h.backoff_s, BACKOFF_MAX_S))
             h.state, h.probes, h.probe_vref = "quarantined", 0, None
@@ -160,6 +165,8 @@ class HealthJudge:
             self.alarms.event(t, "probe", f"failed: {r.iout:.2f} A at {r.cmd:.3f} V", n.id)
             return
         h.probes += 1
+        if at_probe and r.vout is not None and h.probe_vref is not None:
+            h.probe_vref = None  # the bus rose to the probe: probe again a step above it
         if h.state == "suspect" and h.probes > PROBE_PERIODS:
             self.alarms.event(t, "probe", "inconclusive: no verdict, back in the plan", n.id)
             self._readmit(t, n.id, h, "no evidence")
@@ -173,6 +180,9 @@ class HealthJudge:
         """A step above the bus it measures: a healthy converter must source current there.
         (In safe mode the safe reference, the bus voltage, is the probe.)"""
         if r.vout is None or safe:
+            return
+        if h.probe_vref is not None:  # one reference for the whole probe, so readings settle
+            h.probing = True
             return
         vmax = 1.03 * self.rack.bus_voltage
         h.probe_vref = round(min(r.vout + PROBE_STEP_PU * self.rack.bus_voltage, vmax), 4)
@@ -200,10 +210,21 @@ class HealthJudge:
                 why, kind, sev = "unavailable: telemetry stale", "stale_telemetry", "minor"
             elif h.state == "suspect":
                 why = "suspect: probed" if h.probing else "suspect: awaiting a fresh reading"
+            if not kind and r.lost_count > h.lost_seen:
+                # lost and back between two periods: still an alarm, for one period
+                kind, sev = "link_lost", "major"
+                self.alarms.set(t, kind, sev, f"link lost and re-established "
+                                              f"({r.lost_count} time(s) since start)", n.id)
+            h.lost_seen = r.lost_count
+            if r.online and r.mode == d.MODE_FAILSAFE:
+                self.alarms.set(t, "failsafe", "major", "the node runs its failsafe (it lost "
+                                "its lease or this host), not the plan", n.id)
+            else:
+                self.alarms.clear(t, "failsafe", "the node follows the plan again", n.id)
             for k in ("link_lost", "latched_fault", "node_excluded", "stale_telemetry"):
                 if k != kind:
                     self.alarms.clear(t, k, node=n.id)
-            if kind:
+            if kind and not self.alarms.is_active(kind, n.id):
                 self.alarms.set(t, kind, sev, why, n.id)
             if why and h.since is None:
                 h.since = t

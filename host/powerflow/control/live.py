@@ -54,7 +54,8 @@ class ControlLoop:
     def observe_nodes(self) -> dict[int, NodeObs]:
         now = time.monotonic()
         return {i: NodeObs(ns.state == "online", dict(ns.telemetry),
-                           now - ns.telemetry_t if ns.telemetry_t else float("inf"))
+                           now - ns.telemetry_t if ns.telemetry_t else float("inf"),
+                           ns.lost_count)
                 for i, ns in self.manager.nodes.items()}
 
     def observe_devices(self) -> dict[str, DeviceObs]:

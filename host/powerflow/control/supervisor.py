@@ -3,7 +3,8 @@
 Checked on every tick of the loop (several per period), on fresh telemetry only: a bus
 under the brownout level anywhere, or a converter current-limited (no plan expects one:
 the allocator plans every converter below its limit). Seen on DEBOUNCE distinct readings
-in a row, it trips: the safe allocation goes out at once (every converter not proven
+in a row, it trips; so does a node reporting its failsafe (its host was away), at once,
+since the failsafe runs it at the bus voltage the safe allocation uses: the safe allocation goes out at once (every converter not proven
 failed on at the bus voltage, sharing by droop), with an alarm and an event. Safe mode
 lasts until the measurements agree with the plan again — every measured bus in the
 policy's band and no converter current-limited — for EXIT_PERIODS periods in a row.
@@ -32,22 +33,25 @@ class Measured:
     vmax: float | None
     vmin_node: int | None
     current_limited: list[int]
+    failsafe: list[int]  # nodes running their failsafe, not the plan
     readings: int  # fresh readings it is made of
     newest_t: float  # s: the newest sample among them
 
     def as_dict(self) -> dict[str, object]:
         return {"vmin": self.vmin, "vmax": self.vmax, "vmin_node": self.vmin_node,
-                "current_limited": self.current_limited, "readings": self.readings}
+                "current_limited": self.current_limited, "failsafe": self.failsafe,
+                "readings": self.readings}
 
 
 def measure(readings: dict[int, Reading]) -> Measured:
     vs = {i: r.vout for i, r in readings.items() if r.fresh and r.vout is not None}
     cc = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_CC)
+    fs = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_FAILSAFE)
     newest = max((r.sampled_t for r in readings.values() if r.fresh), default=0.0)
     if not vs:
-        return Measured(None, None, None, cc, 0, newest)
+        return Measured(None, None, None, cc, fs, 0, newest)
     lo = min(vs, key=lambda i: vs[i])
-    return Measured(vs[lo], max(vs.values()), lo, cc, len(vs), newest)
+    return Measured(vs[lo], max(vs.values()), lo, cc, fs, len(vs), newest)
 
 
 class Supervisor:
@@ -69,6 +73,8 @@ class Supervisor:
             return f"bus at node {m.vmin_node} {m.vmin:.2f} V, under {low:.2f} V"
         if m.current_limited:
             return "current-limited: node " + ", ".join(str(i) for i in m.current_limited)
+        if m.failsafe:
+            return "in failsafe: node " + ", ".join(str(i) for i in m.failsafe)
         return ""
 
     def tick(self, t: float, m: Measured) -> bool:
@@ -77,13 +83,17 @@ class Supervisor:
         if m.newest_t > self._last_sample:  # a distinct reading
             self._last_sample = m.newest_t
             self._hits = self._hits + 1 if why else 0
-        if why:
-            kind = "bus_sag" if why.startswith("bus") else "current_limit"
+        kind = ("bus_sag" if why.startswith("bus") else "current_limit"
+                if why.startswith("current") else "")
+        if kind:
             self.alarms.set(t, kind, "critical" if kind == "bus_sag" else "major", why)
-        else:
+        if kind != "bus_sag":
             self.alarms.clear(t, "bus_sag", "bus back over the brownout level")
+        if kind != "current_limit":
             self.alarms.clear(t, "current_limit", "no converter current-limited")
-        if why and self._hits >= DEBOUNCE and not self.safe:
+        # a node's own report of failsafe needs no debounce: until every node is back, the
+        # safe allocation (the failsafe's own voltage) is the only plan that agrees with all
+        if why and (self._hits >= DEBOUNCE or why.startswith("in failsafe")) and not self.safe:
             self.safe, self.why, self.since, self._agree = True, why, t, 0
             self.trips += 1
             self.alarms.set(t, "safe_mode", "critical",

@@ -21,15 +21,20 @@ from powerflow.tools.build_firmware import ensure_build
 HEAP = "100K"
 
 
+try:  # loaded here, not in the child: between fork and exec a threaded parent's child may
+    # not import or dlopen anything (it could deadlock on a lock another thread held)
+    import ctypes
+
+    _LIBC: Any = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
 def _die_with_parent() -> None:
     """In the child: receive SIGKILL when the emulator's process dies (Linux prctl), so a
     host killed with SIGKILL leaves no node processes behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def micropython_exe() -> str:

@@ -32,6 +32,7 @@ class LinkCounters:
     bytes_to_node: int = 0
     bits_flipped: int = 0
     bytes_dropped: int = 0
+    overruns: int = 0  # bytes lost because the receiving side was not reading
 
 
 class PtyBridge:
@@ -43,6 +44,10 @@ class PtyBridge:
         self._host_master, self._host_slave = os.openpty()
         for fd in (self._node_slave, self._host_slave):
             tty.setraw(fd)
+        # a wire never blocks its sender: a side that is not read (a paused host) overruns
+        # and loses bytes, as a UART's receive buffer does, and the other side runs on
+        for fd in (self._node_master, self._host_master):
+            os.set_blocking(fd, False)
         self.node_path = os.ttyname(self._node_slave)
         self.host_path = os.ttyname(self._host_slave)
         self._wake_r, self._wake_w = os.pipe()
@@ -77,7 +82,7 @@ class PtyBridge:
                     continue
                 try:
                     data = os.read(fd, 4096)
-                except OSError:
+                except (BlockingIOError, OSError):
                     continue
                 if fd == self._node_master:
                     self.counters.bytes_to_host += len(data)
@@ -86,12 +91,12 @@ class PtyBridge:
                     self.counters.bytes_to_node += len(data)
                     dst = self._node_master
                 data = self._damage(data)
-                while data:
-                    try:
-                        n = os.write(dst, data)
-                    except OSError:
-                        break  # nobody is reading the other end: the bytes are lost, as on a wire
-                    data = data[n:]
+                try:
+                    n = os.write(dst, data) if data else 0
+                except OSError:  # full (nobody reads that end) or closed
+                    n = 0
+                if n < len(data):
+                    self.counters.overruns += len(data) - n  # lost, as on a wire
 
     def close(self) -> None:
         self._stop = True

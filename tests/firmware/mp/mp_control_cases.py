@@ -77,7 +77,15 @@ def case_current_limit_holds_rating():
     r.setpoint(12.0, 60000)
     r.run(200)
     r.plant.load_ohm = 0.1  # would draw 115 A at 12 V
-    r.run(300)
+    # the power stage's own limit (1.1 x) holds the current while the outer loop brings it
+    # to the rating, geometrically (it is built for paralleled converters: see control.py)
+    ms = 0
+    while not near(r.hal.iout_ma, 50000, 1500) and ms < 2000:
+        r.run(10)
+        ms += 10
+        assert r.hal.iout_ma <= 55500, r.hal.iout_ma
+    assert ms <= 600, ms
+    r.run(200)
     assert r.node.mode == d.MODE_CC, r.node.mode
     assert near(r.hal.iout_ma, 50000, 1500), r.hal.iout_ma
     assert r.node.prot.faults == 0, "current limit must keep the output out of the OC fault"
@@ -103,11 +111,11 @@ def case_thermal_derating_follows_curve():
     r.setpoint(12.0, 60000)
     r.plant.load_ohm = 0.1
     r.plant.stuck_temp = 80.0  # below the knee: full 50 A
-    r.run(300)
+    r.run(700)  # the outer current loop settles geometrically (see the case above)
     assert near(r.telemetry()[d.K_IOUT_LIMIT], 50.0, 0.05)
     assert near(r.hal.iout_ma, 50000, 1500)
     r.plant.stuck_temp = 95.0  # half way from (85, 1.0) to (105, 0.4): 0.7 * 50 A
-    r.run(300)
+    r.run(700)
     assert near(r.telemetry()[d.K_IOUT_LIMIT], 35.0, 0.05), r.telemetry()[d.K_IOUT_LIMIT]
     assert near(r.hal.iout_ma, 35000, 1200), r.hal.iout_ma
 
