@@ -19,6 +19,7 @@ from pfproto import defs as d
 from pfproto.names import EV_NAMES, MODE_NAMES
 from powerflow.link.session import CommandError, NodeSession
 from powerflow.link.transport import LinkAddress, open_link
+from powerflow.nodeconfig import session_config
 from powerflow.protocol.names import body_to_names
 from powerflow.rack import Node, Rack
 from powerflow.store import TelemetryStore
@@ -145,15 +146,9 @@ class NodeManager:
         hello = await s.wait_hello(timeout=3.0)
         ns.hello = body_to_names(hello)
         await s.open_session()
-        cfg: dict[int, Any] = {d.K_TELEMETRY_PERIOD_MS: self.telemetry_ms,
-                               d.K_HEARTBEAT_TIMEOUT_MS: HEARTBEAT_TIMEOUT_MS}
-        if self.match_droop:  # share load as the converters' own droop does (see the rack physics)
-            cfg[d.K_VOUT_DROOP] = min(ns.node.r_out, d.DROOP_MAX)
-        # when this host goes quiet, every converter runs on at the bus voltage: plain droop
-        # sharing, as the rack would with no host (never worse than no controller)
-        cfg[d.K_FAILSAFE] = d.FS_REVERT
-        cfg[d.K_VOUT_FAILSAFE] = min(self.rack.bus_voltage, ns.node.vout_max)
-        await s.command(d.MSG_CONFIG, cfg)
+        await s.command(d.MSG_CONFIG, session_config(ns.node, self.rack.bus_voltage,
+                                                     self.telemetry_ms, HEARTBEAT_TIMEOUT_MS,
+                                                     self.match_droop))
         pending = dict(ns.ports)  # the desired port states, applied below and retried
         ns.state = "online"
         ns.last_rx = time.monotonic()

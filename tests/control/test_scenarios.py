@@ -21,12 +21,13 @@ def outcomes(name: str, baselines: bool) -> dict:
     return run(load_scenario(SC / f"{name}.toml"), baselines=baselines)
 
 
-def assert_safe(out: dict) -> None:
+def assert_safe(out: dict, safe_mode_periods: int = 0) -> None:
     assert out["feed_limit_violations"] == 0
     assert out["priority1_brownouts"] == 0
     assert out["max_reshare_periods"] <= 2
     assert out["overtemp_trips"] == 0
-    assert out["safe_allocations"] == 0
+    assert out["safe_allocations"] == 0  # the optimiser never fell back
+    assert out["safe_mode_periods"] <= safe_mode_periods, out["safe_mode_periods"]
 
 
 @pytest.mark.parametrize("name", ["light-load", "converter-failure", "mixed-day"])
@@ -39,7 +40,8 @@ def test_safe_and_below_both_baselines(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["link-loss", "heat-wave"])
 def test_safe_through_failures(name: str) -> None:
-    assert_safe(outcomes(name, baselines=False))
+    # a node back from its failsafe is taken over through a few periods of safe mode
+    assert_safe(outcomes(name, baselines=False), safe_mode_periods=5)
 
 
 def test_battery_holds_the_feed_under_its_limit_where_the_baselines_do_not() -> None:

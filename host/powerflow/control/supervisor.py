@@ -46,7 +46,9 @@ class Measured:
 def measure(readings: dict[int, Reading]) -> Measured:
     vs = {i: r.vout for i, r in readings.items() if r.fresh and r.vout is not None}
     cc = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_CC)
-    fs = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_FAILSAFE)
+    # in failsafe and still driving the bus (a ramped-down or off one is only unavailable)
+    fs = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_FAILSAFE
+                and r.cmd is not None and r.cmd > 0)
     newest = max((r.sampled_t for r in readings.values() if r.fresh), default=0.0)
     if not vs:
         return Measured(None, None, None, cc, fs, 0, newest)

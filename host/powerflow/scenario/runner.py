@@ -29,6 +29,7 @@ from powerflow.control.dcnet import DcNetwork, realise
 from powerflow.control.dispatch import make_before_break
 from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.emulator.fast import FastRack
+from powerflow.nodeconfig import session_config
 from powerflow.protocol.names import body_to_names
 from powerflow.scenario.spec import Event, Scenario
 
@@ -58,7 +59,8 @@ class RunResult:
     meter: Meter
     cycle_ms: list[float] = field(default_factory=list)
     reshare_periods: list[int] = field(default_factory=list)
-    fallbacks: int = 0
+    fallbacks: int = 0  # the optimiser's safe allocations (failed, late or unchecked)
+    safe_mode_periods: int = 0  # periods the supervisor held the rack in safe mode
     allocations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -104,10 +106,9 @@ class ScenarioRun:
         fr, rack = self.fr, self.sc.rack
         fr.open_sessions()
         for n in rack.nodes:
-            fr.command(n.id, d.MSG_CONFIG, {
-                # two readings a period, so one is always sampled after the last setpoint settled
-                d.K_TELEMETRY_PERIOD_MS: int(self.sc.period_s * 500),
-                d.K_HEARTBEAT_TIMEOUT_MS: 2000, d.K_VOUT_DROOP: min(n.r_out, d.DROOP_MAX)})
+            # two readings a period, so one is always sampled after the last setpoint settled
+            fr.command(n.id, d.MSG_CONFIG, session_config(n, rack.bus_voltage,
+                                                          int(self.sc.period_s * 500), 2000))
             self._setpoint(n.id, rack.bus_voltage)
         for b in rack.branches:
             if b.port is not None:
@@ -117,8 +118,18 @@ class ScenarioRun:
     def _dispatch(self, a: Allocation) -> None:
         prev = self.prev_alloc
         assert self.ctrl is not None
+        taken_over = set()
+        for nid, tel in self.fr.telemetry.items():
+            # latched only because the host was away (as the live host does): cleared, and
+            # the node taken over from its failsafe voltage, not from the setpoint of before
+            if tel.get(d.K_FAULTS) == d.FAULT_FAILSAFE and nid not in self.fr.cut:
+                self.fr.send(nid, d.MSG_CLEAR_FAULTS, {})
+                if tel.get(d.K_MODE) == d.MODE_FAILSAFE:
+                    taken_over.add(nid)
         now = make_before_break(a, prev)
         for nid, vref in a.vref.items():
+            if nid in taken_over and vref is None:
+                vref = self.sc.rack.bus_voltage  # the plan turns it off once it is back in it
             if nid in now.hold and self.commanded_on.get(nid, False):
                 last = prev.vref.get(nid) if prev else None
                 vref = last if last is not None else self.sc.rack.bus_voltage
@@ -250,7 +261,8 @@ class ScenarioRun:
             if self.ctrl is not None:
                 alloc = self.ctrl.step(t + sc.period_s, nodes, devs, bat, feed)
                 self.result.cycle_ms.append(alloc.elapsed_ms)
-                self.result.fallbacks += alloc.fallback
+                self.result.fallbacks += alloc.fallback and alloc.state != "safe"
+                self.result.safe_mode_periods += alloc.state == "safe"
                 self._dispatch(alloc)
             elif self.mode == "even":
                 self._even()
@@ -283,7 +295,7 @@ def run(sc: Scenario, baselines: bool = True) -> dict[str, Any]:
         "max_reshare_periods": max(res.reshare_periods, default=0),
         "overtemp_trips": m.ot_trips, "energy_loss_wh": round(m.loss_wh, 3),
         "feed_energy_wh": round(m.feed_wh, 3), "feed_peak_w": round(m.feed_peak_w, 1),
-        "safe_allocations": res.fallbacks,
+        "safe_allocations": res.fallbacks, "safe_mode_periods": res.safe_mode_periods,
         "cycle_ms_p50": round(float(np.percentile(cyc, 50)), 3),
         "cycle_ms_p99": round(float(np.percentile(cyc, 99)), 3),
     }
