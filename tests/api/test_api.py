@@ -74,7 +74,7 @@ def test_openapi_document_lists_the_native_endpoints(host: Host) -> None:
     doc = httpx.get(host.url + "/openapi.json", timeout=5).json()
     for p in ("/api/v1/plan", "/api/v1/allocation", "/api/v1/forecasts", "/api/v1/policy",
               "/api/v1/history", "/api/v1/events", "/api/v1/stream", "/api/v1/audit",
-              "/api/v1/faults", "/api/v1/rack"):
+              "/api/v1/faults", "/api/v1/rack", "/api/v1/alarms"):
         assert p in doc["paths"], p
 
 
@@ -103,6 +103,14 @@ def test_metrics_parse_and_a_real_prometheus_scrapes_them(host: Host, tmp_path) 
     assert all(10 < s.value < 13 for s in fams["powerflow_node_output_volts"].samples)
     assert fams["powerflow_control_periods"].type == "counter"
     assert "powerflow_device_forecast_watts" in fams and "powerflow_control_cycle_seconds" in fams
+    # what is measured, beside what is planned
+    assert {s.labels["node"] for s in fams["powerflow_node_excluded"].samples} == {"1", "2", "3", "4"}
+    assert all(s.value < 5 for s in fams["powerflow_node_telemetry_age_seconds"].samples)
+    bus = {s.labels["stat"]: s.value for s in fams["powerflow_bus_measured_volts"].samples}
+    assert 10 < bus["min"] <= bus["max"] < 13
+    assert {s.labels["state"] for s in fams["powerflow_allocation_state"].samples} == {
+        "optimal", "degraded", "safe"}
+    assert "powerflow_alarm_active" in fams and "powerflow_safe_mode" in fams
     assert call(host, "GET", "/metrics", None).status_code == 401
     prom = shutil.which("prometheus")
     assert prom, "Debian's prometheus package is installed by make test"

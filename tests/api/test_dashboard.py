@@ -80,3 +80,30 @@ def test_dashboard_renders_updates_and_takes_operator_actions(host: Host, browse
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
     # put things back for whoever runs next
     httpx.put(host.url + "/api/v1/policy", json={"tie_override": {}, "priorities": {}}, timeout=5)
+
+
+def test_dashboard_shows_the_alarm_and_marks_the_excluded_node(host: Host, browser) -> None:
+    httpx.put(host.url + "/api/v1/policy", json={"power_saving": False}, timeout=5)
+    browser.get(host.url + "/")
+    wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+    wait.until(lambda b: updates(b) >= 2)
+    assert not browser.find_element(By.ID, "alarms").is_displayed()
+    assert browser.find_element(By.ID, "state").text.startswith("state: ")
+    r = httpx.post(host.url + "/api/v1/emulator/faults",
+                   json={"kind": "converter-failure", "node": 2}, timeout=5)
+    assert r.status_code == 200
+    try:
+        wait.until(lambda b: "node_excluded" in b.find_element(By.ID, "alarms").text)
+        banner = browser.find_element(By.ID, "alarms")
+        assert banner.is_displayed() and "node 2" in banner.text
+        wait.until(lambda b: "excluded" in (b.find_element(By.ID, "noderow-2")
+                                            .get_attribute("class") or ""))
+        assert "EXCLUDED" in browser.find_element(By.ID, "noderow-2").text
+        assert "excluded" in browser.find_element(By.ID, "node-2").get_attribute("class")
+        assert "DEGRADED" in browser.find_element(By.ID, "state").text
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-alarm.png"))
+    finally:
+        httpx.post(host.url + "/api/v1/emulator/faults",
+                   json={"kind": "converter-repair", "node": 2}, timeout=5)
+        httpx.post(host.url + "/api/v1/nodes/2/clear-faults", timeout=5)
+        httpx.put(host.url + "/api/v1/policy", json={"power_saving": True}, timeout=5)

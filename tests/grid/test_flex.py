@@ -49,7 +49,17 @@ def test_ieee33_flex_optimum_matches_scipy(c_loss: float, c_flex: float) -> None
     case = load_case("ieee33")
     r = solve_flex(case, c_loss, c_flex)
     assert r.feasible and r.relaxation_gap < 1e-5  # the cone relaxation was exact
-    assert r.cost == pytest.approx(scipy_optimum(case, c_loss, c_flex), rel=1e-5)
+    # SLSQP is a local method (scipy 1.17's stops 3e-5 short of the optimum on one of
+    # these): the proved optimum is never worse than its point and within 0.01 % of it ...
+    ref = scipy_optimum(case, c_loss, c_flex)
+    assert ref * (1 - 1e-4) <= r.cost <= ref * (1 + 1e-6), (r.cost, ref)
+    # ... and is what the exact load flow of its own loads costs, within the voltage limit
+    lf = solve_radial(case.with_loads(r.p_load, r.q_load))
+    fidx = [fb.bus for fb in case.flex]
+    used = case.base_mva * 1e3 * float(np.sum(np.abs(r.p_load[fidx] - case.p_load[fidx])
+                                              + np.abs(r.q_load[fidx] - case.q_load[fidx])))
+    assert c_loss * lf.loss_kw + c_flex * used == pytest.approx(r.cost, rel=1e-6)
+    assert np.all(lf.vm >= case.vmin - 1e-6)
     assert r.cost <= c_loss * solve_radial(case).loss_kw + 1e-9  # never worse than doing nothing
 
 

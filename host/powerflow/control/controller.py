@@ -147,6 +147,8 @@ class RackController:
             why = self.health.nodes[n.id].why
             if safe and (why.startswith("suspect") or why == "unavailable: telemetry stale"):
                 why = ""
+            if self.policy.node_output_w.get(str(n.id)) == 0.0:
+                why = "unavailable: pinned out by the operator (policy node_output_w = 0)"
             views.append(NodeView(n.id, not why, on, limit,
                                   float(tel.get("READ_TEMPERATURE_1") or 25.0), self.run_s[n.id],
                                   why, reachable=r.online))

@@ -76,7 +76,8 @@ class Policy:
     p_min_w: dict[str, float] = field(default_factory=dict)  # device -> floor override
     p_max_w: dict[str, float] = field(default_factory=dict)  # device -> ceiling override
     tie_override: dict[str, bool] = field(default_factory=dict)  # branch -> closed, by operator
-    node_output_w: dict[str, float] = field(default_factory=dict)  # node id -> pinned output (W)
+    # node id -> pinned output (W); 0 pins the converter out of the plan, safe mode included
+    node_output_w: dict[str, float] = field(default_factory=dict)
     profile: str = "default"
 
     def as_dict(self) -> dict[str, Any]:

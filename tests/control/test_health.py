@@ -1,0 +1,169 @@
+"""The health judge and the supervisor, driven through their public calls with readings
+as the node manager would hand them over (no I/O): verdicts need evidence, the back-biased
+converter of the field report is never condemned, probes decide, quarantine backs off,
+and the supervisor trips and recovers on measurements."""
+
+from __future__ import annotations
+
+from pfproto import defs as d
+from powerflow.control.alarms import AlarmBook
+from powerflow.control.controller import NodeObs, RackController
+from powerflow.control.health import BACKOFF_MAX_S, BACKOFF_S, HealthJudge, reading
+from powerflow.control.supervisor import Supervisor, measure
+from powerflow.rack import load_rack
+from tests.conftest import ROOT
+
+RACK = load_rack(ROOT / "examples" / "racks" / "small.toml")
+PERIOD = 1.0
+
+
+def obs(cmd: float, vout: float, iout: float, mode: int = d.MODE_CV, age: float = 0.1,
+        online: bool = True, faults: int = 0) -> NodeObs:
+    return NodeObs(online, {"MODE": mode, "VOUT_COMMAND": cmd, "READ_VOUT": vout,
+                            "READ_IOUT": iout, "FAULTS": faults}, age)
+
+
+def healthy(v: float = 12.2) -> NodeObs:
+    return obs(12.5, v, 25.0)
+
+
+class Rig:
+    """A judge with every node dispatched at `vref` since t = 0."""
+
+    def __init__(self) -> None:
+        self.alarms = AlarmBook()
+        self.judge = HealthJudge(RACK, self.alarms)
+        self.t = 100.0
+        for n in RACK.nodes:
+            self.judge.dispatched_vref(n.id, 12.5, 0.0)
+
+    def period(self, nodes: dict[int, NodeObs], late: bool = False, safe: bool = False) -> None:
+        self.t += PERIOD
+        rd = {i: reading(o, self.t, PERIOD) for i, o in nodes.items()}
+        self.judge.judge(self.t, rd, late, safe, PERIOD)
+        for i, h in self.judge.nodes.items():  # what the loop would dispatch
+            vref = h.probe_vref if h.probing else 12.5
+            self.judge.dispatched_vref(i, vref, self.t)
+
+
+def four(node3: NodeObs) -> dict[int, NodeObs]:
+    return {1: healthy(), 2: healthy(), 3: node3, 4: healthy()}
+
+
+def test_a_back_biased_converter_is_never_condemned() -> None:
+    # the field report: reference a little under the bus, ORing blocking, no current
+    r = Rig()
+    for _ in range(20):
+        r.period(four(obs(12.20, 12.24, 0.0)))
+    assert r.judge.nodes[3].state == "ok" and not r.judge.nodes[3].why
+    assert r.judge.verdicts == 0 and not r.alarms.active
+
+
+def test_a_dead_stage_is_probed_then_quarantined() -> None:
+    r = Rig()
+    r.period(four(obs(12.5, 12.2, 0.0)))  # regulating 0.3 V under its command, no current
+    h = r.judge.nodes[3]
+    assert h.state == "suspect" and h.probing and h.why.startswith("suspect")
+    assert h.probe_vref is not None and abs(h.probe_vref - (12.2 + 0.12)) < 1e-6
+    # the reading at the probe (settled: sampled well after it went out) still shows nothing
+    r.t += 1.0
+    r.period(four(obs(h.probe_vref, 12.2, 0.0)))
+    assert h.state == "quarantined" and "not delivering" in h.why
+    assert r.alarms.is_active("node_excluded", 3) and r.judge.verdicts == 1
+    assert [e.kind for e in r.alarms.drain()].count("probe") == 2  # suspicion, verdict
+
+
+def test_a_probe_that_draws_current_clears_the_suspicion() -> None:
+    r = Rig()
+    r.period(four(obs(12.5, 12.2, 0.0)))
+    h = r.judge.nodes[3]
+    r.t += 1.0
+    r.period(four(obs(h.probe_vref, 12.2, 8.0)))  # a step above its bus, it sources
+    assert h.state == "ok" and not h.why and r.judge.verdicts == 0
+
+
+def test_no_verdict_on_stale_or_unsettled_telemetry_or_in_a_late_period() -> None:
+    for kwargs, nodes in (({"late": True}, four(obs(12.5, 12.2, 0.0))),
+                          ({}, four(obs(12.5, 12.2, 0.0, age=1.5))),  # older than a period
+                          ({}, four(obs(12.9, 12.2, 0.0)))):  # reports a command not yet ours
+        r = Rig()
+        for _ in range(5):
+            r.period(nodes, **kwargs)
+        assert r.judge.nodes[3].state == "ok", kwargs
+        assert r.judge.verdicts == 0
+
+
+def test_quarantine_backs_off_doubling_and_readmits_by_probe() -> None:
+    r = Rig()
+    r.period(four(obs(12.5, 12.2, 0.0)))
+    h = r.judge.nodes[3]
+    r.t += 1.0
+    r.period(four(obs(h.probe_vref, 12.2, 0.0)))
+    assert h.state == "quarantined" and h.backoff_s == BACKOFF_S
+    backoffs = []
+    for _ in range(6):  # each re-admission probe fails: the wait doubles, up to its cap
+        r.t = h.retry_at
+        r.period(four(obs(12.5, 12.2, 0.0)))  # due: a probe goes out
+        assert h.probing
+        r.t += 1.0
+        r.period(four(obs(h.probe_vref, 12.2, 0.0)))
+        backoffs.append(h.backoff_s)
+    assert backoffs == [min(BACKOFF_S * 2 ** k, BACKOFF_MAX_S) for k in range(1, 7)]
+    r.t = h.retry_at  # repaired: the next probe passes
+    r.period(four(obs(12.5, 12.2, 0.0)))
+    r.t += 1.0
+    r.period(four(obs(h.probe_vref, 12.2, 9.0)))
+    assert h.state == "ok" and not r.alarms.is_active("node_excluded", 3)
+
+
+def test_operator_releases_are_one_a_period() -> None:
+    r = Rig()
+    for nid in (1, 2):
+        r.judge.nodes[nid].state = "quarantined"
+        r.judge.nodes[nid].retry_at = 1e12
+        r.judge.nodes[nid].verdict = "unavailable: not delivering"
+        r.judge.operator_release(nid)
+    r.period({i: healthy() for i in (1, 2, 3, 4)})
+    assert [r.judge.nodes[i].state for i in (1, 2)] == ["ok", "quarantined"]
+    r.period({i: healthy() for i in (1, 2, 3, 4)})
+    assert r.judge.nodes[2].state == "ok"
+
+
+def test_supervisor_trips_on_a_measured_sag_and_recovers_on_agreement() -> None:
+    book = AlarmBook()
+    sup = Supervisor(RACK, book)
+    t = 0.0
+
+    def m(v: float, mode: int = d.MODE_CV):
+        nodes = {i: obs(12.0, v, 20.0, mode) for i in (1, 2, 3, 4)}
+        return measure({i: reading(o, t, PERIOD) for i, o in nodes.items()})
+
+    assert not sup.tick(t, m(12.2))
+    t += 0.25
+    assert not sup.tick(t, m(7.0)), "one reading is not enough"
+    assert book.is_active("bus_sag")
+    t += 0.25
+    assert sup.tick(t, m(7.0)) and sup.safe and book.is_active("safe_mode")
+    for k in range(3):
+        t += 1.0
+        sup.tick(t, m(11.9))
+        sup.period(t, m(11.9), 0.97, 1.03)
+        assert sup.safe == (k < 2)
+    assert not book.is_active("safe_mode") and not book.is_active("bus_sag")
+
+
+def test_the_controller_reports_measured_against_predicted_and_never_optimal_in_a_sag() -> None:
+    ctrl = RackController(RACK)
+    t = 1000.0
+    sagging = {i: obs(12.0, 7.5, 50.0, d.MODE_CC) for i in (1, 2, 3, 4)}
+    for _ in range(3):
+        t += 1.0
+        ctrl.supervise(t, sagging)
+        a = ctrl.step(t, sagging, {})
+    assert a.state == "safe" and a.fallback and a.measured["vmin"] == 7.5
+    assert a.predicted["vmin"] > 11.0  # what the model predicts is not what is measured
+    assert all(a.nodes[i]["on"] and a.vref[i] == RACK.bus_voltage for i in (1, 2, 3, 4))
+    pinned = ctrl.set_policy({"node_output_w": {"2": 0}})
+    assert pinned.node_output_w == {"2": 0.0}
+    a = ctrl.step(t + 1.0, sagging, {})
+    assert a.nodes[2]["on"] is False and "pinned out" in a.nodes[2]["why"]
