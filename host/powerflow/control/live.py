@@ -80,11 +80,15 @@ class ControlLoop:
         at once when it trips); every period the full step runs. Each period's lateness
         (start against schedule) is measured and handed to the controller."""
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        due = last_start = loop.time()
         while True:
             period = self.ctrl.policy.period_s
             tick = min(TICK_S, period / 4)
-            late = loop.time() - due
+            now = loop.time()
+            # late against the schedule, or against the last period's start (a pause in the
+            # middle of a period restarts the schedule, but not this)
+            late = max(now - due, now - last_start - period)
+            last_start = now
             if self.scraper is not None:
                 await self.scraper.poll()
             if self.enabled:
