@@ -11,7 +11,10 @@ bus is in band, and no exclusion outlives it; alarms and events say what happene
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -199,6 +202,19 @@ def test_a_real_converter_failure_is_detected_and_reshared(host: RunningHost) ->
                  10 * period, "the verdict on node 3 after its probe")
         assert any(al["kind"] == "node_excluded" and al["node"] == 3
                    for al in host.api("/alarms"))
+        # the operator's view says the same: CLI alarms, nodes and plan
+        cli = [sys.executable, "-m", "powerflow.cli"]
+        out = subprocess.run([*cli, "alarms", "--host", host.url], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and "node_excluded" in out.stdout and "node 3" in out.stdout
+        rows = json.loads(subprocess.run([*cli, "nodes", "--json", "--host", host.url],
+                                         capture_output=True, text=True, timeout=60).stdout)
+        row3 = next(r for r in rows if r["id"] == 3)
+        assert row3["excluded"] and "not delivering" in row3["excluded_why"]
+        assert row3["excluded_since"] >= t0 and row3["telemetry_age_s"] < 2.0
+        plan = subprocess.run([*cli, "plan", "--host", host.url], capture_output=True,
+                              text=True, timeout=60).stdout
+        assert plan.startswith("state: DEGRADED; measured bus "), plan
         recent = host.physics(since=time.time() - 1.0)
         assert min(ln.vmin for ln in recent) >= BAND_V - 0.02
     finally:

@@ -84,11 +84,11 @@ class EmuHal:
 
     def wdt_start(self, timeout_ms):
         self.wdt_timeout_ms = timeout_ms
-        self.wdt_fed = time.ticks_ms()  # type: ignore[attr-defined]
+        self.wdt_fed = self.ticks_ms()
 
     def wdt_feed(self):
         self.wdt_feeds += 1
-        self.wdt_fed = time.ticks_ms()  # type: ignore[attr-defined]
+        self.wdt_fed = self.ticks_ms()
 
     def reset_cause(self):
         return self._reset_cause
