@@ -45,7 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="API bearer tokens and their roles (TOML); without it the API is "
                           "open to local callers only")
     run.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
-                     help="address the API listens on (default 127.0.0.1; others need --tokens)")
+                     help="address the API listens on (default 127.0.0.1; any other needs "
+                          "--tokens and --tls-cert/--tls-key, or --insecure-http)")
+    run.add_argument("--tls-cert", default=None, metavar="FILE",
+                     help="serve HTTPS with this certificate chain (PEM); needs --tls-key")
+    run.add_argument("--tls-key", default=None, metavar="FILE",
+                     help="the certificate's private key (PEM)")
+    run.add_argument("--insecure-http", action="store_true",
+                     help="allow plain HTTP on a non-loopback --bind (secrets then cross the "
+                          "network in clear text)")
+    run.add_argument("--session-timeout", type=_positive, default=1800.0, metavar="S",
+                     help="Redfish sessions end after S seconds unused (default 1800)")
+    run.add_argument("--max-sessions", type=int, default=64, choices=range(1, 10001),
+                     metavar="N", help="Redfish sessions open at once, at most (default 64)")
     run.add_argument("--physics-log", default=None, metavar="FILE",
                      help="with --emulate: append what the rack physics has every 0.1 s "
                           "(bus voltages V, currents A, device demand and served W) as JSON lines")
@@ -397,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         return _scenario_command(args)
     if args.command == "run":
         from powerflow.hostrun import run_host
-        from powerflow.rack import RackError
+        from powerflow.rack import RackError, load_rack
         from powerflow.ui import DEFAULT_PORT
 
         faults = None
@@ -407,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.emulate:
                 parser.error("--faults needs --emulate (faults are injected into the emulator)")
             try:
-                faults = load_fault_script(args.faults)
-            except ValueError as e:
+                faults = load_fault_script(args.faults, load_rack(args.rack))
+            except ValueError as e:  # RackError included
                 print(f"powerflow: error: {e}", file=sys.stderr)
                 return 2
         tokens = None
@@ -420,15 +432,22 @@ def main(argv: list[str] | None = None) -> int:
             except AuthConfigError as e:
                 print(f"powerflow: error: {e}", file=sys.stderr)
                 return 2
-        if args.bind not in ("127.0.0.1", "localhost", "::1") and tokens is None:
-            parser.error("--bind to a non-loopback address needs --tokens: the API would be "
-                         "open to the network")
+        from powerflow.hostrun import ApiOptions, OptionsError
+
+        try:
+            api = ApiOptions(tokens=tokens, bind=args.bind, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key, insecure_http=args.insecure_http,
+                             session_timeout_s=args.session_timeout,
+                             max_sessions=args.max_sessions)
+            api.check()
+        except OptionsError as e:
+            parser.error(str(e))
         try:
             asyncio.run(run_host(args.rack, args.emulate, args.duration,
                                  args.port or DEFAULT_PORT, args.db, not args.no_start,
                                  telemetry_ms=args.telemetry_ms, faults=faults,
-                                 control=not args.no_control, tokens=tokens,
-                                 bind=args.bind, physics_log=args.physics_log))
+                                 control=not args.no_control, api=api,
+                                 physics_log=args.physics_log))
         except RackError as e:
             print(f"powerflow: error: {e}", file=sys.stderr)
             return 2

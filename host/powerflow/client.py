@@ -26,12 +26,27 @@ def host_url(arg: str | None) -> str:
     return (arg or os.environ.get("POWERFLOW_HOST") or f"http://127.0.0.1:{DEFAULT_PORT}").rstrip("/")
 
 
+def tls_verify() -> str | bool:
+    """What an HTTPS host's certificate is checked against: $POWERFLOW_CACERT (a PEM file of
+    the CA that signed it) if set, else the system's trusted CAs."""
+    ca = os.environ.get("POWERFLOW_CACERT")
+    if ca and not os.path.isfile(ca):
+        raise ClientError(f"POWERFLOW_CACERT={ca}: no such file")
+    return ca or True
+
+
 def call(method: str, url: str, path: str, **kw: Any) -> Any:
     token = os.environ.get("POWERFLOW_TOKEN")
     if token:
         kw.setdefault("headers", {})["Authorization"] = f"Bearer {token}"
     try:
-        r = httpx.request(method, url + API + path, timeout=10.0, **kw)
+        r = httpx.request(method, url + API + path, timeout=10.0, verify=tls_verify(), **kw)
+    except httpx.ConnectError as e:
+        if "CERTIFICATE_VERIFY_FAILED" in str(e):
+            raise ClientError(f"the host at {url} has a certificate this client does not "
+                              "trust: set POWERFLOW_CACERT to the CA's PEM file") from None
+        raise ClientError(f"no PowerFlow host at {url} ({e.__class__.__name__}); "
+                          "is `powerflow run` running?") from None
     except httpx.HTTPError as e:
         raise ClientError(f"no PowerFlow host at {url} ({e.__class__.__name__}); "
                           "is `powerflow run` running?") from None

@@ -9,9 +9,12 @@ bus voltage) unless told not to, and shows the nodes live.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
+import ssl
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,69 @@ from rich.console import Console
 from rich.live import Live
 
 from powerflow.api.app import create_app
+from powerflow.api.auth import Tokens
+from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S
 from powerflow.ui import DEFAULT_PORT, node_table
 from powerflow.link.transport import LinkAddress
 from powerflow.manager import NodeManager
 from powerflow.rack import Rack, RackError, load_rack
 from powerflow.store import TelemetryStore
 
+
+class OptionsError(ValueError):
+    """API options that do not fit together (said as a usage error)."""
+
+
+def is_loopback(addr: str) -> bool:
+    if addr == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    """How the API is served: who may call it (tokens), where (bind), over what (TLS), and
+    the Redfish session limits."""
+
+    tokens: Tokens | None = None
+    bind: str = "127.0.0.1"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure_http: bool = False
+    session_timeout_s: float = DEFAULT_TIMEOUT_S
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def check(self) -> None:
+        """Refuse combinations that would expose the rack; load the certificate once so a
+        bad one is said now, not by the server thread."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise OptionsError("--tls-cert and --tls-key go together")
+        if self.tls:
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                    str(self.tls_cert), str(self.tls_key))
+            except (OSError, ssl.SSLError) as e:
+                raise OptionsError(f"--tls-cert/--tls-key: cannot load the certificate and "
+                                   f"key: {e}") from None
+        if not is_loopback(self.bind):
+            if self.tokens is None:
+                raise OptionsError("--bind to a non-loopback address needs --tokens: the API "
+                                   "would be open to the network")
+            if not self.tls and not self.insecure_http:
+                raise OptionsError("--bind to a non-loopback address needs --tls-cert and "
+                                   "--tls-key (or --insecure-http, which sends tokens in "
+                                   "clear text)")
 
 
 def node_addresses(rack: Rack) -> dict[int, LinkAddress]:
@@ -60,8 +120,10 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
                    console: Console | None = None, telemetry_ms: int = 500,
                    faults: list[dict[str, Any]] | None = None, control: bool = True,
-                   tokens: Any = None, bind: str = "127.0.0.1",
+                   api: ApiOptions | None = None,
                    physics_log: str | Path | None = None) -> dict[str, Any]:
+    api = api or ApiOptions()
+    api.check()
     console = console or Console(width=max(110, Console().width))
     rack = load_rack(rack_path)
     emu = None
@@ -94,15 +156,18 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                             EmulatorDevices(emu) if emu is not None else None,
                             scraper=PrometheusDevices(scrapes) if scrapes else None)
         loop_.start()
-    server = uvicorn.Server(uvicorn.Config(create_app(manager, store, emu, loop_, tokens),
-                                           host=bind,
-                                           port=port, log_level="warning", lifespan="off"))
+    app = create_app(manager, store, emu, loop_, api.tokens,
+                     session_timeout_s=api.session_timeout_s, max_sessions=api.max_sessions)
+    server = uvicorn.Server(uvicorn.Config(app, host=api.bind, port=port, log_level="warning",
+                                           lifespan="off", ssl_certfile=api.tls_cert,
+                                           ssl_keyfile=api.tls_key))
     server_task = asyncio.create_task(server.serve())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    url = f"http://{'127.0.0.1' if bind in ('127.0.0.1', '0.0.0.0') else bind}:{port}"
+    shown = "127.0.0.1" if api.bind in ("127.0.0.1", "0.0.0.0") else api.bind
+    url = f"{api.scheme}://{shown}:{port}"
     console.print(f"PowerFlow host for rack [bold]{rack.name}[/] ({len(rack.nodes)} nodes"
                   f"{', emulated' if emu else ''}); API at {url}/api/v1; telemetry in {db}")
     console.print(f"Dashboard: [bold]{url}/[/]   Prometheus metrics: {url}/metrics")

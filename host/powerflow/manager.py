@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from pfproto.names import EV_NAMES, MODE_NAMES
 from powerflow.link.session import CommandError, NodeSession
 from powerflow.link.transport import LinkAddress, open_link
 from powerflow.nodeconfig import session_config
+from powerflow.protocol.codec import round_f32
 from powerflow.protocol.names import body_to_names
 from powerflow.rack import Node, Rack
 from powerflow.store import TelemetryStore
@@ -56,6 +58,16 @@ class NodeState:
     ports: dict[int, bool] = field(default_factory=dict)  # desired port states
     session: NodeSession | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)  # frames the host dropped, by reason
+
+    @property
+    def vout_max(self) -> float:
+        """The highest output voltage the node may be set to (V): the rack file's rating,
+        and never above what the node itself reports (a HELLO cannot raise it)."""
+        rated = self.hello.get("MFR_VOUT_MAX")
+        if isinstance(rated, int | float) and not isinstance(rated, bool):
+            return min(self.node.vout_max, float(rated))
+        return self.node.vout_max
 
     def summary(self) -> dict[str, Any]:
         t = self.telemetry
@@ -69,7 +81,8 @@ class NodeState:
             "faults": t.get("FAULTS"), "warnings": t.get("WARNINGS"),
             "port_state": t.get("PORT_STATE"), "lease_left_ms": t.get("LEASE_LEFT_MS"),
             "rejects": sum(t.get("REJECTS", [])), "lost_count": self.lost_count,
-            "firmware": self.hello.get("FW_VERSION"), "vout_max": self.hello.get("MFR_VOUT_MAX"),
+            "firmware": self.hello.get("FW_VERSION"), "vout_max": self.vout_max,
+            "host_refused": dict(self.refused),
             "telemetry_age_s": (round(time.monotonic() - self.telemetry_t, 3)
                                 if self.telemetry_t else None),
         }
@@ -123,7 +136,8 @@ class NodeManager:
                 await asyncio.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
                 continue
-            session = NodeSession(reader, writer, key=key, node_id=ns.node.id)
+            session = NodeSession(reader, writer, key=key, node_id=ns.node.id,
+                                  refused=ns.refused)
             ns.session = session
             try:
                 await self._serve(ns, session)
@@ -143,9 +157,11 @@ class NodeManager:
             backoff = min(2.0, backoff * 2)
 
     async def _serve(self, ns: NodeState, s: NodeSession) -> None:
-        hello = await s.wait_hello(timeout=3.0)
-        ns.hello = body_to_names(hello)
+        await s.wait_hello(timeout=3.0)
         await s.open_session()
+        # identity and ratings as the node says them inside the session (authenticated
+        # when keyed), not as the untagged HELLO before it did
+        ns.hello = body_to_names(await s.confirm_identity())
         await s.command(d.MSG_CONFIG, session_config(ns.node, self.rack.bus_voltage,
                                                      self.telemetry_ms, HEARTBEAT_TIMEOUT_MS,
                                                      self.match_droop))
@@ -248,11 +264,15 @@ class NodeManager:
             return {"node": node_id, "on": False}
         if target is None:
             raise ValueError("the node has no output voltage yet: give vout")
-        if not 0 < target <= ns.node.vout_max:
-            raise ValueError(f"vout {target} V is outside 0..{ns.node.vout_max} V (node {node_id}'s "
-                             "rating)")
-        await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: float(target), d.K_LEASE_MS: LEASE_MS})
-        ns.vout = float(target)
+        # judged as the node will see it: a float32 on the wire (1e-300 V arrives as 0 V)
+        wire = round_f32(float(target))
+        lo, hi = ns.node.vout_min, ns.vout_max
+        if not lo <= wire <= hi:
+            raise ValueError(f"vout {target} V (as sent: {wire:g} V) is outside node "
+                             f"{node_id}'s rated {lo:g}..{hi:g} V; to turn the output off, "
+                             "give on = false")
+        await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: wire, d.K_LEASE_MS: LEASE_MS})
+        ns.vout = wire
         ns.off_leased = False
         return {"node": node_id, "on": True, "vout": ns.vout}
 

@@ -6,7 +6,7 @@ anything wrong, with what was expected.
     [rack]      name, bus_voltage (V)
     [feed]      voltage (V), breaker_limit_w (W)
     [[segment]] id
-    [[node]]    id, segment, link, rating_w, vout_max, iout_max, r_out (ohm),
+    [[node]]    id, segment, link, rating_w, vout_max, iout_max, vout_min (V), r_out (ohm),
                 efficiency = [[load fraction, efficiency], ...], position = [slot, height], key
     [[branch]]  id, from, to, r (ohm), switch = "none" | "tie", closed (normal state),
                 port = [node id, port index] (the node port that operates the tie)
@@ -20,6 +20,7 @@ anything wrong, with what was expected.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class Node:
     efficiency: tuple[tuple[float, float], ...]
     position: tuple[int, int] = (0, 0)
     key: str | None = None
+    vout_min: float = 1.0  # V: the lowest regulated output; below it the output is off
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,33 @@ class Rack:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# ids of segments, branches and devices appear in URLs (Redfish), metric labels and logs:
+# letters, digits and . _ : - only, starting with a letter or digit
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+ID_RULE = "an id of letters, digits and . _ : - (starting with a letter or digit, at most 64)"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _table(raw: Any, key: str, path: str) -> dict[str, Any]:
+    v = raw.get(key, {})
+    if not isinstance(v, dict):
+        raise RackError(f"{path}: [{key}]: expected a table ([{key}] with its fields)")
+    return v
+
+
+def _entries(raw: dict[str, Any], key: str, path: str) -> list[dict[str, Any]]:
+    v = raw.get(key, [])
+    if not isinstance(v, list):
+        raise RackError(f"{path}: {key}: expected an array of tables ([[{key}]] entries)")
+    for i, e in enumerate(v):
+        if not isinstance(e, dict):
+            raise RackError(f"{path}: [[{key}]] #{i + 1}: expected a table of fields; got {e!r}")
+    return v
+
+
 class _Reader:
     def __init__(self, path: str, where: str, data: dict[str, Any]) -> None:
         self.path, self.where, self.data = path, where, data
@@ -132,6 +161,12 @@ class _Reader:
             raise self.err(key, f"one of {', '.join(choices)}" if choices else "text", v)
         return v
 
+    def ident(self, key: str, default: Any = ...) -> str:
+        v = self.get(key, default)
+        if not isinstance(v, str) or not ID_RE.fullmatch(v):
+            raise self.err(key, ID_RULE, v)
+        return v
+
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
@@ -142,11 +177,43 @@ def load_rack(path: str | Path) -> Rack:
     return parse_rack(read_toml(path, RackError), str(path))
 
 
+def _link_ok(link: str) -> bool:
+    """pty, tcp (emulated), serial:DEVICE or tcp:HOST:PORT with something real after."""
+    if link in ("pty", "tcp"):
+        return True
+    if link.startswith("serial:"):
+        return len(link) > 7 and not link[7:].isspace()
+    if link.startswith("tcp:"):
+        host, _, port = link[4:].rpartition(":")
+        return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
+    return False
+
+
+def _fed(segs: list[str], nodes: list[Node], branches: list[Branch]) -> set[str]:
+    """Segments a converter can reach through the mesh (any branch, ties closed or not)."""
+    fed = {n.segment for n in nodes}
+    grew = True
+    while grew:
+        grew = False
+        for b in branches:
+            if (b.from_ in fed) != (b.to in fed):
+                fed |= {b.from_, b.to}
+                grew = True
+    return fed
+
+
 def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
     for key in raw:
         if key not in ("rack", "feed", "segment", "node", "branch", "device", "battery", "policy",
                        "profile"):
             raise RackError(f"{path}: unknown section [{key}]")
+    for key in ("rack", "feed", "battery", "policy", "profile"):
+        _table(raw, key, path)
+    for key in ("segment", "node", "branch", "device"):
+        _entries(raw, key, path)
+    for name, over in raw.get("profile", {}).items():
+        if not isinstance(over, dict):
+            raise RackError(f"{path}: [profile.{name}]: expected a table of policy fields")
     rk = _Reader(path, "[rack]", raw.get("rack", {}))
     name = rk.text("name", Path(path).stem)
     bus_v = rk.num("bus_voltage", 1.0, 60.0)
@@ -158,7 +225,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
     segs = []
     for i, s in enumerate(raw.get("segment", [])):
         r = _Reader(path, f"[[segment]] #{i + 1}", s)
-        sid = r.text("id")
+        sid = r.ident("id")
         if sid in segs:
             raise r.err("id", "a segment id not used before", sid)
         segs.append(sid)
@@ -180,32 +247,46 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
             raise r.err("id", "a node id not used before", nid)
         eff = r.get("efficiency", [[0.1, 0.91], [0.5, 0.965], [1.0, 0.957]])
         if (not isinstance(eff, list) or len(eff) < 2 or any(
-                not isinstance(e, list) or len(e) != 2 or not all(isinstance(v, int | float) for v in e)
+                not isinstance(e, list) or len(e) != 2 or not all(_number(v) for v in e)
                 or not (0 < e[0] <= 1.5 and 0.5 < e[1] <= 1) for e in eff)
                 or any(eff[k][0] >= eff[k + 1][0] for k in range(len(eff) - 1))):
             raise r.err("efficiency", "[[load fraction, efficiency], ...] with rising fractions in "
                         "(0, 1.5] and efficiencies in (0.5, 1]", eff)
         pos = r.get("position", [0, 0])
-        if not (isinstance(pos, list) and len(pos) == 2 and all(isinstance(v, int) for v in pos)):
+        if not (isinstance(pos, list) and len(pos) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in pos)):
             raise r.err("position", "[slot, height] as whole numbers", pos)
         key = r.get("key", None)
         if key is not None and (not isinstance(key, str) or len(key) < 32 or any(
                 c not in "0123456789abcdefABCDEF" for c in key) or len(key) % 2):
             raise r.err("key", "at least 32 hex digits")
         link = r.text("link", "pty")
-        if not (link in ("pty", "tcp") or link.startswith(("serial:", "tcp:"))):
-            raise r.err("link", "pty, tcp, serial:DEVICE or tcp:HOST:PORT", link)
-        nodes.append(Node(nid, seg(r), link, r.num("rating_w", 1.0, 1e6),
-                          r.num("vout_max", 1.0, 60.0), r.num("iout_max", 0.1, 1000.0),
+        if not _link_ok(link):
+            raise r.err("link", "pty, tcp, serial:DEVICE or tcp:HOST:PORT (port 1..65535)",
+                        link)
+        vmax = r.num("vout_max", 1.0, 60.0)
+        if vmax < bus_v:
+            raise r.err("vout_max", f"at least the bus voltage ({bus_v:g} V): a converter "
+                        "rated below the bus cannot feed it", vmax)
+        imax = r.num("iout_max", 0.1, 1000.0)
+        rating = r.num("rating_w", 1.0, 1e6)
+        if rating > vmax * imax * (1 + 1e-9):
+            raise r.err("rating_w", f"at most vout_max x iout_max = {vmax * imax:g} W", rating)
+        vmin = r.num("vout_min", 0.0, vmax, min(1.0, vmax))
+        if vmin >= bus_v:
+            raise r.err("vout_min", f"below the bus voltage ({bus_v:g} V)", vmin)
+        nodes.append(Node(nid, seg(r), link, rating, vmax, imax,
                           r.num("r_out", 0.0, 1.0, 0.004), tuple(tuple(e) for e in eff),
-                          (pos[0], pos[1]), key))
+                          (pos[0], pos[1]), key, vmin))
         r.done()
     if not nodes:
         raise RackError(f"{path}: no [[node]]: a rack needs at least one converter node")
     branches: list[Branch] = []
     for i, b in enumerate(raw.get("branch", [])):
         r = _Reader(path, f"[[branch]] #{i + 1}", b)
-        bid = r.text("id", f"b{i + 1}")
+        bid = r.ident("id", f"b{i + 1}")
+        if any(x.id == bid for x in branches):
+            raise r.err("id", "a branch id not used before", bid)
         f, t = seg(r, "from"), seg(r, "to")
         if f == t:
             raise r.err("to", "a segment other than 'from'", t)
@@ -231,7 +312,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
     devices: list[Device] = []
     for i, dv in enumerate(raw.get("device", [])):
         r = _Reader(path, f"[[device]] #{i + 1}", dv)
-        did = r.text("id")
+        did = r.ident("id")
         if any(x.id == did for x in devices):
             raise r.err("id", "a device id not used before", did)
         pmin, pmax = r.num("p_min_w", 0.0, 1e6), r.num("p_max_w", 0.0, 1e6)
@@ -259,10 +340,20 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
                           r.num("p_discharge_max_w", 0.0, 1e7), r.num("efficiency", 0.5, 1.0, 0.95),
                           r.num("soc", 0.0, 1.0, 0.5))
         r.done()
+    fed = _fed(segs, nodes, branches)
+    for dv in devices:
+        if dv.segment not in fed:
+            raise RackError(f"{path}: device {dv.id!r}: segment {dv.segment!r} has no "
+                            "converter and no branch to one: nothing could supply it")
+    if battery is not None and battery.segment not in fed:
+        raise RackError(f"{path}: [battery]: segment {battery.segment!r} has no converter "
+                        "and no branch to one")
     extra: dict[str, Any] = {"policy": raw.get("policy", {}), "profile": raw.get("profile", {})}
     try:
         policy_from_config(extra["policy"], extra["profile"],
-                           {dv.id: (dv.p_min_w, dv.p_max_w) for dv in devices})
+                           {dv.id: (dv.p_min_w, dv.p_max_w) for dv in devices},
+                           ties={b.id for b in branches if b.switch == "tie"},
+                           nodes={str(n.id): n.rating_w for n in nodes})
     except PolicyError as e:
         raise RackError(f"{path}: {e}") from None
     return Rack(name, bus_v, feed_v, breaker, tuple(segs), tuple(nodes), tuple(branches),

@@ -6,6 +6,12 @@ transaction has committed, which survive the host process being killed (WAL
 with synchronous=NORMAL loses nothing on a process crash, only possibly on a
 power cut of the machine). Raw rows older than `retention_s` are folded into
 one-minute averages (kept `rollup_retention_s`) and deleted.
+
+The audit log keeps every write to the API for `audit_retention_s` and at most
+`audit_max_rows` entries; entries of callers that did not authenticate have their own,
+smaller budget (`audit_max_anonymous`), so a flood of refused requests can neither fill
+the disk nor push the operators' own entries out. Bodies are stored as data, capped at
+`AUDIT_BODY_CHARS`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ CREATE TABLE IF NOT EXISTS audit (t REAL NOT NULL, who TEXT NOT NULL, role TEXT 
 """
 
 
+AUDIT_BODY_CHARS = 2000
+ANONYMOUS = "-"  # the `who` of an entry whose caller did not authenticate
+
+
 @dataclass(frozen=True)
 class Point:
     t: float
@@ -40,8 +50,14 @@ class Point:
 
 class TelemetryStore:
     def __init__(self, path: str | Path, retention_s: float = 3600.0,
-                 rollup_retention_s: float = 7 * 86400.0) -> None:
+                 rollup_retention_s: float = 7 * 86400.0,
+                 audit_retention_s: float = 90 * 86400.0, audit_max_rows: int = 100_000,
+                 audit_max_anonymous: int = 10_000) -> None:
         self.path = str(path)
+        self.audit_retention_s = audit_retention_s
+        self.audit_max_rows = audit_max_rows
+        self.audit_max_anonymous = audit_max_anonymous
+        self._audit_since_prune = 0
         self.retention_s = retention_s
         self.rollup_retention_s = rollup_retention_s
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -113,7 +129,28 @@ class TelemetryStore:
         """Record one write to the API (committed when this returns)."""
         with self._audit_lock:
             self._audit.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (t, who, role, method, path, body[:4000], status))
+                                (t, who[:200], role[:20], method[:10], path[:500],
+                                 body[:AUDIT_BODY_CHARS], status))
+            self._audit_since_prune += 1
+            # pruned as it grows, not only by `maintain`: a flood is bounded between runs
+            if self._audit_since_prune >= max(1, min(self.audit_max_anonymous, 1000) // 10):
+                self._prune_audit(t)
+
+    def _prune_audit(self, now: float) -> int:
+        """Drop audit entries past their age or their row budget; returns how many."""
+        self._audit_since_prune = 0
+        db = self._audit
+        n = db.execute("DELETE FROM audit WHERE t < ?", (now - self.audit_retention_s,)).rowcount
+        for cond, keep in (("who = ?", self.audit_max_anonymous),
+                           ("who != ?", self.audit_max_rows)):
+            n += db.execute(f"DELETE FROM audit WHERE rowid IN (SELECT rowid FROM audit WHERE "
+                            f"{cond} ORDER BY rowid DESC LIMIT -1 OFFSET ?)",
+                            (ANONYMOUS, keep)).rowcount
+        return n
+
+    def prune_audit(self, now: float | None = None) -> int:
+        with self._audit_lock:
+            return self._prune_audit(time.time() if now is None else now)
 
     def audit_log(self, since: float = 0.0) -> list[tuple]:
         with self._audit_lock:
@@ -140,6 +177,7 @@ class TelemetryStore:
             dropped = db.execute("DELETE FROM telemetry_1m WHERE t < ?",
                                  (now - self.rollup_retention_s,)).rowcount
             db.execute("COMMIT")
+        self.prune_audit(now)
         return folded, dropped
 
     def close(self) -> None:

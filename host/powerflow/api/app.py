@@ -10,9 +10,15 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from powerflow import __version__
+from powerflow.api.access import Access, Throttled
 from powerflow.api.auth import Tokens
+from powerflow.api.errors import COMMON_ERRORS, error_response, errors, install_errors
+from powerflow.api.limits import MAX_BODY_BYTES, BodyLimit
+from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S, SessionStore
+from powerflow.api.throttle import Lockout
 from powerflow.control.live import ControlLoop
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
@@ -21,17 +27,23 @@ from powerflow.store import TelemetryStore
 PREFIX = "/api/v1"
 
 
-class SetpointRequest(BaseModel):
+class Strict(BaseModel):
+    """A request body: a field the API does not know is refused (422), not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SetpointRequest(Strict):
     vout: float | None = Field(None, gt=0, le=60, description="output voltage, V")
     on: bool | None = Field(None, description="output on (true) or off (false)")
 
 
-class PortRequest(BaseModel):
+class PortRequest(Strict):
     port: int = Field(ge=0, le=7)
     close: bool
 
 
-class FaultRequest(BaseModel):
+class FaultRequest(Strict):
     kind: Literal["converter-failure", "converter-repair", "sensor-stuck", "sensor-drift",
                   "sensor-clear", "link-cut", "link-noise", "link-clear", "node-reboot", "node-kill",
                   "node-pause", "ambient", "load-spike"]
@@ -53,52 +65,89 @@ class PolicyChange(BaseModel):
     model_config = {"extra": "allow"}
 
 
-class ControlState(BaseModel):
+class ControlState(Strict):
     enabled: bool = Field(description="false pauses the control loop (leases keep the last "
                                       "allocation until the operator takes over)")
 
 
-class AgentSample(BaseModel):
+class AgentSample(Strict):
     device: str
     power_w: float | None = Field(None, ge=0, le=1e6, description="device power now, W")
     utilisation: float | None = Field(None, ge=0, le=1, description="CPU/GPU utilisation, 0..1")
 
 
 def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None,
-               control: ControlLoop | None = None, tokens: Tokens | None = None) -> FastAPI:
-    app = FastAPI(title="PowerFlow host", version="0.1.0",
+               control: ControlLoop | None = None, tokens: Tokens | None = None,
+               session_timeout_s: float = DEFAULT_TIMEOUT_S,
+               max_sessions: int = DEFAULT_MAX_SESSIONS,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    app = FastAPI(title="PowerFlow host", version=__version__,
                   description="Rack controller API: nodes, commands, telemetry history, "
                               "forecasts, allocation and policy. Bearer tokens with a read "
                               "or operator role when the host runs with --tokens; every "
-                              "write is audited.")
+                              "write is audited. Failed authentications are throttled "
+                              "(429 with Retry-After); request bodies are limited to "
+                              f"{max_body_bytes} bytes (413).",
+                  responses=COMMON_ERRORS)
     tokens = tokens or Tokens()
+
+    def lockout(lk: Lockout) -> None:
+        kind, value = lk.key
+        store.event(time.time(), None, "auth_lockout",
+                    f"{'client' if kind == 'addr' else 'user'} {value}: {lk.failures} failed "
+                    f"authentications, locked out for {lk.seconds:.0f} s")
+
+    access = Access(tokens, SessionStore(session_timeout_s, max_sessions),
+                    on_lockout=lockout)
+    app.state.access = access
+    install_errors(app)
 
     @app.middleware("http")
     async def authorise(request: Request, call_next: Any) -> Response:
         path = request.url.path
-        if not (path.startswith(PREFIX) or path == "/metrics"):
-            return await call_next(request)  # the dashboard's page and the OpenAPI document
-        who = tokens.check(request.headers.get("authorization"))
+        redfish = path.startswith("/redfish")
         write = request.method not in ("GET", "HEAD", "OPTIONS")
-        body = (await request.body()).decode("utf-8", "replace") if write else ""
-        if who is None:
-            resp: Response = JSONResponse({"detail": "a valid bearer token is needed "
-                                                     "(Authorization: Bearer SECRET)"}, 401,
-                                          headers={"WWW-Authenticate": "Bearer"})
-        elif write and not who.may_write:
-            resp = JSONResponse({"detail": f"token '{who.name}' is read-only: changes need an "
-                                           "operator token"}, 403)
-        else:
-            request.state.principal = who
+        if not (path.startswith(PREFIX) or path == "/metrics" or (redfish and write)):
+            return await call_next(request)  # the dashboard's page, the OpenAPI document,
+            #                                  Redfish reads (which authenticate themselves)
+        # read before anything else (bounded by BodyLimit) so the handler can still read it
+        raw = await request.body() if write else b""
+        who = None
+        if redfish:  # Redfish writes authenticate in their handlers; audited here
             resp = await call_next(request)
+            who = getattr(request.state, "principal", None)
+        else:
+            try:
+                who = access.authenticate(request)
+            except Throttled as e:
+                resp = error_response(429, str(e), {"Retry-After": str(e.retry_after)})
+            else:
+                if who is None:
+                    resp = error_response(401, "a valid bearer token is needed "
+                                               "(Authorization: Bearer SECRET)",
+                                          {"WWW-Authenticate": "Bearer"})
+                elif write and not who.may_write:
+                    resp = error_response(403, f"token '{who.name}' is read-only: changes "
+                                               "need an operator token")
+                else:
+                    request.state.principal = who
+                    resp = await call_next(request)
         if write:
+            # the body is stored only for an authenticated caller, as data, capped; a
+            # handler may replace it (the Redfish login keeps the user name, never the
+            # password)
+            body = getattr(request.state, "audit_body", None)
+            if body is None:
+                body = raw.decode("utf-8", "replace") if who is not None else ""
             store.audit(time.time(), who.name if who else "-", who.role if who else "-",
                         request.method, path, body, resp.status_code)
         return resp
 
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
     from powerflow.api.redfish import install
 
-    install(app, manager, store, tokens, control)
+    install(app, manager, store, access, control)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -224,7 +273,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
                             "status_word": t.get("STATUS_WORD")})
         return out
 
-    @app.get(PREFIX + "/nodes/{node_id}")
+    @app.get(PREFIX + "/nodes/{node_id}", responses=errors(404))
     def node(node_id: int) -> dict[str, Any]:
         ns = manager.nodes.get(node_id)
         if ns is None:
@@ -232,7 +281,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         return {**with_exclusion(ns.summary()), "telemetry": ns.telemetry, "hello": ns.hello,
                 "events": ns.events[-20:]}
 
-    @app.post(PREFIX + "/nodes/{node_id}/setpoint")
+    @app.post(PREFIX + "/nodes/{node_id}/setpoint", responses=errors(404, 409, 504))
     async def setpoint(node_id: int, req: SetpointRequest) -> dict[str, Any]:
         if req.vout is None and req.on is None:
             raise HTTPException(422, "give vout, on, or both")
@@ -242,7 +291,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         except (NodeUnavailable, ValueError, CommandError) as e:
             raise node_call_errors(e) from None
 
-    @app.post(PREFIX + "/nodes/{node_id}/port")
+    @app.post(PREFIX + "/nodes/{node_id}/port", responses=errors(404, 409, 504))
     async def port(node_id: int, req: PortRequest) -> dict[str, Any]:
         manual_allowed()
         try:
@@ -250,7 +299,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         except (NodeUnavailable, ValueError, CommandError) as e:
             raise node_call_errors(e) from None
 
-    @app.post(PREFIX + "/nodes/{node_id}/clear-faults")
+    @app.post(PREFIX + "/nodes/{node_id}/clear-faults", responses=errors(404, 409, 504))
     async def clear(node_id: int) -> dict[str, Any]:
         try:
             out = await manager.clear_faults(node_id)
@@ -260,7 +309,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         except (NodeUnavailable, ValueError, CommandError) as e:
             raise node_call_errors(e) from None
 
-    @app.get(PREFIX + "/history")
+    @app.get(PREFIX + "/history", responses=errors(404))
     def history(node: int, metric: str, since: float, until: float | None = None
                 ) -> dict[str, Any]:
         if node not in manager.nodes:
@@ -281,7 +330,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
 
     # async: node processes restarted here must be children of the event-loop thread, which
     # lives as long as the host (they are set to die with the thread that started them)
-    @app.post(PREFIX + "/emulator/faults")
+    @app.post(PREFIX + "/emulator/faults", responses=errors(409))
     async def inject(req: FaultRequest) -> dict[str, Any]:
         if emulator is None:
             raise HTTPException(409, "fault injection needs an emulated rack (powerflow run --emulate)")
@@ -292,7 +341,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         except (KeyError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
 
-    @app.get(PREFIX + "/control")
+    @app.get(PREFIX + "/control", responses=errors(409))
     def control_state() -> dict[str, Any]:
         c = loop()
         cyc = c.ctrl.cycle_ms[-300:]
@@ -305,7 +354,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
                 "cycle_ms_last": cyc[-1] if cyc else None,
                 "cycle_ms_max_recent": max(cyc) if cyc else None}
 
-    @app.put(PREFIX + "/control")
+    @app.put(PREFIX + "/control", responses=errors(409))
     def set_control(req: ControlState) -> dict[str, Any]:
         c = loop()
         if c.enabled and not req.enabled:
@@ -316,29 +365,31 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         c.enabled = req.enabled
         return control_state()
 
-    @app.get(PREFIX + "/allocation")
+    @app.get(PREFIX + "/allocation", responses=errors(404, 409))
     def allocation() -> dict[str, Any]:
         c = loop()
         if c.ctrl.last is None:
             raise HTTPException(404, "no allocation yet: the loop has not run a period")
         return c.ctrl.last.as_dict()
 
-    @app.get(PREFIX + "/plan")
-    def plan() -> dict[str, Any]:
+    @app.get(PREFIX + "/plan", responses=errors(409))
+    async def plan() -> dict[str, Any]:
         """The next allocation from the present forecasts, not applied."""
+        # on the event loop's thread, as the control loop: a preview never runs beside a
+        # period (and is pure: it works on copies and writes no controller state)
         return loop().preview().as_dict()
 
-    @app.get(PREFIX + "/forecasts")
+    @app.get(PREFIX + "/forecasts", responses=errors(409))
     def forecasts() -> dict[str, Any]:
         loop()
         return _forecasts()
 
-    @app.get(PREFIX + "/policy")
+    @app.get(PREFIX + "/policy", responses=errors(409))
     def policy() -> dict[str, Any]:
         c = loop()
         return {"policy": c.ctrl.policy.as_dict(), "profiles": sorted(c.ctrl.profiles)}
 
-    @app.put(PREFIX + "/policy")
+    @app.put(PREFIX + "/policy", responses=errors(409))
     def set_policy(req: PolicyChange) -> dict[str, Any]:
         from powerflow.control.policy import PolicyError
 
@@ -351,7 +402,7 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
             raise HTTPException(422, str(e)) from None
         return policy()
 
-    @app.post(PREFIX + "/agent/samples")
+    @app.post(PREFIX + "/agent/samples", responses=errors(404, 409))
     def agent_sample(req: AgentSample) -> dict[str, Any]:
         """A server's agent reports its device; the answer carries the cap to apply (W)."""
         try:

@@ -20,17 +20,16 @@ tokens: user = token name, password = its secret (without a tokens file, anyone 
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
-import time
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from powerflow.api.auth import LOCAL, Principal, Tokens
+from powerflow.api.access import Access, Throttled
+from powerflow.api.auth import Principal
+from powerflow.api.sessions import SessionsFull
 from powerflow.control.policy import PolicyError
 from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.manager import NodeManager
@@ -75,7 +74,7 @@ class RedfishError(Exception):
         self.response = response
 
 
-def install(app: FastAPI, manager: NodeManager, store: TelemetryStore, tokens: Tokens,
+def install(app: FastAPI, manager: NodeManager, store: TelemetryStore, access: Access,
             control: Any = None) -> None:
     """Serve the Redfish tree from `app`."""
 
@@ -84,7 +83,7 @@ def install(app: FastAPI, manager: NodeManager, store: TelemetryStore, tokens: T
         return exc.response
 
     app.add_exception_handler(RedfishError, handler)
-    app.include_router(make_router(manager, store, tokens, control))
+    app.include_router(make_router(manager, store, access, control))
 
 
 def metadata_xml() -> str:
@@ -103,10 +102,10 @@ def metadata_xml() -> str:
             "</edmx:DataServices></edmx:Edmx>")
 
 
-def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
+def make_router(manager: NodeManager, store: TelemetryStore, access: Access,
                 control: Any = None) -> APIRouter:
     r = APIRouter(include_in_schema=False)  # open: service root, metadata, login; writes
-    #                                          authenticate and audit themselves
+    #                                          authenticate themselves (the app audits them)
 
     def authed(request: Request) -> Principal:
         p = who(request)
@@ -115,24 +114,23 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
         return p
 
     g = APIRouter(include_in_schema=False, dependencies=[Depends(authed)])
-    sessions: dict[str, tuple[str, Principal, float]] = {}  # token -> (id, who, created)
+    sessions = access.sessions
     rack = manager.rack
 
+    def throttled(e: Throttled) -> RedfishError:
+        resp = error(429, str(e), "Base.1.19.ServiceTemporarilyUnavailable",
+                     [str(e.retry_after)])
+        resp.headers["Retry-After"] = str(e.retry_after)
+        return RedfishError(resp)
+
     def who(request: Request) -> Principal | None:
-        tok = request.headers.get("x-auth-token")
-        if tok and tok in sessions:
-            return sessions[tok][1]
-        if not tokens.enabled:
-            return LOCAL
-        auth = request.headers.get("authorization", "")
-        if auth.startswith("Basic "):
-            try:
-                user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return None
-            p = tokens.check(f"Bearer {pw}")
-            return p if p is not None and p.name == user else None
-        return None
+        """The caller (basic auth or a session's X-Auth-Token), recorded for the audit."""
+        try:
+            p = access.authenticate(request)
+        except Throttled as e:
+            raise throttled(e) from None
+        request.state.principal = p
+        return p
 
     def ok(body: dict[str, Any], status: int = 200, extra: dict[str, str] | None = None
            ) -> JSONResponse:
@@ -225,12 +223,12 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
     def session_service() -> JSONResponse:
         return ok({"@odata.id": V1 + "/SessionService", "@odata.type": otype("SessionService"),
                    "Id": "SessionService", "Name": "Session Service", "ServiceEnabled": True,
-                   "SessionTimeout": 1800, "Status": {"State": "Enabled", "Health": "OK"},
+                   "SessionTimeout": int(sessions.timeout_s), "Status": {"State": "Enabled", "Health": "OK"},
                    "Sessions": ref(V1 + "/SessionService/Sessions")})
 
     @g.get(V1 + "/SessionService/Sessions")
     def session_list() -> JSONResponse:
-        members = [ref(f"{V1}/SessionService/Sessions/{sid}") for sid, _, _ in sessions.values()]
+        members = [ref(f"{V1}/SessionService/Sessions/{s.id}") for s in sessions.listing()]
         return ok({"@odata.id": V1 + "/SessionService/Sessions",
                    "@odata.type": otype("SessionCollection"), "Name": "Sessions",
                    "Members": members, "Members@odata.count": len(members)})
@@ -238,23 +236,32 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
     @r.post(V1 + "/SessionService/Sessions")
     async def session_new(request: Request) -> JSONResponse:
         try:
-            body = await request.json()
+            body = json.loads(await request.body())
             user, pw = body["UserName"], body["Password"]
-            assert isinstance(user, str) and isinstance(pw, str)
-        except (ValueError, KeyError, AssertionError, TypeError):
+            if not isinstance(user, str) or not isinstance(pw, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
             return error(400, "give UserName and Password", "Base.1.19.PropertyMissing",
                          ["UserName"])
-        p = tokens.check(f"Bearer {pw}") if tokens.enabled else Principal(user, "operator")
-        store.audit(time.time(), user, p.role if p else "-", "POST",
-                    V1 + "/SessionService/Sessions", '{"UserName": "%s"}' % user,
-                    201 if p is not None and p.name == user else 401)
-        if p is None or p.name != user:
+        # audited as data, the user name only (capped), never the password
+        request.state.audit_body = json.dumps({"UserName": user[:200]})
+        try:
+            p = access.login(request, user, pw)
+        except Throttled as e:
+            return throttled(e).response
+        request.state.principal = p
+        if p is None:
             return error(401, "the user name and password do not match",
                          "Base.1.19.InsufficientPrivilege")
-        tok, sid = secrets.token_hex(16), secrets.token_hex(4)
-        sessions[tok] = (sid, p, time.time())
-        loc = f"{V1}/SessionService/Sessions/{sid}"
-        return ok(session_body(sid, p), 201, {"X-Auth-Token": tok, "Location": loc})
+        try:
+            tok, sess = sessions.create(p)
+        except SessionsFull as e:
+            resp = error(503, str(e), "Base.1.19.ServiceTemporarilyUnavailable",
+                         [str(int(sessions.timeout_s))])
+            resp.headers["Retry-After"] = "60"
+            return resp
+        loc = f"{V1}/SessionService/Sessions/{sess.id}"
+        return ok(session_body(sess.id, p), 201, {"X-Auth-Token": tok, "Location": loc})
 
     def session_body(sid: str, p: Principal) -> dict[str, Any]:
         return {"@odata.id": f"{V1}/SessionService/Sessions/{sid}", "@odata.type": otype("Session"),
@@ -262,18 +269,25 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
 
     @g.get(V1 + "/SessionService/Sessions/{sid}")
     def session_get(sid: str) -> JSONResponse:
-        for s, p, _ in sessions.values():
-            if s == sid:
-                return ok(session_body(s, p))
-        return error(404, f"no session {sid}", "Base.1.19.ResourceNotFound", ["Session", sid])
+        sess = sessions.get(sid)
+        if sess is None:
+            return error(404, f"no session {sid}", "Base.1.19.ResourceNotFound", ["Session", sid])
+        return ok(session_body(sess.id, sess.principal))
 
-    @g.delete(V1 + "/SessionService/Sessions/{sid}")
-    def session_end(sid: str) -> Response:
-        for tok, (s, _, _) in list(sessions.items()):
-            if s == sid:
-                del sessions[tok]
-                return Response(status_code=204, headers=HEADERS)
-        return error(404, f"no session {sid}", "Base.1.19.ResourceNotFound", ["Session", sid])
+    @r.delete(V1 + "/SessionService/Sessions/{sid}")
+    def session_end(sid: str, request: Request) -> Response:
+        """Log out: one's own session, or any with the operator role."""
+        p = who(request)
+        if p is None:
+            return unauthorised()
+        sess = sessions.get(sid)
+        if sess is None:
+            return error(404, f"no session {sid}", "Base.1.19.ResourceNotFound", ["Session", sid])
+        if sess.principal.name != p.name and not p.may_write:
+            return error(403, f"'{p.name}' may end only its own sessions",
+                         "Base.1.19.InsufficientPrivilege")
+        sessions.remove(sid)
+        return Response(status_code=204, headers=HEADERS)
 
     def unauthorised() -> JSONResponse:
         resp = error(401, "authentication needed: basic auth or a session's X-Auth-Token",
@@ -488,9 +502,9 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
     async def audited_write(request: Request, apply: Any) -> JSONResponse:
         """A PATCH: the writer's rights, the control loop and a JSON object of writable
         properties checked, then `apply(body)`; every answer, refusals included, audited."""
-        p = who(request)
         raw = (await request.body()).decode("utf-8", "replace")
         try:
+            p = who(request)
             if p is None:
                 raise RedfishError(unauthorised())
             if not p.may_write:
@@ -513,8 +527,6 @@ def make_router(manager: NodeManager, store: TelemetryStore, tokens: Tokens,
             resp = apply(body)
         except RedfishError as e:
             resp = e.response
-        store.audit(time.time(), p.name if p else "-", p.role if p else "-", "PATCH",
-                    request.url.path, raw, resp.status_code)
         return resp
 
     def pin_output(cid: str, body: dict[str, Any]) -> JSONResponse:

@@ -173,13 +173,19 @@ class Policy:
 
 
 def policy_from_config(base: dict[str, Any], profiles: dict[str, dict[str, Any]],
-                       devices: dict[str, tuple[float, float]] | None = None) -> tuple[
-                           Policy, dict[str, Policy]]:
-    """The base policy and every named profile (each the base with its overrides)."""
-    pol = Policy().changed(base, devices)
+                       devices: dict[str, tuple[float, float]] | None = None,
+                       ties: set[str] | None = None, nodes: dict[str, float] | None = None
+                       ) -> tuple[Policy, dict[str, Policy]]:
+    """The base policy and every named profile (each the base with its overrides);
+    `devices`, `ties` and `nodes` as for `Policy.changed`."""
+    if not isinstance(base, dict):
+        raise PolicyError("[policy]: expected a table of policy fields")
+    if not isinstance(profiles, dict):
+        raise PolicyError("[profile]: expected tables [profile.NAME] of policy fields")
+    pol = Policy().changed(base, devices, ties, nodes)
     named = {"default": pol}
     for name, over in profiles.items():
         if not isinstance(over, dict):
             raise PolicyError(f"profile '{name}': expected a table of policy fields")
-        named[name] = pol.changed({**over, "profile": name}, devices)
+        named[name] = pol.changed({**over, "profile": name}, devices, ties, nodes)
     return pol, named

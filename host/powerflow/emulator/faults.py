@@ -52,10 +52,14 @@ def apply_fault(emu: Any, f: dict[str, Any]) -> dict[str, Any]:
     return {"applied": kind, "node": node}
 
 
-def load_fault_script(path: str) -> list[dict[str, Any]]:
+NO_NODE_KINDS = ("ambient", "load-spike")  # the rest act on one node
+
+
+def load_fault_script(path: str, rack: Any = None) -> list[dict[str, Any]]:
     """A timed fault list (TOML): `[[fault]] at_s = 5.0, kind = "...", node = 1, ...`.
 
-    Each entry is checked against the API's FaultRequest model; ValueError names the entry.
+    Each entry is checked against the API's FaultRequest model and, given the `rack`,
+    against its nodes and devices; ValueError names the file, the entry and the field.
     """
     from pydantic import ValidationError
 
@@ -63,17 +67,38 @@ def load_fault_script(path: str) -> list[dict[str, Any]]:
     from powerflow.tomlfile import read_toml
 
     raw = read_toml(path, ValueError)
+    unknown = sorted(set(raw) - {"fault"})
+    if unknown:
+        raise ValueError(f"{path}: unknown section [{unknown[0]}] (only [[fault]] entries)")
+    items = raw.get("fault", [])
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: fault: expected an array of tables ([[fault]] entries)")
     out = []
-    for i, item in enumerate(raw.get("fault", [])):
+    for i, item in enumerate(items):
+        where = f"{path}: [[fault]] #{i + 1}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected a table of fields; got {item!r}")
         item = dict(item)
         at = item.pop("at_s", None)
-        if not isinstance(at, int | float) or at < 0:
-            raise ValueError(f"{path}: [[fault]] #{i + 1}: field 'at_s': expected seconds >= 0")
+        if isinstance(at, bool) or not isinstance(at, int | float) or not 0 <= at <= 1e6:
+            raise ValueError(f"{where}: field 'at_s': expected seconds from 0 to 1e6")
         try:
             req = FaultRequest(**item)
         except ValidationError as e:
             first = e.errors()[0]
-            raise ValueError(f"{path}: [[fault]] #{i + 1}: field "
+            raise ValueError(f"{where}: field "
                              f"'{'.'.join(str(x) for x in first['loc'])}': {first['msg']}") from None
-        out.append({"at_s": float(at), **req.model_dump()})
+        f = req.model_dump()
+        if rack is not None:
+            ids = [n.id for n in rack.nodes]
+            if f["kind"] not in NO_NODE_KINDS and f["node"] not in ids:
+                raise ValueError(f"{where}: field 'node': {f['kind']} needs a node of the rack, "
+                                 f"one of {ids}; got {f['node']!r}")
+            if f["node"] is not None and f["node"] not in ids:
+                raise ValueError(f"{where}: field 'node': no node {f['node']} in the rack")
+            devs = [d.id for d in rack.devices]
+            if f["kind"] == "load-spike" and f["device"] not in devs:
+                raise ValueError(f"{where}: field 'device': load-spike needs a device of the "
+                                 f"rack; got {f['device']!r}")
+        out.append({"at_s": float(at), **f})
     return sorted(out, key=lambda f: f["at_s"])

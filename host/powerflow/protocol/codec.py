@@ -94,6 +94,13 @@ def coerce_body(body: Body) -> Body:
     return out
 
 
+def wire_body(body: Body) -> Body:
+    """The body as the receiver decodes it: SI quantities as floats, rounded to float32.
+    Raises ValueError for a float no float32 can carry (inf, nan, above 3.4e38)."""
+    out: Body = _f32_floats(coerce_body(body))
+    return out
+
+
 def encode_body(body: Body) -> bytes:
     """Deterministic CBOR (RFC 8949 s4.2) with floats carried at single precision."""
     return cbor2.dumps(_f32_floats(coerce_body(body)), canonical=True)
