@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import ssl
 import sys
 import time
 from typing import Any
@@ -26,13 +27,17 @@ def host_url(arg: str | None) -> str:
     return (arg or os.environ.get("POWERFLOW_HOST") or f"http://127.0.0.1:{DEFAULT_PORT}").rstrip("/")
 
 
-def tls_verify() -> str | bool:
+def tls_verify() -> ssl.SSLContext | bool:
     """What an HTTPS host's certificate is checked against: $POWERFLOW_CACERT (a PEM file of
     the CA that signed it) if set, else the system's trusted CAs."""
     ca = os.environ.get("POWERFLOW_CACERT")
-    if ca and not os.path.isfile(ca):
-        raise ClientError(f"POWERFLOW_CACERT={ca}: no such file")
-    return ca or True
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as e:
+        raise ClientError(f"POWERFLOW_CACERT={ca}: cannot read a CA certificate from it "
+                          f"({e})") from None
 
 
 def call(method: str, url: str, path: str, **kw: Any) -> Any:

@@ -58,7 +58,7 @@ def test_plan_cli_explains_without_applying(host: Host) -> None:
 
 def test_policy_changes_apply_at_run_time_and_bad_ones_change_nothing(host: Host) -> None:
     r = put(host, "/policy", {"reserve_frac": 5})
-    assert r.status_code == 422 and "reserve_frac" in r.json()["detail"]
+    assert r.status_code == 422 and "reserve_frac" in r.json()["detail"][0]["msg"]
     assert host.api("/policy")["policy"]["reserve_frac"] == 0.1
     r = host.cli("policy", "--set", "power_saving=false")
     assert r.returncode == 0, r.stderr

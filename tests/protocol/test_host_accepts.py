@@ -182,10 +182,10 @@ def test_host_direction_frames_and_other_addresses_are_dropped(rack_addrs) -> No
         sess, seq = s.session, 10**5
         tap.inject(encode_frame(d.MSG_SETPOINT, 2, d.ADDR_HOST, sess, seq,
                                 {d.K_VOUT_COMMAND: 1.0, d.K_LEASE_MS: 1000}))
-        tap.inject(encode_frame(d.MSG_EVENT, 2, 9, sess, seq + 1,
-                                {d.K_EVENT: 0, d.K_UPTIME_MS: 1}))
-        tap.inject(encode_frame(d.MSG_EVENT, 3, d.ADDR_HOST, sess, seq + 2,
-                                {d.K_EVENT: 0, d.K_UPTIME_MS: 1}))
+        tap.inject(encode_frame(d.MSG_HEARTBEAT, 2, 9, sess, seq + 1,
+                                {d.K_UPTIME_MS: 1}))
+        tap.inject(encode_frame(d.MSG_HEARTBEAT, 3, d.ADDR_HOST, sess, seq + 2,
+                                {d.K_UPTIME_MS: 1}))
         assert await telemetry_after(s) == 3
         assert (s.refused["direction"], s.refused["destination"], s.refused["source"]) == (1, 1, 1)
         assert s.decoder.rejects[d.REJ_DIRECTION] == 1
@@ -196,16 +196,16 @@ def test_host_direction_frames_and_other_addresses_are_dropped(rack_addrs) -> No
 def test_one_forged_counter_cannot_lock_out_an_unkeyed_node(rack_addrs) -> None:
     async def case(links: dict) -> None:
         s, tap = links[2]
-        tap.inject(encode_frame(d.MSG_EVENT, 2, d.ADDR_HOST, s.session, 2**31,
-                                {d.K_EVENT: 0, d.K_UPTIME_MS: 1}))
+        tap.inject(encode_frame(d.MSG_HEARTBEAT, 2, d.ADDR_HOST, s.session, 2**31,
+                                {d.K_UPTIME_MS: 1}))
         # the genuine frames that follow are far below the forged counter: taken, not replays
         assert await telemetry_after(s, 5) == 5
         assert s.refused["counter_resync"] == 1
         assert s.refused["replay"] == 0
         # within the window, a frame below the highest is a duplicate and dropped
         top = s._rx_seq
-        tap.inject(encode_frame(d.MSG_EVENT, 2, d.ADDR_HOST, s.session, top - RESYNC_WINDOW // 2,
-                                {d.K_EVENT: 0, d.K_UPTIME_MS: 1}))
+        tap.inject(encode_frame(d.MSG_HEARTBEAT, 2, d.ADDR_HOST, s.session, max(1, top - min(3, RESYNC_WINDOW)),
+                                {d.K_UPTIME_MS: 1}))
         assert await telemetry_after(s) == 3
         assert s.refused["replay"] == 1
 

@@ -30,7 +30,7 @@ PREFIX = "/api/v1"
 class Strict(BaseModel):
     """A request body: a field the API does not know is refused (422), not ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SetpointRequest(Strict):
@@ -162,7 +162,9 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
         return [{"t": t, "who": w, "role": r, "method": m, "path": p, "body": b, "status": st}
                 for t, w, r, m, p, b, st in store.audit_log(since)]
 
-    @app.get(PREFIX + "/stream")
+    @app.get(PREFIX + "/stream", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "server-sent events, one `state` a period"}})
     async def stream(request: Request) -> StreamingResponse:
         """Server-sent events: `state` (nodes and the allocation) every period, `event` for
         each new node event."""

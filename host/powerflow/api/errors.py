@@ -73,6 +73,10 @@ def install_errors(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = getattr(exc, "headers", None)
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # a body that is not JSON at all is malformed like any other: 422, one shape
+            return JSONResponse({"detail": [{"type": "json_invalid", "loc": ["body"],
+                                             "msg": "the body is not valid JSON"}]}, 422)
         if exc.status_code == 422:
             detail = exc.detail
             issues = (_issues(detail) if isinstance(detail, list) else

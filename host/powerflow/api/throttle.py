@@ -4,7 +4,8 @@ exponential lockout.
 After `free` failures in a row for a key (an address, or a user name), the key is locked
 for `base_s`, doubling with every further failure up to `max_s`. While locked, the service
 answers 429 with `Retry-After` without checking credentials, so guessing runs at one try
-per lockout instead of hundreds per second. A success clears the key. The table is bounded
+per lockout instead of hundreds per second. A success clears the user name's count (not
+the address's, see `succeeded`). The table is bounded
 (`max_keys`): the oldest unlocked entries are forgotten first, so a flood of addresses
 cannot grow memory without bound.
 
@@ -83,8 +84,11 @@ class AuthThrottle:
         return out
 
     def succeeded(self, addr: str | None, user: str | None = None) -> None:
-        for k in self._keys(addr, user):
-            self._t.pop(k, None)
+        """A success clears the user's count, not the address's: a caller holding one valid
+        (say read-only) token must not be able to reset its address between guesses at
+        another. An address's count is forgotten after `forget_s` without failures."""
+        if user:
+            self._t.pop(("user", user), None)
 
     def _bound(self, now: float) -> None:
         while len(self._t) > self.max_keys:

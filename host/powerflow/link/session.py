@@ -292,6 +292,7 @@ class NodeSession:
         so anyone on the link could have sent it). Unkeyed: the HELLO already had."""
         assert self.hello is not None
         if self.key is None:
+            self._confirmed.set()  # the identity had is the session's from now on
             return self.hello
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout

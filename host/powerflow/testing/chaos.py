@@ -59,6 +59,7 @@ class LogLine:
     capped_devices: int  # devices whose cap is under their demand
     on: dict[str, bool]  # converter running (enabled and not failed)
     wdt_resets: int
+    v: list[float]  # V, every segment's bus, in the rack file's order
 
 
 class RunningHost:
@@ -108,7 +109,7 @@ class RunningHost:
             capped = sum(1 for dem, cap in zip(j["demand"], j["cap"], strict=True)
                          if cap < dem - 0.5)
             out.append(LogLine(j["t"], min(j["v"]), max(j["v"]), capped, j["on"],
-                               j.get("wdt_resets", 0)))
+                               j.get("wdt_resets", 0), j["v"]))
         return out
 
     def pause(self, seconds: float) -> None:
