@@ -60,8 +60,9 @@ def call(method: str, url: str, path: str, **kw: Any) -> Any:
             detail = r.json().get("detail")
         except ValueError:
             detail = r.text
-        if isinstance(detail, list):  # FastAPI validation errors
-            detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', [])[1:])}: {e.get('msg')}"
+        if isinstance(detail, list):  # 422: [{type, loc, msg}, ...]
+            detail = "; ".join((f"{'.'.join(str(x) for x in e.get('loc', [])[1:])}: "
+                                if len(e.get("loc", [])) > 1 else "") + str(e.get("msg"))
                                for e in detail)
         raise ClientError(f"{detail} (HTTP {r.status_code})")
     return r.json()
