@@ -22,6 +22,9 @@ from pfproto.fields import check_body
 FW_VERSION = "0.1.0"
 _N_EVENTS = 8
 _HELLO_PERIOD_MS = 1000
+# Unkeyed sessions: a counter this far below the highest accepted is taken as the host's
+# own, so one stray or forged frame cannot lock the host out (keyed sessions never do this)
+_RESYNC_WINDOW = 16
 
 
 def _f(milli):
@@ -303,6 +306,8 @@ class Node:
             if f.seq <= s.last_seq:
                 if t in d.COMMANDS and f.seq == s.last_cmd_seq:
                     duplicate = True
+                elif not s.keyed and s.last_seq - f.seq > _RESYNC_WINDOW:
+                    pass  # unkeyed: the higher counter was not the host's (SPEC.md §3)
                 else:
                     rej[d.REJ_REPLAY] += 1
                     if t in d.COMMANDS:

@@ -103,3 +103,29 @@ def case_telemetry_reports_state():
     assert t[d.K_READ_TEMPERATURE_3] == 25.0 and t[d.K_READ_HUMIDITY] == 40.0
     ack = r.send(d.MSG_IDENTIFY, {}, session=0)
     assert ack is None and r.link.of_type(d.MSG_HELLO), "IDENTIFY must bring a HELLO"
+
+
+def case_unkeyed_counter_resyncs_after_one_forged_frame():
+    r = Rig()
+    r.open_session()
+    assert result(r.setpoint(12.0, 60000)) == d.RES_OK
+    # one frame with a huge counter (a stray or forged frame that passed the CRC)
+    forged = r.frame(d.MSG_PORT_SWITCH, {d.K_PORT: 1, d.K_CLOSE: True}, seq=2000000000)
+    assert result(r.deliver(forged)[-1]) == d.RES_OK
+    # the host's next genuine command, far below: taken, not refused as a replay
+    ack = r.send(d.MSG_PORT_SWITCH, {d.K_PORT: 1, d.K_CLOSE: False})
+    assert result(ack) == d.RES_OK and r.node.ports.state == 0
+    assert r.node.framer.rejects[d.REJ_REPLAY] == 0
+    # within the window below the highest, still a replay
+    ack = r.send(d.MSG_PORT_SWITCH, {d.K_PORT: 1, d.K_CLOSE: True}, seq=r.seq - 2)
+    assert result(ack) == d.RES_AUTH and ack[d.K_REASON] == d.REJ_REPLAY
+
+
+def case_keyed_counter_never_resyncs():
+    r = Rig(keyed=True)
+    r.open_session()
+    assert result(r.setpoint(12.0, 60000)) == d.RES_OK
+    high = r.frame(d.MSG_PORT_SWITCH, {d.K_PORT: 1, d.K_CLOSE: True}, seq=1000)
+    assert result(r.deliver(high)[-1]) == d.RES_OK
+    ack = r.send(d.MSG_PORT_SWITCH, {d.K_PORT: 1, d.K_CLOSE: False}, seq=5)
+    assert result(ack) == d.RES_AUTH and ack[d.K_REASON] == d.REJ_REPLAY
