@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,10 @@ class NodeState:
     session: NodeSession | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)  # frames the host dropped, by reason
+    # READ_VOUT of each telemetry frame with its arrival (monotonic s, V): the control loop's
+    # supervisor looks at every sample, not only the latest, so a short sag between two of
+    # its ticks (or while the host was starved of CPU) is still seen and reported
+    vout_samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=32))
 
     @property
     def vout_max(self) -> float:
@@ -232,6 +236,9 @@ class NodeManager:
             named = body_to_names(f.body)
             ns.telemetry = named
             ns.telemetry_t = rx.t
+            v = named.get("READ_VOUT")
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                ns.vout_samples.append((rx.t, float(v)))
             self.store.add(ns.node.id, time.time(), {k: named[k] for k in STORED if k in named})
         elif f.type == d.MSG_EVENT:
             self._event(ns, EV_NAMES.get(f.body[d.K_EVENT], "event"), str(body_to_names(f.body)))

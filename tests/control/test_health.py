@@ -152,6 +152,40 @@ def test_supervisor_trips_on_a_measured_sag_and_recovers_on_agreement() -> None:
     assert not book.is_active("safe_mode") and not book.is_active("bus_sag")
 
 
+def test_a_sag_between_two_looks_is_still_seen() -> None:
+    """The latest reading is back in band, but a sample that arrived since the last look was
+    under the brownout level (a short sag, or a host starved of CPU that looks late): the
+    supervisor reports it, and the measured maximum is still the latest reading."""
+    book = AlarmBook()
+    sup = Supervisor(RACK, book)
+    nodes = {i: obs(12.0, 12.1, 20.0) for i in (1, 2, 3, 4)}
+    nodes[3].vout_low = 6.5
+    m = measure({i: reading(o, 0.0, PERIOD) for i, o in nodes.items()})
+    assert m.vmin == 6.5 and m.vmin_node == 3 and m.vmax == 12.1
+    sup.tick(0.0, m)
+    assert book.is_active("bus_sag")
+
+
+def test_the_live_loop_hands_every_sample_to_one_look(tmp_path) -> None:
+    """observe_nodes gives each look the lowest sample that arrived since the previous one,
+    and a sample once looked at is not looked at again."""
+    from powerflow.control.live import ControlLoop
+    from powerflow.link.transport import LinkAddress
+    from powerflow.manager import NodeManager
+    from powerflow.store import TelemetryStore
+
+    addr = {n.id: LinkAddress.parse(f"tcp:127.0.0.1:{n.id}") for n in RACK.nodes}
+    manager = NodeManager(RACK, addr, TelemetryStore(tmp_path / "t.sqlite3"))
+    loop = ControlLoop(manager, RackController(RACK))
+    ns = manager.nodes[1]
+    ns.state, ns.telemetry, ns.telemetry_t = "online", {"READ_VOUT": 12.1}, 3.0
+    ns.vout_samples.extend([(1.0, 12.0), (2.0, 6.0), (3.0, 12.1)])
+    assert loop.observe_nodes()[1].vout_low == 6.0
+    assert loop.observe_nodes()[1].vout_low is None  # nothing new
+    ns.vout_samples.append((4.0, 11.0))
+    assert loop.observe_nodes()[1].vout_low == 11.0
+
+
 def test_the_controller_reports_measured_against_predicted_and_never_optimal_in_a_sag() -> None:
     ctrl = RackController(RACK)
     t = 1000.0

@@ -42,6 +42,7 @@ class NodeObs:
     telemetry: dict[str, Any]
     age_s: float = 0.0  # since that telemetry arrived
     lost_count: int = 0  # times the host declared the link lost
+    vout_low: float | None = None  # V: lowest READ_VOUT among samples since the last look
 
 
 @dataclass

@@ -71,6 +71,7 @@ class Reading:
     faults: int  # latched protection faults (failsafe and watchdog bits masked)
     age_s: float
     lost_count: int = 0  # times the host declared the link lost
+    vout_low: float | None = None  # V: lowest sample since the last look (vout if none newer)
 
 
 def reading(obs: Any, now: float, period_s: float) -> Reading:
@@ -81,7 +82,12 @@ def reading(obs: Any, now: float, period_s: float) -> Reading:
                    now - obs.age_s, int(tel.get("MODE", d.MODE_OFF)),
                    None if cmd is None else float(cmd), None if vout is None else float(vout),
                    float(tel.get("READ_IOUT") or 0.0), faults, float(obs.age_s),
-                   int(obs.lost_count))
+                   int(obs.lost_count), _low(getattr(obs, "vout_low", None), vout))
+
+
+def _low(low: Any, vout: Any) -> float | None:
+    vals = [float(v) for v in (low, vout) if v is not None]
+    return min(vals) if vals else None
 
 
 class HealthJudge:

@@ -37,6 +37,7 @@ class ControlLoop:
         self.periods = 0
         self.dispatch_errors = 0
         self.max_late_s = 0.0  # the latest any period started (s)
+        self._seen_t: dict[int, float] = {}  # node -> arrival of the newest sample looked at
         self.prev: Allocation | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -52,11 +53,19 @@ class ControlLoop:
 
     # ---- collect -------------------------------------------------------------------------
     def observe_nodes(self) -> dict[int, NodeObs]:
+        """Each node's link state and latest telemetry, with the lowest output voltage among
+        the samples that arrived since the last look (so none is missed between looks)."""
         now = time.monotonic()
-        return {i: NodeObs(ns.state == "online", dict(ns.telemetry),
-                           now - ns.telemetry_t if ns.telemetry_t else float("inf"),
-                           ns.lost_count)
-                for i, ns in self.manager.nodes.items()}
+        out = {}
+        for i, ns in self.manager.nodes.items():
+            seen = self._seen_t.get(i, 0.0)
+            new = [v for t, v in ns.vout_samples if t > seen]
+            if ns.vout_samples:
+                self._seen_t[i] = ns.vout_samples[-1][0]
+            out[i] = NodeObs(ns.state == "online", dict(ns.telemetry),
+                             now - ns.telemetry_t if ns.telemetry_t else float("inf"),
+                             ns.lost_count, vout_low=min(new) if new else None)
+        return out
 
     def observe_devices(self) -> dict[str, DeviceObs]:
         obs = self.agents.read()

@@ -44,7 +44,9 @@ class Measured:
 
 
 def measure(readings: dict[int, Reading]) -> Measured:
-    vs = {i: r.vout for i, r in readings.items() if r.fresh and r.vout is not None}
+    # the lowest sample since the last look, not only the latest: a sag shorter than the
+    # time between two looks is still a sag the nodes measured
+    vs = {i: r.vout_low for i, r in readings.items() if r.fresh and r.vout_low is not None}
     cc = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_CC)
     # in failsafe and still driving the bus (a ramped-down or off one is only unavailable)
     fs = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_FAILSAFE
@@ -53,7 +55,8 @@ def measure(readings: dict[int, Reading]) -> Measured:
     if not vs:
         return Measured(None, None, None, cc, fs, 0, newest)
     lo = min(vs, key=lambda i: vs[i])
-    return Measured(vs[lo], max(vs.values()), lo, cc, fs, len(vs), newest)
+    hi = max(r.vout if r.vout is not None else vs[i] for i, r in readings.items() if i in vs)
+    return Measured(vs[lo], hi, lo, cc, fs, len(vs), newest)
 
 
 class Supervisor:
