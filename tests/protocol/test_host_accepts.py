@@ -73,18 +73,22 @@ class Tap:
         self.out.feed_data(b"\x00" + frame)  # a leading delimiter: a frame of its own
 
 
-async def connect(addr: Any, key: bytes | None, node_id: int
-                  ) -> tuple[NodeSession, Tap]:
+async def open_retrying(addr: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The node's link, once its process listens (at most 15 s)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + 15
     while True:
         try:
-            r, w = await open_link(addr)
-            break
+            return await open_link(addr)
         except OSError:
             if loop.time() > end:
                 raise
             await asyncio.sleep(0.05)
+
+
+async def connect(addr: Any, key: bytes | None, node_id: int
+                  ) -> tuple[NodeSession, Tap]:
+    r, w = await open_retrying(addr)
     tap = Tap(r)
     s = NodeSession(tap.out, w, key=key, node_id=node_id)
     await s.wait_hello()
@@ -239,16 +243,7 @@ def test_a_stale_session_accept_does_not_abort_a_handshake(rack_addrs) -> None:
 
 def test_a_keyed_nodes_identity_comes_from_inside_its_session(rack_addrs) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 15
-        while True:
-            try:
-                r, w = await open_link(rack_addrs[1])
-                break
-            except OSError:
-                if loop.time() > end:
-                    raise
-                await asyncio.sleep(0.05)
+        r, w = await open_retrying(rack_addrs[1])
         tap = Tap(r)
         s = NodeSession(tap.out, w, key=bytes.fromhex(KEY), node_id=1)
         # before any session, a forged HELLO claims 60 V: taken only as provisional

@@ -25,6 +25,7 @@ import redfish
 import trustme
 
 from powerflow.testing.campaign import run_campaign
+from powerflow.testing.chaos import wait_for as until
 from tests.conftest import ROOT
 
 RACK = ROOT / "examples" / "racks" / "small.toml"
@@ -44,20 +45,6 @@ def basic(user: str, pw: str) -> dict[str, str]:
 
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
-
-
-def until(check: Any, timeout: float, what: str, poll: float = 0.1) -> Any:
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except (httpx.HTTPError, KeyError, TypeError, ValueError):
-            last = None
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @dataclass
