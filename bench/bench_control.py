@@ -19,7 +19,7 @@ import numpy as np
 
 from powerflow.control.controller import DeviceObs, NodeObs, RackController
 from powerflow.control.policy import Policy
-from powerflow.rack import parse_rack
+from powerflow.model.rack import parse_rack
 
 
 def synthetic_rack(n_conv: int) -> dict:

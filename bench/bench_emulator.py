@@ -31,7 +31,7 @@ from generate import large  # noqa: E402
 from pfproto import defs as d  # noqa: E402
 from powerflow.emulator.fast import FastRack  # noqa: E402
 from powerflow.emulator.rack_emulator import EmulatedRack  # noqa: E402
-from powerflow.rack import load_rack, parse_rack  # noqa: E402
+from powerflow.model.rack import load_rack, parse_rack  # noqa: E402
 
 TELEMETRY_MS = 100
 

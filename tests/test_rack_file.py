@@ -9,7 +9,7 @@ import pytest
 
 from powerflow.grid.loadflow import solve
 from powerflow.grid.rackcase import rack_case
-from powerflow.rack import RackError, load_rack, parse_rack
+from powerflow.model.rack import RackError, load_rack, parse_rack
 from tests.conftest import ROOT
 
 SMALL = ROOT / "examples" / "racks" / "small.toml"

@@ -31,11 +31,11 @@ def main() -> None:
     hours = np.arange(25) * HOUR_S
     for t in range(5, 24 * HOUR_S, 5):
         s = float(np.interp(t, hours, LOAD + LOAD[:1]))
-        out.append(f'[[event]]\nat_s = {t}\nkind = "load_scale"\nscale = {s:.3f}\n')
+        out.append(f'[[event]]\nat_s = {t}\nkind = "load-scale"\nscale = {s:.3f}\n')
     for h, a in enumerate(AMBIENT):
         out.append(f'[[event]]\nat_s = {h * HOUR_S}\nkind = "ambient"\ncelsius = {a}\n')
-    out.append(f'[[event]]\nat_s = {15.5 * HOUR_S:g}\nkind = "converter_fail"\nnode = 4\n')
-    out.append(f'[[event]]\nat_s = {18.5 * HOUR_S:g}\nkind = "converter_restore"\nnode = 4\n')
+    out.append(f'[[event]]\nat_s = {15.5 * HOUR_S:g}\nkind = "converter-failure"\nnode = 4\n')
+    out.append(f'[[event]]\nat_s = {18.5 * HOUR_S:g}\nkind = "converter-repair"\nnode = 4\n')
     Path(__file__).with_name("mixed-day.toml").write_text("\n".join(out))
 
 

@@ -18,6 +18,8 @@ def _positive(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from powerflow.emulator.fault_kinds import FAULT_KINDS, SENSORS
+
     p = argparse.ArgumentParser(prog="powerflow", description=(
         "PowerFlow: predictive power management for racks of DC-DC converters."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,20 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     fa = sub.add_parser("fault", help="fault injection (emulated racks only)")
     fsub = fa.add_subparsers(dest="fault_command", required=True, metavar="inject")
     fi = fsub.add_parser("inject", help="inject a fault")
-    fi.add_argument("kind", choices=["converter-failure", "converter-repair", "sensor-stuck",
-                                     "sensor-drift", "sensor-clear", "link-cut", "link-noise",
-                                     "link-clear", "node-reboot", "node-kill", "node-pause",
-                                     "ambient", "load-spike"])
-    fi.add_argument("--node", type=_count, default=None)
-    fi.add_argument("--sensor", default=None)
-    fi.add_argument("--value", type=float, default=None)
-    fi.add_argument("--drift-per-s", dest="drift_per_s", type=float, default=None)
-    fi.add_argument("--bit-error-rate", dest="bit_error_rate", type=float, default=None)
-    fi.add_argument("--drop-rate", dest="drop_rate", type=float, default=None)
-    fi.add_argument("--celsius", type=float, default=None)
-    fi.add_argument("--device", default=None)
-    fi.add_argument("--watts", type=float, default=None)
-    fi.add_argument("--seconds", type=float, default=None)
+    fi.add_argument("kind", choices=FAULT_KINDS, help="what to inject")
+    fi.add_argument("--node", type=_count, default=None,
+                    help="the node it acts on (every kind but ambient, load-spike, load-scale)")
+    fi.add_argument("--sensor", default=None, choices=SENSORS, help="sensor-*: which sensor")
+    fi.add_argument("--value", type=float, default=None,
+                    help="sensor-stuck: the reading it sticks at (the sensor's SI unit)")
+    fi.add_argument("--drift-per-s", dest="drift_per_s", type=float, default=None,
+                    help="sensor-drift: drift per second (the sensor's SI unit)")
+    fi.add_argument("--bit-error-rate", dest="bit_error_rate", type=float, default=None,
+                    help="link-noise: probability per bit (0..0.1)")
+    fi.add_argument("--drop-rate", dest="drop_rate", type=float, default=None,
+                    help="link-noise: share of bytes lost (0..1)")
+    fi.add_argument("--celsius", type=float, default=None, help="ambient: °C (-40..80)")
+    fi.add_argument("--device", default=None, help="load-spike: the device id")
+    fi.add_argument("--watts", type=float, default=None, help="load-spike: extra demand, W")
+    fi.add_argument("--seconds", type=float, default=None,
+                    help="load-spike, node-pause: how long, s (default 5)")
+    fi.add_argument("--scale", type=float, default=None,
+                    help="load-scale: multiplies every device's demand (0..10)")
     fi.add_argument("--host", default=None)
     fi.add_argument("--json", action="store_true")
 
@@ -374,7 +381,7 @@ def _forecast_command(args: argparse.Namespace) -> int:
 def _scenario_command(args: argparse.Namespace) -> int:
     import json
 
-    from powerflow.rack import RackError
+    from powerflow.model.rack import RackError
     from powerflow.scenario.runner import run
     from powerflow.scenario.spec import load_scenario
 
@@ -409,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         return _scenario_command(args)
     if args.command == "run":
         from powerflow.hostrun import run_host
-        from powerflow.rack import RackError, load_rack
+        from powerflow.control.policy import load_rack_checked
+        from powerflow.model.rack import RackError
         from powerflow.ui import DEFAULT_PORT
 
         faults = None
@@ -419,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.emulate:
                 parser.error("--faults needs --emulate (faults are injected into the emulator)")
             try:
-                faults = load_fault_script(args.faults, load_rack(args.rack))
+                rk = load_rack_checked(args.rack)
+                faults = load_fault_script(args.faults, [n.id for n in rk.nodes],
+                                           [dv.id for dv in rk.devices])
             except ValueError as e:  # RackError included
                 print(f"powerflow: error: {e}", file=sys.stderr)
                 return 2

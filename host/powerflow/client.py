@@ -149,7 +149,7 @@ def cmd_history(args: Any) -> int:
 def cmd_fault(args: Any) -> int:
     body = {k: v for k, v in vars(args).items() if k in (
         "kind", "node", "sensor", "value", "drift_per_s", "bit_error_rate", "drop_rate", "celsius",
-        "device", "watts", "seconds") and v is not None}
+        "device", "watts", "seconds", "scale") and v is not None}
     out = call("POST", host_url(args.host), "/emulator/faults", json=body)
     print(json.dumps(out) if args.json else f"injected {out['applied']}")
     return 0

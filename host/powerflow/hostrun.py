@@ -25,10 +25,12 @@ from rich.live import Live
 from powerflow.api.app import create_app
 from powerflow.api.auth import Tokens
 from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S
+from powerflow.emulator.faults import Fault, apply_fault
 from powerflow.ui import DEFAULT_PORT, node_table
 from powerflow.link.transport import LinkAddress
 from powerflow.manager import NodeManager
-from powerflow.rack import Rack, RackError, load_rack
+from powerflow.control.policy import load_rack_checked
+from powerflow.model.rack import Rack, RackError
 from powerflow.store import TelemetryStore
 
 
@@ -102,30 +104,31 @@ def node_addresses(rack: Rack) -> dict[int, LinkAddress]:
     return out
 
 
-async def _script(emu: Any, faults: list[dict[str, Any]], t0: float, console: Console) -> None:
+async def _script(emu: Any, faults: list[tuple[float, Fault]], t0: float,
+                  console: Console) -> None:
     """Apply scripted faults at their times (seconds after the host started)."""
-    from powerflow.emulator.faults import apply_fault
 
-    for f in faults:
-        await asyncio.sleep(max(0.0, t0 + f["at_s"] - time.monotonic()))
+    devices = [dv.id for dv in emu.rack.devices]
+    for at_s, f in faults:
+        await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
         try:
-            apply_fault(emu, f)
-            console.print(f"[yellow]t={f['at_s']:.1f} s: fault {f['kind']}"
-                          f"{' on node ' + str(f['node']) if f.get('node') else ''}[/]")
+            apply_fault(emu, f, devices)
+            console.print(f"[yellow]t={at_s:.1f} s: fault {f.kind}"
+                          f"{' on node ' + str(f.node) if f.node else ''}[/]")
         except ValueError as e:
-            console.print(f"[red]fault at {f['at_s']} s not applied: {e}[/]")
+            console.print(f"[red]fault at {at_s} s not applied: {e}[/]")
 
 
 async def run_host(rack_path: str | Path, emulate: bool = False, duration: float | None = None,
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
                    console: Console | None = None, telemetry_ms: int = 500,
-                   faults: list[dict[str, Any]] | None = None, control: bool = True,
+                   faults: list[tuple[float, Fault]] | None = None, control: bool = True,
                    api: ApiOptions | None = None,
                    physics_log: str | Path | None = None) -> dict[str, Any]:
     api = api or ApiOptions()
     api.check()
     console = console or Console(width=max(110, Console().width))
-    rack = load_rack(rack_path)
+    rack = load_rack_checked(rack_path)
     emu = None
     if emulate:
         from powerflow.emulator.rack_service import RackService

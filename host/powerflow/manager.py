@@ -23,7 +23,7 @@ from powerflow.link.transport import LinkAddress, open_link
 from powerflow.nodeconfig import session_config
 from powerflow.protocol.codec import round_f32
 from powerflow.protocol.names import body_to_names
-from powerflow.rack import Node, Rack
+from powerflow.model.rack import Node, Rack
 from powerflow.store import TelemetryStore
 
 HEARTBEAT_TIMEOUT_MS = 2000  # the node's failsafe timer; it heartbeats every quarter of it

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pfproto import defs as d
-from powerflow.rack import Node
+from powerflow.model.rack import Node
 
 
 TRANSITION_V_PER_S = 10.0

@@ -14,7 +14,7 @@ from powerflow.api.sessions import SessionsFull, SessionStore
 from powerflow.api.throttle import AuthThrottle
 from powerflow.control.controller import NodeObs, RackController
 from powerflow.link.session import check_outgoing
-from powerflow.rack import load_rack
+from powerflow.model.rack import load_rack
 from powerflow.store import ANONYMOUS, AUDIT_BODY_CHARS, TelemetryStore
 from tests.conftest import ROOT
 

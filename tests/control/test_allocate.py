@@ -14,7 +14,7 @@ from powerflow.control.allocate import (Allocator, BatteryView, DeviceView, Memo
                                         RackView, loss_w)
 from powerflow.control.dcnet import flow
 from powerflow.control.policy import Policy
-from powerflow.rack import load_rack, parse_rack
+from powerflow.model.rack import load_rack, parse_rack
 from tests.conftest import ROOT
 
 SMALL = load_rack(ROOT / "examples" / "racks" / "small.toml")

@@ -8,7 +8,7 @@ import pytest
 
 from powerflow.control.dcnet import DcNetwork, flow, realise
 from powerflow.emulator.physics import RackPhysics
-from powerflow.rack import load_rack
+from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
 
 RACK = load_rack(ROOT / "examples" / "racks" / "small.toml")

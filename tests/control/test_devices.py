@@ -65,7 +65,7 @@ def test_agent_samples_get_their_caps_and_unknown_devices_are_refused() -> None:
 
 
 def test_rack_file_names_the_exporters(tmp_path) -> None:
-    from powerflow.rack import RackError, load_rack
+    from powerflow.model.rack import RackError, load_rack
     from tests.conftest import ROOT
 
     text = (ROOT / "examples" / "racks" / "small.toml").read_text()

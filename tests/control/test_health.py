@@ -10,7 +10,7 @@ from powerflow.control.alarms import AlarmBook
 from powerflow.control.controller import NodeObs, RackController
 from powerflow.control.health import BACKOFF_MAX_S, BACKOFF_S, HealthJudge, reading
 from powerflow.control.supervisor import Supervisor, measure
-from powerflow.rack import load_rack
+from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
 
 RACK = load_rack(ROOT / "examples" / "racks" / "small.toml")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from powerflow.rack import RackError
+from powerflow.model.rack import RackError
 from powerflow.scenario.runner import run
 from powerflow.scenario.spec import load_scenario
 from tests.conftest import ROOT
@@ -66,7 +66,13 @@ def test_cli_scenario_run_json(tmp_path) -> None:
     ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[[event]]\nat_s = 1\nkind = "meteor"\n',
      "[[event]] #1: field 'kind'"),
     ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[[event]]\nat_s = 1\n'
-     'kind = "converter_fail"\nnode = 9\n', "field 'node'"),
+     'kind = "converter-failure"\nnode = 9\n', "field 'node'"),
+    ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[[event]]\nat_s = 1\n'
+     'kind = "converter_fail"\nnode = 1\n', "now spelled 'converter-failure'"),
+    ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[[event]]\nat_s = 1\n'
+     'kind = "node-kill"\nnode = 1\n', "not in fast mode"),
+    ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[[event]]\nat_s = 1\n'
+     'kind = "load-spike"\ndevice = "gpu0"\nextra_w = 5\n', "now spelled 'watts'"),
     ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[[event]]\nat_s = 11\nkind = "ambient"\n'
      'celsius = 30\n', "field 'at_s'"),
     ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[policy]\nreserve_frac = 2\n',

@@ -11,7 +11,7 @@ import pytest
 from pfproto import defs as d
 from powerflow.emulator.fast import FastRack
 from powerflow.emulator.rack_emulator import EmulatedRack
-from powerflow.rack import load_rack
+from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
 from tests.emulator.test_rack_process import _until, bring_up
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from powerflow.emulator.physics import RackPhysics, utilisation
-from powerflow.rack import Battery, load_rack
+from powerflow.model.rack import Battery, load_rack
 from tests.conftest import ROOT
 
 RACKS = ROOT / "examples" / "racks"

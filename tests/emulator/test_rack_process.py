@@ -11,7 +11,7 @@ from pfproto import defs as d
 from powerflow.emulator.rack_emulator import EmulatedRack
 from powerflow.link.session import NodeSession
 from powerflow.link.transport import open_link
-from powerflow.rack import load_rack
+from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
 
 

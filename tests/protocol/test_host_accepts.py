@@ -20,7 +20,7 @@ from powerflow.emulator.rack_emulator import EmulatedRack
 from powerflow.link.session import RESYNC_WINDOW, NodeSession
 from powerflow.link.transport import open_link
 from powerflow.protocol.codec import encode_frame
-from powerflow.rack import load_rack
+from powerflow.model.rack import load_rack
 
 KEY = "5a" * 32
 RACK = f"""

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -20,6 +20,7 @@ from powerflow.api.limits import MAX_BODY_BYTES, BodyLimit
 from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S, SessionStore
 from powerflow.api.throttle import Lockout
 from powerflow.control.live import ControlLoop
+from powerflow.emulator.faults import Fault, apply_fault
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
 from powerflow.store import TelemetryStore
@@ -41,22 +42,6 @@ class SetpointRequest(Strict):
 class PortRequest(Strict):
     port: int = Field(ge=0, le=7)
     close: bool
-
-
-class FaultRequest(Strict):
-    kind: Literal["converter-failure", "converter-repair", "sensor-stuck", "sensor-drift",
-                  "sensor-clear", "link-cut", "link-noise", "link-clear", "node-reboot", "node-kill",
-                  "node-pause", "ambient", "load-spike"]
-    node: int | None = None
-    sensor: Literal["vout", "iout", "temp1", "temp2", "ambient", "vin", "iin", "humidity"] = "temp1"
-    value: float | None = None
-    drift_per_s: float = 0.0
-    bit_error_rate: float = Field(0.0, ge=0, le=0.1)
-    drop_rate: float = Field(0.0, ge=0, le=1)
-    celsius: float | None = Field(None, ge=-20, le=80)
-    device: str | None = None
-    watts: float = Field(0.0, ge=0, le=1e5)
-    seconds: float = Field(5.0, gt=0, le=3600)
 
 
 class PolicyChange(BaseModel):
@@ -333,13 +318,11 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
     # async: node processes restarted here must be children of the event-loop thread, which
     # lives as long as the host (they are set to die with the thread that started them)
     @app.post(PREFIX + "/emulator/faults", responses=errors(409))
-    async def inject(req: FaultRequest) -> dict[str, Any]:
+    async def inject(req: Fault) -> dict[str, Any]:
         if emulator is None:
             raise HTTPException(409, "fault injection needs an emulated rack (powerflow run --emulate)")
-        from powerflow.emulator.faults import apply_fault
-
         try:
-            return apply_fault(emulator, req.model_dump())
+            return apply_fault(emulator, req, [dv.id for dv in manager.rack.devices])
         except (KeyError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
 

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from powerflow.control.dcnet import DcFlow, DcNetwork, flow, realise
 from powerflow.control.policy import Policy
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 
 F = np.ndarray
 

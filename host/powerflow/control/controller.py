@@ -26,9 +26,9 @@ from powerflow.control.allocate import (Allocation, Allocator, BatteryView, Devi
                                         NodeView, RackView)
 from powerflow.control.health import HealthJudge, Reading, reading
 from powerflow.control.supervisor import Measured, Supervisor, measure
-from powerflow.control.policy import Policy, policy_from_config
+from powerflow.control.policy import Policy, PolicyError, rack_policy
 from powerflow.forecast.batch import BatchForecaster
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 
 HORIZONS = (1, 10, 60)  # periods
 LATE_FRAC = 0.25  # a period that starts later than this fraction of itself judges nothing
@@ -62,9 +62,7 @@ class DeviceForecast:
 class RackController:
     def __init__(self, rack: Rack, policy: Policy | None = None) -> None:
         self.rack = rack
-        devs = {dv.id: (dv.p_min_w, dv.p_max_w) for dv in rack.devices}
-        base, self.profiles = policy_from_config(rack.extra.get("policy", {}),
-                                                 rack.extra.get("profile", {}), devs)
+        base, self.profiles = rack_policy(rack)
         self.policy = policy or base
         self.allocator = Allocator(rack)
         self.memory = Memory()
@@ -91,7 +89,6 @@ class RackController:
         if set(changes) == {"profile"}:
             name = changes["profile"]
             if name not in self.profiles:
-                from powerflow.control.policy import PolicyError
                 raise PolicyError(f"policy: no profile '{name}'; profiles: "
                                   f"{', '.join(sorted(self.profiles))}")
             self.policy = self.profiles[name]

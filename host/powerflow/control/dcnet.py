@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 
 F = np.ndarray
 

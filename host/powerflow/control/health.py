@@ -29,7 +29,7 @@ from typing import Any
 
 from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
-from powerflow.rack import Node, Rack
+from powerflow.model.rack import Node, Rack
 
 EVIDENCE_PU = 0.01  # output under its own command by this (per unit of the bus) ...
 I_MIN_FRAC = 0.02  # ... with less than this fraction of rated current: no delivery

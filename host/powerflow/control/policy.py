@@ -9,7 +9,10 @@ applied). A rack file may hold `[policy]` (the base) and `[profile.NAME]` tables
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+from powerflow.model.rack import Rack, RackError, load_rack
 
 
 class PolicyError(ValueError):
@@ -189,3 +192,26 @@ def policy_from_config(base: dict[str, Any], profiles: dict[str, dict[str, Any]]
             raise PolicyError(f"profile '{name}': expected a table of policy fields")
         named[name] = pol.changed({**over, "profile": name}, devices, ties, nodes)
     return pol, named
+
+
+def rack_policy(rack: Rack) -> tuple[Policy, dict[str, Policy]]:
+    """The rack file's base policy and its profiles, checked against the rack's devices,
+    ties and nodes; PolicyError names the file and the field."""
+    try:
+        return policy_from_config(rack.policy_table, rack.profile_tables,
+                                  {dv.id: (dv.p_min_w, dv.p_max_w) for dv in rack.devices},
+                                  ties={b.id for b in rack.branches if b.switch == "tie"},
+                                  nodes={str(n.id): n.rating_w for n in rack.nodes})
+    except PolicyError as e:
+        raise PolicyError(f"{rack.path}: {e}") from None
+
+
+def load_rack_checked(path: str | Path) -> Rack:
+    """A rack file read whole, its policy included: RackError for anything wrong in it, so
+    that nothing starts on a rack whose policy would be refused later."""
+    rack = load_rack(path)
+    try:
+        rack_policy(rack)
+    except PolicyError as e:
+        raise RackError(str(e)) from None
+    return rack

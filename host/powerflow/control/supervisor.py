@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
 from powerflow.control.health import Reading
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 
 BROWNOUT_V_PU = 0.95  # a bus below this feeds its devices less than they ask
 DEBOUNCE = 2  # distinct readings in a row before the supervisor acts

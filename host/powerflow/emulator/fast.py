@@ -16,8 +16,9 @@ from typing import Any
 
 from pfproto import defs as d
 from powerflow.emulator.physics import RackPhysics
+from powerflow.emulator.ptybridge import LinkFaults
 from powerflow.protocol.codec import Frame, StreamDecoder, encode_frame
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 from powerflow.tools.build_firmware import FIRMWARE
 
 if str(FIRMWARE) not in sys.path:
@@ -171,6 +172,47 @@ class FastRack:
         if ack is None or ack[d.K_RESULT] != d.RES_OK:
             raise RuntimeError(f"node {nid} refused {msg_type:#x}: {ack}")
         return ack
+
+    # ---- faults (the kinds fast mode has: see emulator/faults.py) ------------------------
+    def fail_converter(self, node_id: int, failed: bool = True) -> None:
+        self.physics.conv[node_id].failed = failed
+
+    def link_faults(self, node_id: int, faults: LinkFaults) -> None:
+        """Fast mode delivers frames whole or not at all: a cut, or none."""
+        if faults.bit_error_rate or faults.drop_rate:
+            raise ValueError("link-noise: fast mode has no byte-level link (use --emulate)")
+        if faults.cut:
+            self.cut.add(node_id)
+        else:
+            self.cut.discard(node_id)
+
+    def set_ambient(self, celsius: float) -> None:
+        self.physics.ambient_c = celsius
+
+    def load_spike(self, device: str, extra_w: float, seconds: float) -> None:
+        k = next(i for i, dv in enumerate(self.rack.devices) if dv.id == device)
+        self.physics.dev_extra[k] = extra_w
+        self.physics.dev_extra_until[k] = self.physics.t + seconds
+
+    def set_load_scale(self, scale: float) -> None:
+        self.physics.load_scale = scale
+
+    def _not_here(self, what: str) -> None:
+        raise ValueError(f"{what}: not in fast mode (processes and sensors are emulated only "
+                         "with --emulate)")
+
+    def sensor_fault(self, node_id: int, sensor: str, stuck: float | None = None,
+                     drift_per_s: float = 0.0) -> None:
+        self._not_here("sensor faults")
+
+    def restart_node(self, node_id: int) -> None:
+        self._not_here("node-reboot")
+
+    def kill_node(self, node_id: int) -> None:
+        self._not_here("node-kill")
+
+    def pause_node(self, node_id: int, seconds: float) -> None:
+        self._not_here("node-pause")
 
     # ---- time ----------------------------------------------------------------------------
     def run(self, seconds: float, host_heartbeat_ms: int = 500,

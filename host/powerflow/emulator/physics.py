@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 
 LOW_V = 0.7  # fraction of bus voltage below which loads behave as resistors
 

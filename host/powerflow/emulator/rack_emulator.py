@@ -35,7 +35,7 @@ from powerflow.emulator.physics import RackPhysics, SensorFault
 from powerflow.emulator.ptybridge import LinkFaults, PtyBridge
 from powerflow.emulator.registers import RegisterFiles, register_folder
 from powerflow.link.transport import LinkAddress
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 
 PHYSICS_PERIOD_S = 0.005
 MAX_SUBSTEP_S = 0.02  # the longest the physics steps at once when it catches up
@@ -270,6 +270,10 @@ class EmulatedRack:
             k = next(i for i, d in enumerate(self.rack.devices) if d.id == device)
             self.physics.dev_extra[k] = extra_w
             self.physics.dev_extra_until[k] = self.physics.t + seconds
+
+    def set_load_scale(self, scale: float) -> None:
+        with self._lock:
+            self.physics.load_scale = scale
 
     def stop(self) -> None:
         self._stop.set()

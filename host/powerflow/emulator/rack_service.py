@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.link.transport import LinkAddress
-from powerflow.rack import Rack
+from powerflow.model.rack import Rack
 
 ANSWER_TIMEOUT_S = 10.0
 # the calls the host may make (each an EmulatedRack method)
 CALLS = frozenset({"fail_converter", "sensor_fault", "link_faults", "kill_node", "restart_node",
-                   "pause_node", "set_ambient", "load_spike", "read_devices", "apply_devices",
-                   "battery_state", "status"})
+                   "pause_node", "set_ambient", "load_spike", "set_load_scale", "read_devices",
+                   "apply_devices", "battery_state", "status"})
 
 
 def _serve(rack: Rack, seed: int, heap: str, log_path: str | None, conn: Connection) -> None:

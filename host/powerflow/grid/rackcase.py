@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from powerflow.grid.case import Case, CaseError
-from powerflow.rack import Rack, RackError, load_rack
+from powerflow.model.rack import Rack, RackError, load_rack
 
 BASE_MVA = 1e-3  # 1 kW
 

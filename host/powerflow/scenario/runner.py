@@ -29,6 +29,7 @@ from powerflow.control.dcnet import DcNetwork, realise
 from powerflow.control.dispatch import make_before_break
 from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.emulator.fast import FastRack
+from powerflow.emulator.faults import apply_fault
 from powerflow.nodeconfig import session_config
 from powerflow.protocol.names import body_to_names
 from powerflow.scenario.spec import Event, Scenario
@@ -80,6 +81,7 @@ class ScenarioRun:
         self.p1 = np.array([dv.priority == 1 for dv in rack.devices])
         self.p_max = np.array([dv.p_max_w for dv in rack.devices])
         self.failed_at: dict[int, int] = {}  # node -> period of its failure
+        self.device_ids = [dv.id for dv in rack.devices]
         self.reshare: list[int] = []
         self.commanded_on: dict[int, bool] = {}
         self.commanded_ports: dict[tuple[int, int], bool] = {}
@@ -209,26 +211,10 @@ class ScenarioRun:
         return nodes, devs, bat, feed
 
     def _apply(self, ev: Event, period: int) -> None:
-        fr, ph = self.fr, self.fr.physics
-        a = ev.args
-        if ev.kind == "converter_fail":
-            ph.conv[a["node"]].failed = True
-            self.failed_at[a["node"]] = period
-        elif ev.kind == "converter_restore":
-            ph.conv[a["node"]].failed = False
-        elif ev.kind == "link_loss":
-            fr.cut.add(a["node"])
-            self.failed_at[a["node"]] = period
-        elif ev.kind == "link_restore":
-            fr.cut.discard(a["node"])
-        elif ev.kind == "ambient":
-            ph.ambient_c = a["celsius"]
-        elif ev.kind == "load_spike":
-            k = next(i for i, dv in enumerate(self.sc.rack.devices) if dv.id == a["device"])
-            ph.dev_extra[k] = a["extra_w"]
-            ph.dev_extra_until[k] = ph.t + a["seconds"]
-        elif ev.kind == "load_scale":
-            ph.load_scale = a["scale"]
+        f = ev.fault
+        apply_fault(self.fr, f, self.device_ids)
+        if f.kind in ("converter-failure", "link-cut") and f.node is not None:
+            self.failed_at[f.node] = period  # re-share time counted from here
 
     def _reshared(self, nid: int, alloc: Allocation | None) -> bool:
         """The rack carries its load without node `nid`: the plan no longer counts on it, no

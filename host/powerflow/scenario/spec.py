@@ -5,12 +5,13 @@
                 trace_speed (1.0: device traces run this much faster than rack time, to
                 play a long day in less rack time), ambient_c (25)
     [policy]    overrides of the rack's allocation policy
-    [[event]]   at_s and kind, one of:
-                converter_fail / converter_restore  node
-                link_loss / link_restore            node
-                ambient                             celsius
-                load_spike                          device, extra_w, seconds
-                load_scale                          scale
+    [[event]]   at_s and a fault in the emulator's one vocabulary (emulator/faults.py),
+                the kinds fast mode has:
+                converter-failure / converter-repair  node
+                link-cut / link-clear                 node
+                ambient                               celsius
+                load-spike                            device, watts, seconds
+                load-scale                            scale
 
 Errors name the file, the entry and the field, as rack files do.
 """
@@ -21,23 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from powerflow.control.policy import Policy, PolicyError, policy_from_config
-from powerflow.rack import Rack, RackError, _Reader, load_rack
+from powerflow.control.policy import Policy, PolicyError, load_rack_checked, rack_policy
+from powerflow.emulator.faults import Fault, parse_at, parse_fault
+from powerflow.model.rack import Rack, RackError, _Reader
 from powerflow.tomlfile import read_toml
 
-KINDS = {
-    "converter_fail": ("node",), "converter_restore": ("node",), "link_loss": ("node",),
-    "link_restore": ("node",), "ambient": ("celsius",), "load_spike": ("device", "extra_w",
-                                                                        "seconds"),
-    "load_scale": ("scale",),
-}
+FAST_KINDS = ("converter-failure", "converter-repair", "link-cut", "link-clear", "ambient",
+              "load-spike", "load-scale")
 
 
 @dataclass(frozen=True)
 class Event:
-    at_s: float
-    kind: str
-    args: dict[str, Any]
+    at_s: float  # s from the scenario's start
+    fault: Fault
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def load_scenario(path: str | Path) -> Scenario:
             raise RackError(f"{p}: unknown section [{key}]")
     r = _Reader(str(p), "[scenario]", raw.get("scenario", {}))
     name = r.text("name", p.stem)
-    rack = load_rack(p.parent / r.text("rack"))
+    rack = load_rack_checked(p.parent / r.text("rack"))
     duration = r.num("duration_s", 1.0, 7 * 86400.0)
     period = r.num("period_s", 0.1, 60.0, 1.0)
     seed = r.int_("seed", 0, 2**31, 0)
@@ -73,32 +70,28 @@ def load_scenario(path: str | Path) -> Scenario:
     r.done()
     devs = {dv.id: (dv.p_min_w, dv.p_max_w) for dv in rack.devices}
     try:
-        base, _ = policy_from_config(rack.extra.get("policy", {}), rack.extra.get("profile", {}),
-                                     devs)
+        base, _ = rack_policy(rack)
         policy = base.changed({**raw.get("policy", {}), "period_s": period}, devs)
     except PolicyError as e:
         raise RackError(f"{p}: [policy]: {e}") from None
     events = []
-    node_ids = {n.id for n in rack.nodes}
-    for i, ev in enumerate(raw.get("event", [])):
-        er = _Reader(str(p), f"[[event]] #{i + 1}", ev)
-        at = er.num("at_s", 0.0, duration)
-        kind = er.text("kind", choices=tuple(KINDS))
-        args: dict[str, Any] = {}
-        for a in KINDS[kind]:
-            if a == "node":
-                args[a] = er.int_("node", 1, 0xFFFE)
-                if args[a] not in node_ids:
-                    raise er.err("node", f"a node of rack {rack.name}", args[a])
-            elif a == "device":
-                args[a] = er.text("device", choices=tuple(devs))
-            elif a == "celsius":
-                args[a] = er.num(a, -40.0, 80.0)
-            elif a == "scale":
-                args[a] = er.num(a, 0.0, 10.0)
-            else:
-                args[a] = er.num(a, 0.0, 1e7)
-        er.done()
-        events.append(Event(at, kind, args))
+    node_ids = [n.id for n in rack.nodes]
+    items = raw.get("event", [])
+    if not isinstance(items, list):
+        raise RackError(f"{p}: event: expected an array of tables ([[event]] entries)")
+    for i, ev in enumerate(items):
+        where = f"{p}: [[event]] #{i + 1}"
+        if not isinstance(ev, dict):
+            raise RackError(f"{where}: expected a table of fields; got {ev!r}")
+        ev = dict(ev)
+        try:
+            at = parse_at(ev, where, duration)
+            f = parse_fault(ev, where, node_ids, list(devs))
+        except ValueError as e:
+            raise RackError(str(e)) from None
+        if f.kind not in FAST_KINDS:
+            raise RackError(f"{where}: field 'kind': {f.kind} is not in fast mode; "
+                            f"one of {', '.join(FAST_KINDS)}")
+        events.append(Event(at, f))
     return Scenario(name, rack, duration, period, seed, load_scale, speed, ambient, policy,
                     tuple(sorted(events, key=lambda e: e.at_s)), str(p))

@@ -14,7 +14,7 @@ anything wrong, with what was expected.
                 trace, utilisation (gpu | cpu); on a real rack optionally exporter (a
                 Prometheus /metrics URL), exporter_kind (dcgm | node), gpu (index)
     [battery]   segment, capacity_wh, p_charge_max_w, p_discharge_max_w, efficiency, soc
-    [policy]    the allocator's policy (see powerflow.control.policy.Policy)
+    [policy]    the allocator's policy (checked and built by powerflow.control.policy)
     [profile.NAME]  named overrides of [policy], selectable at run time
 """
 
@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from powerflow.control.policy import PolicyError, policy_from_config
 from powerflow.tomlfile import read_toml
 
 
@@ -96,7 +95,10 @@ class Rack:
     devices: tuple[Device, ...]
     battery: Battery | None = None
     path: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the [policy] and [profile.NAME] tables as written: the allocation policy is control's
+    # to check and build (control.policy.rack_policy), not the rack description's
+    policy_table: dict[str, Any] = field(default_factory=dict)
+    profile_tables: dict[str, Any] = field(default_factory=dict)
 
 
 # ids of segments, branches and devices appear in URLs (Redfish), metric labels and logs:
@@ -348,13 +350,8 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
     if battery is not None and battery.segment not in fed:
         raise RackError(f"{path}: [battery]: segment {battery.segment!r} has no converter "
                         "and no branch to one")
-    extra: dict[str, Any] = {"policy": raw.get("policy", {}), "profile": raw.get("profile", {})}
-    try:
-        policy_from_config(extra["policy"], extra["profile"],
-                           {dv.id: (dv.p_min_w, dv.p_max_w) for dv in devices},
-                           ties={b.id for b in branches if b.switch == "tie"},
-                           nodes={str(n.id): n.rating_w for n in nodes})
-    except PolicyError as e:
-        raise RackError(f"{path}: {e}") from None
-    return Rack(name, bus_v, feed_v, breaker, tuple(segs), tuple(nodes), tuple(branches),
-                tuple(devices), battery, path, extra)
+    return Rack(name=name, bus_voltage=bus_v, feed_voltage=feed_v, breaker_limit_w=breaker,
+                segments=tuple(segs), nodes=tuple(nodes), branches=tuple(branches),
+                devices=tuple(devices), battery=battery, path=path,
+                policy_table=dict(raw.get("policy", {})),
+                profile_tables=dict(raw.get("profile", {})))
