@@ -33,6 +33,7 @@ from powerflow.api.sessions import SessionsFull
 from powerflow.control.policy import PolicyError
 from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.manager import NodeManager
+from powerflow.model.mesh import port_closed
 from powerflow.store import TelemetryStore
 
 V1 = "/redfish/v1"
@@ -644,7 +645,7 @@ def make_router(manager: NodeManager, store: TelemetryStore, access: Access,
         if b.port is None:
             return b.closed
         ps = manager.nodes[b.port[0]].telemetry.get("PORT_STATE")
-        return b.closed if ps is None else bool(int(ps) >> b.port[1] & 1)
+        return b.closed if ps is None else port_closed(int(ps), b.port[1])
 
     def seg_ok(seg: str) -> bool:
         return seg in rack.segments

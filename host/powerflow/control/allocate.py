@@ -36,6 +36,7 @@ import scipy.sparse as sp
 
 from powerflow.control.dcnet import DcFlow, DcNetwork, flow, realise
 from powerflow.control.policy import Policy
+from powerflow.model.mesh import MeshIndex
 from powerflow.model.rack import Rack
 
 F = np.ndarray
@@ -145,8 +146,8 @@ class Allocator:
         self.net = DcNetwork.of(rack)
         self.node_ids = [n.id for n in rack.nodes]
         self.dev_ids = [d.id for d in rack.devices]
-        sidx = {s: i for i, s in enumerate(rack.segments)}
-        self.dev_seg = np.array([sidx[d.segment] for d in rack.devices], np.int64)
+        mesh = MeshIndex.of(rack)
+        self.dev_seg = mesh.device_seg
         self.rating = np.array([n.rating_w for n in rack.nodes])
         self.eff = [(np.array([e[0] for e in n.efficiency]), np.array([e[1] for e in n.efficiency]))
                     for n in rack.nodes]
@@ -163,7 +164,7 @@ class Allocator:
                 self.curves.append((ex, ey, float(self.rating[k])))
         self.normal = np.array([b.closed for b in rack.branches])
         self.switchable = np.array([b.switch == "tie" for b in rack.branches])
-        self.bat_seg = sidx[rack.battery.segment] if rack.battery else -1
+        self.bat_seg = mesh.battery_seg if mesh.battery_seg is not None else -1
         # loss(p) ~ a + b p + c p^2 fitted over each converter's curve: the QP's model
         self.qa, self.qb, self.qc = (np.zeros(len(rack.nodes)) for _ in range(3))
         for k, (ex, ey) in enumerate(self.eff):

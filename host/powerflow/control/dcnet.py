@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from powerflow.model.mesh import Floats, Ints, MeshIndex, islands, laplacian
 from powerflow.model.rack import Rack
-
-F = np.ndarray
 
 
 @dataclass(frozen=True)
@@ -27,49 +26,29 @@ class DcNetwork:
     """Topology and parameters of a rack's mesh (from its rack file)."""
 
     nseg: int
-    bf: F  # branch from-segment index
-    bt: F  # branch to-segment index
-    br: F  # branch resistance, ohm
-    conv_seg: F  # converter -> segment index
-    r_out: F  # converter droop resistance, ohm
+    bf: Ints  # branch from-segment index
+    bt: Ints  # branch to-segment index
+    br: Floats  # branch resistance, ohm
+    conv_seg: Ints  # converter -> segment index
+    r_out: Floats  # converter droop resistance, ohm
     v_nom: float  # V
 
     @classmethod
     def of(cls, rack: Rack) -> DcNetwork:
-        sidx = {s: i for i, s in enumerate(rack.segments)}
-        return cls(len(rack.segments),
-                   np.array([sidx[b.from_] for b in rack.branches], np.int64),
-                   np.array([sidx[b.to] for b in rack.branches], np.int64),
-                   np.array([b.r for b in rack.branches], float),
-                   np.array([sidx[n.segment] for n in rack.nodes], np.int64),
-                   np.array([max(n.r_out, 1e-5) for n in rack.nodes], float), rack.bus_voltage)
+        m = MeshIndex.of(rack)
+        return cls(nseg=m.nseg, bf=m.branch_from, bt=m.branch_to, br=m.branch_r,
+                   conv_seg=m.node_seg,
+                   r_out=np.array([max(n.r_out, 1e-5) for n in rack.nodes], float),
+                   v_nom=rack.bus_voltage)
 
-    def conductance(self, closed: F) -> F:
+    def conductance(self, closed: Floats) -> Floats:
         """Segment conductance (Laplacian) matrix, S, for the given branch states."""
-        g = np.zeros((self.nseg, self.nseg))
         y = np.where(closed, 1.0 / self.br, 0.0)
-        np.add.at(g, (self.bf, self.bf), y)
-        np.add.at(g, (self.bt, self.bt), y)
-        np.add.at(g, (self.bf, self.bt), -y)
-        np.add.at(g, (self.bt, self.bf), -y)
-        return g
+        return laplacian(self.nseg, self.bf, self.bt, y)
 
-    def islands(self, closed: F) -> F:
-        """Island label of each segment (segments joined by closed branches share one)."""
-        lab = np.arange(self.nseg)
-
-        def root(a: int) -> int:
-            while lab[a] != a:
-                lab[a] = lab[lab[a]]
-                a = int(lab[a])
-            return a
-
-        for f, t, c in zip(self.bf, self.bt, closed, strict=True):
-            if c:
-                ra, rb = root(int(f)), root(int(t))
-                if ra != rb:
-                    lab[max(ra, rb)] = min(ra, rb)
-        return np.array([root(k) for k in range(self.nseg)])
+    def islands(self, closed: Floats) -> Ints:
+        """Island label of each segment (the lowest segment index of its island)."""
+        return islands(self.nseg, self.bf, self.bt, closed)
 
 
 @dataclass
@@ -77,20 +56,20 @@ class DcFlow:
     """One operating point of the mesh."""
 
     converged: bool
-    v: F  # segment voltages, V
-    i_conv: F  # converter output currents, A (0 when off)
-    i_branch: F  # branch currents from -> to, A
+    v: Floats  # segment voltages, V
+    i_conv: Floats  # converter output currents, A (0 when off)
+    i_branch: Floats  # branch currents from -> to, A
     loss_dist_w: float  # W lost in the mesh's branches
-    p_conv: F  # converter output powers, W
+    p_conv: Floats  # converter output powers, W
 
 
-def _finish(net: DcNetwork, closed: F, v: F, i_conv: F, ok: bool) -> DcFlow:
+def _finish(net: DcNetwork, closed: Floats, v: Floats, i_conv: Floats, ok: bool) -> DcFlow:
     i_br = np.where(closed, (v[net.bf] - v[net.bt]) / net.br, 0.0)
     return DcFlow(ok, v, i_conv, i_br, float(np.sum(i_br * i_br * net.br)),
                   i_conv * v[net.conv_seg])
 
 
-def flow(net: DcNetwork, closed: F, vref: F, p_load: F, iters: int = 40) -> DcFlow:
+def flow(net: DcNetwork, closed: Floats, vref: Floats, p_load: Floats, iters: int = 40) -> DcFlow:
     """Exact load flow: converters at `vref` (V; NaN = off) behind r_out, constant-power
     loads `p_load` (W per segment). Newton's method from the converters' setpoints,
     which lands on the high-voltage (stable) operating point. A segment not reached by
@@ -127,8 +106,8 @@ def flow(net: DcNetwork, closed: F, vref: F, p_load: F, iters: int = 40) -> DcFl
     return _finish(net, closed, v, i_conv, ok)
 
 
-def realise(net: DcNetwork, closed: F, on: F, p_want: F, p_load: F, v_hold: float,
-            iters: int = 40) -> tuple[F, DcFlow] | None:
+def realise(net: DcNetwork, closed: Floats, on: Floats, p_want: Floats, p_load: Floats, v_hold: float,
+            iters: int = 40) -> tuple[Floats, DcFlow] | None:
     """Setpoints (V per converter, NaN = off) that make each converter that is on deliver
     `p_want` (W), except one per island (its largest) which holds its segment at `v_hold`
     (V) and takes up the mesh's losses. None if an island with load has no converter on or

@@ -18,6 +18,7 @@ from powerflow.control.allocate import Allocation, BatteryView
 from powerflow.control.controller import DeviceObs, NodeObs, RackController
 from powerflow.control.devices import AgentDevices, EmulatorDevices, PrometheusDevices
 from powerflow.control.dispatch import make_before_break
+from powerflow.model.mesh import port_closed
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
 
@@ -147,7 +148,7 @@ class ControlLoop:
                 continue
             ns = m.nodes[b.port[0]]
             state = ns.telemetry.get("PORT_STATE")
-            if ns.state != "online" or state is None or bool(int(state) >> b.port[1] & 1) == want:
+            if ns.state != "online" or state is None or port_closed(int(state), b.port[1]) == want:
                 continue
             try:
                 await m.set_port(b.port[0], b.port[1], want)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from powerflow.model.mesh import MeshIndex, conductance, port_closed
 from powerflow.model.rack import Rack
 
 LOW_V = 0.7  # fraction of bus voltage below which loads behave as resistors
@@ -142,17 +143,16 @@ class RackPhysics:
         self.load_scale = 1.0  # multiplies every device's demand (scenarios)
         self.trace_speed = 1.0  # device traces run this much faster than rack time (time-lapse)
         self.segs = list(rack.segments)
-        sidx = {s: i for i, s in enumerate(self.segs)}
-        self.conv = {n.id: ConverterState(n.id, sidx[n.segment], n.rating_w, max(n.r_out, 1e-5),
+        self.mesh = m = MeshIndex.of(rack)
+        self.conv = {n.id: ConverterState(n.id, int(m.node_seg[k]), n.rating_w,
+                                          max(n.r_out, 1e-5),
                                           np.array([e[0] for e in n.efficiency]),
                                           np.array([e[1] for e in n.efficiency]), temp_c=ambient_c,
                                           i_hw=1.1 * n.iout_max)
-                     for n in rack.nodes}
-        self.bf = np.array([sidx[b.from_] for b in rack.branches], np.int64)
-        self.bt = np.array([sidx[b.to] for b in rack.branches], np.int64)
-        self.br = np.array([b.r for b in rack.branches])
+                     for k, n in enumerate(rack.nodes)}
+        self.bf, self.bt, self.br = m.branch_from, m.branch_to, m.branch_r
         self.manual_closed = np.array([b.closed for b in rack.branches])  # ties without a port
-        self.dev_seg = np.array([sidx[d.segment] for d in rack.devices], np.int64)
+        self.dev_seg = m.device_seg
         self.dev_seed = [seed * 1000 + k for k in range(len(rack.devices))]
         self.dev_util = np.zeros(len(rack.devices))
         self.dev_p = np.array([d.p_nom_w for d in rack.devices])  # W demanded
@@ -162,7 +162,7 @@ class RackPhysics:
         self.v = np.full(len(self.segs), 0.0)
         b = rack.battery
         self.battery = None if b is None else BatteryState(
-            sidx[b.segment], b.capacity_wh, b.p_charge_max_w, b.p_discharge_max_w, b.efficiency,
+            m.segment[b.segment], b.capacity_wh, b.p_charge_max_w, b.p_discharge_max_w, b.efficiency,
             b.soc, 0.95 * rack.bus_voltage, 0.97 * rack.bus_voltage)
         # per node: (port, segment on the far side of the tie it operates)
         self._far: dict[int, list[tuple[int, int]]] = {n.id: [] for n in rack.nodes}
@@ -189,7 +189,7 @@ class RackPhysics:
         for k, b in enumerate(self.rack.branches):
             if b.port is not None:
                 owner = self.conv[b.port[0]]
-                closed[k] = bool(owner.ports >> b.port[1] & 1)
+                closed[k] = port_closed(owner.ports, b.port[1])
         return closed
 
     # ---- time --------------------------------------------------------------------------
@@ -230,14 +230,7 @@ class RackPhysics:
         """
         ns = len(self.segs)
         closed = self.branch_closed()
-        g = np.zeros((ns, ns))
-        for f, t, r, on in zip(self.bf, self.bt, self.br, closed, strict=True):
-            if on:
-                y = 1.0 / r
-                g[f, f] += y
-                g[t, t] += y
-                g[f, t] -= y
-                g[t, f] -= y
+        g = conductance(self.mesh, closed)
         live = [c for c in self.conv.values() if c.enabled and not c.failed and c.vref > 0]
         p_load = np.zeros(ns)
         np.add.at(p_load, self.dev_seg, np.minimum(self.dev_p, self.dev_cap))

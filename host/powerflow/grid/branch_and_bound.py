@@ -27,7 +27,7 @@ from powerflow.grid.branchflow import BranchFlowData, branchflow_data
 from powerflow.grid.case import Case
 from powerflow.grid.loadflow import FlowResult, solve_radial
 from powerflow.grid.relaxation import NodeBound, Relaxation
-from powerflow.grid.topology import DisjointSets
+from powerflow.model.mesh import DisjointSets
 
 SPLIT_EPS = 1e-7  # p.u. of split flow below which a bus counts as having one parent
 

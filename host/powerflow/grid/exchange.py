@@ -15,7 +15,8 @@ from numpy.typing import NDArray
 from powerflow.grid import batch
 from powerflow.grid.case import Case
 from powerflow.grid.loadflow import Tree, orient
-from powerflow.grid.topology import DisjointSets, merged_nodes
+from powerflow.grid.topology import merged_nodes
+from powerflow.model.mesh import DisjointSets
 
 
 def _loop(case: Case, tree: Tree, node_depth: NDArray[np.int64], chord: int) -> list[int]:

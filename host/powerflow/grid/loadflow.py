@@ -18,6 +18,7 @@ import scipy.sparse.linalg as spla
 from numpy.typing import NDArray
 
 from powerflow.grid.case import Case, CaseError
+from powerflow.model.mesh import laplacian_sparse
 
 C = NDArray[np.complex128]
 RESIDUAL_TOL = 1e-6  # p.u. power mismatch accepted as a solution
@@ -73,13 +74,7 @@ def _no_solution(case: Case, method: str, message: str, iterations: int = 0) -> 
 def ybus(case: Case) -> sp.csr_matrix:
     """Bus admittance matrix of the closed branches (series impedance only)."""
     on = case.closed
-    y = 1.0 / case.z[on]
-    f, t = case.f[on], case.t[on]
-    n = case.n_bus
-    data = np.concatenate([y, y, -y, -y])
-    rows = np.concatenate([f, t, f, t])
-    cols = np.concatenate([f, t, t, f])
-    return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
+    return laplacian_sparse(case.n_bus, case.f[on], case.t[on], 1.0 / case.z[on])
 
 
 def mismatch(case: Case, v: C) -> float:

@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from powerflow.grid.case import Case, CaseError
+from powerflow.model.mesh import MeshIndex
 from powerflow.model.rack import Rack, RackError, load_rack
 
 BASE_MVA = 1e-3  # 1 kW
 
 
 def rack_case(rack: Rack) -> Case:
-    segs = list(rack.segments)
-    n = len(segs) + 1  # bus 0 is the virtual source
-    idx = {s: k + 1 for k, s in enumerate(segs)}
+    mesh = MeshIndex.of(rack)
+    n = mesh.nseg + 1  # bus 0 is the virtual source
+    idx = {s: k + 1 for s, k in mesh.segment.items()}
     zbase = (rack.bus_voltage ** 2) / (BASE_MVA * 1e6)
     p = np.zeros(n)
     for dv in rack.devices:

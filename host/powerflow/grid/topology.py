@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from powerflow.grid.case import Case, CaseError
+from powerflow.model.mesh import DisjointSets
 
 Ints = NDArray[np.int64]
 
@@ -32,28 +33,6 @@ class Cycles:
     chords: Ints  # the other branches: one fundamental cycle each
     members: list[Ints]  # branches of each cycle (its chord included)
     masks: NDArray[np.int64]  # per branch: bit c set when the branch lies on cycle c
-
-
-class DisjointSets:
-    """Union-find over 0..n-1 (path halving)."""
-
-    def __init__(self, n: int) -> None:
-        self.rep = list(range(n))
-
-    def find(self, a: int) -> int:
-        rep = self.rep
-        while rep[a] != a:
-            rep[a] = rep[rep[a]]
-            a = rep[a]
-        return a
-
-    def union(self, a: int, b: int) -> bool:
-        """Join the sets of a and b; False when they were one set already."""
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return False
-        self.rep[ra] = rb
-        return True
 
 
 def merged_nodes(case: Case) -> Ints:
