@@ -148,18 +148,26 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
             ns.vout = rack.bus_voltage
     manager.start()
     loop_ = None
+    io = None
     if control and start:
+        from powerflow.adapters.boards import BoardsIO
+        from powerflow.adapters.devices import EmulatorDevices, PrometheusDevices, Scrape
+        from powerflow.control.alarms import Event
         from powerflow.control.controller import RackController
-        from powerflow.control.devices import EmulatorDevices, PrometheusDevices, Scrape
-        from powerflow.control.live import ControlLoop
+        from powerflow.control.loop import ControlLoop
 
         scrapes = [Scrape(dv.id, dv.exporter, dv.exporter_kind, dv.gpu)
                    for dv in rack.devices if dv.exporter]
-        loop_ = ControlLoop(manager, RackController(rack),
-                            EmulatorDevices(emu) if emu is not None else None,
-                            scraper=PrometheusDevices(scrapes) if scrapes else None)
+        io = BoardsIO(manager, EmulatorDevices(emu) if emu is not None else None,
+                      scraper=PrometheusDevices(scrapes) if scrapes else None)
+        def record(events: list[Event]) -> None:
+            for ev in events:
+                store.event(ev.t, ev.node, ev.kind, ev.detail)
+
+        loop_ = ControlLoop(io, RackController(rack), on_events=record)
         loop_.start()
     app = create_app(manager, store, emu, loop_, api.tokens,
+                     agents=io.agents if io is not None else None,
                      session_timeout_s=api.session_timeout_s, max_sessions=api.max_sessions)
     server = uvicorn.Server(uvicorn.Config(app, host=api.bind, port=port, log_level="warning",
                                            lifespan="off", ssl_certfile=api.tls_cert,
@@ -215,6 +223,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
         await asyncio.gather(server_task, return_exceptions=True)
         if loop_ is not None:
             await loop_.stop()
+        if io is not None:
+            await io.close()
         await manager.stop()
         store.close()
         if emu is not None:

@@ -166,17 +166,17 @@ def test_a_sag_between_two_looks_is_still_seen() -> None:
     assert book.is_active("bus_sag")
 
 
-def test_the_live_loop_hands_every_sample_to_one_look(tmp_path) -> None:
+def test_the_live_rack_hands_every_sample_to_one_look(tmp_path) -> None:
     """observe_nodes gives each look the lowest sample that arrived since the previous one,
     and a sample once looked at is not looked at again."""
-    from powerflow.control.live import ControlLoop
+    from powerflow.adapters.boards import BoardsIO
     from powerflow.link.transport import LinkAddress
     from powerflow.manager import NodeManager
     from powerflow.store import TelemetryStore
 
     addr = {n.id: LinkAddress.parse(f"tcp:127.0.0.1:{n.id}") for n in RACK.nodes}
     manager = NodeManager(RACK, addr, TelemetryStore(tmp_path / "t.sqlite3"))
-    loop = ControlLoop(manager, RackController(RACK))
+    loop = BoardsIO(manager)
     ns = manager.nodes[1]
     ns.state, ns.telemetry, ns.telemetry_t = "online", {"READ_VOUT": 12.1}, 3.0
     ns.vout_samples.extend([(1.0, 12.0), (2.0, 6.0), (3.0, 12.1)])

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from powerflow import __version__
@@ -19,7 +19,8 @@ from powerflow.api.errors import COMMON_ERRORS, error_response, errors, install_
 from powerflow.api.limits import MAX_BODY_BYTES, BodyLimit
 from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S, SessionStore
 from powerflow.api.throttle import Lockout
-from powerflow.control.live import ControlLoop
+from powerflow.adapters.devices import AgentDevices
+from powerflow.control.loop import ControlLoop
 from powerflow.emulator.faults import Fault, apply_fault
 from powerflow.link.session import CommandError
 from powerflow.manager import NodeManager, NodeUnavailable
@@ -63,6 +64,7 @@ class AgentSample(Strict):
 
 def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None,
                control: ControlLoop | None = None, tokens: Tokens | None = None,
+               agents: AgentDevices | None = None,
                session_timeout_s: float = DEFAULT_TIMEOUT_S,
                max_sessions: int = DEFAULT_MAX_SESSIONS,
                max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
@@ -390,8 +392,11 @@ def create_app(manager: NodeManager, store: TelemetryStore, emulator: Any = None
     @app.post(PREFIX + "/agent/samples", responses=errors(404, 409))
     def agent_sample(req: AgentSample) -> dict[str, Any]:
         """A server's agent reports its device; the answer carries the cap to apply (W)."""
+        loop()  # 409 without a control loop: nothing would act on the samples
+        if agents is None:
+            raise HTTPException(409, "no agent source: the host runs without its control loop")
         try:
-            cap = loop().agents.push(req.device, req.power_w, req.utilisation)
+            cap = agents.push(req.device, req.power_w, req.utilisation)
         except ValueError as e:
             raise HTTPException(404, str(e)) from None
         return {"device": req.device, "cap_w": cap}

@@ -184,6 +184,17 @@ class RackPhysics:
         c = self.conv[node_id]
         c.vref, c.enabled, c.ports = vref_v, enabled, ports
 
+    def apply_devices(self, caps: dict[str, float | None], battery_w: float | None,
+                      shave_above_w: float | None) -> None:
+        """The host's device caps (W, None = uncapped) and battery command (W, +
+        discharging; `shave_above_w`: feed draw above which the battery's own loop acts)."""
+        for k, dv in enumerate(self.rack.devices):
+            cap = caps.get(dv.id)
+            self.dev_cap[k] = dv.p_max_w if cap is None else cap
+        if self.battery is not None:
+            self.battery.p_cmd = battery_w
+            self.battery.shave_above_w = shave_above_w
+
     def branch_closed(self) -> np.ndarray:
         closed = self.manual_closed.copy()
         for k, b in enumerate(self.rack.branches):

@@ -191,14 +191,8 @@ class EmulatedRack:
     def apply_devices(self, caps: dict[str, float | None], battery_w: float | None,
                       shave_above_w: float | None) -> None:
         """Caps (W, None = uncapped) and the battery's command (W, + discharging)."""
-        ph = self.physics
         with self._lock:
-            for k, dv in enumerate(self.rack.devices):
-                cap = caps.get(dv.id)
-                ph.dev_cap[k] = dv.p_max_w if cap is None else cap
-            if ph.battery is not None:
-                ph.battery.p_cmd = battery_w
-                ph.battery.shave_above_w = shave_above_w
+            self.physics.apply_devices(caps, battery_w, shave_above_w)
 
     def battery_state(self) -> dict[str, float] | None:
         """The battery as its BMS reports it: soc (0..1), capacity (Wh), limits (W)."""

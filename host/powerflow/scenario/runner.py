@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 
 from pfproto import defs as d
-from powerflow.control.allocate import Allocation, BatteryView
-from powerflow.control.controller import DeviceObs, NodeObs, RackController
+from powerflow.adapters.fast import FastRackIO
+from powerflow.control.allocate import Allocation
+from powerflow.control.controller import DeviceObs, RackController
 from powerflow.control.dcnet import DcNetwork, realise
-from powerflow.control.dispatch import make_before_break
+from powerflow.control.dispatch import Dispatcher
 from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.emulator.fast import FastRack
 from powerflow.emulator.faults import apply_fault
 from powerflow.nodeconfig import session_config
-from powerflow.protocol.names import body_to_names
 from powerflow.scenario.spec import Event, Scenario
 
 STEP_MS = 10  # the firmware's control period and the physics' step in fast mode
@@ -83,27 +83,11 @@ class ScenarioRun:
         self.failed_at: dict[int, int] = {}  # node -> period of its failure
         self.device_ids = [dv.id for dv in rack.devices]
         self.reshare: list[int] = []
-        self.commanded_on: dict[int, bool] = {}
-        self.commanded_ports: dict[tuple[int, int], bool] = {}
-        self.prev_alloc: Allocation | None = None
+        self.io = FastRackIO(self.fr, int(3000 * max(sc.period_s, 1.0)), self._period_obs)
+        self.dispatcher = Dispatcher(rack)
         self.result = RunResult(mode, self.meter)
 
     # ---- the host's side ----------------------------------------------------------------
-    def _setpoint(self, nid: int, vref: float | None) -> None:
-        lease = int(3000 * max(self.sc.period_s, 1.0))
-        if vref is None:
-            body = {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: lease, d.K_OPERATION: False}
-        else:
-            body = {d.K_VOUT_COMMAND: float(vref), d.K_LEASE_MS: lease, d.K_OPERATION: True}
-        ack = self.fr.send(nid, d.MSG_SETPOINT, body)
-        if ack is not None and ack[d.K_RESULT] == d.RES_OK:
-            self.commanded_on[nid] = vref is not None
-
-    def _port(self, nid: int, port: int, close: bool) -> None:
-        ack = self.fr.send(nid, d.MSG_PORT_SWITCH, {d.K_PORT: port, d.K_CLOSE: close})
-        if ack is not None and ack[d.K_RESULT] == d.RES_OK:
-            self.commanded_ports[(nid, port)] = close
-
     def start(self) -> None:
         fr, rack = self.fr, self.sc.rack
         fr.open_sessions()
@@ -111,44 +95,19 @@ class ScenarioRun:
             # two readings a period, so one is always sampled after the last setpoint settled
             fr.command(n.id, d.MSG_CONFIG, session_config(n, rack.bus_voltage,
                                                           int(self.sc.period_s * 500), 2000))
-            self._setpoint(n.id, rack.bus_voltage)
+            self.io.set_output(n.id, rack.bus_voltage)
         for b in rack.branches:
             if b.port is not None:
-                self._port(b.port[0], b.port[1], b.closed)
+                self.io.set_port(b.port[0], b.port[1], b.closed)
         fr.run(1.0)  # soft-start and settle before the first period
 
     def _dispatch(self, a: Allocation) -> None:
-        prev = self.prev_alloc
+        """The one dispatcher's commands, carried out by the fast rack's RackIO."""
         assert self.ctrl is not None
-        taken_over = set()
-        for nid, tel in self.fr.telemetry.items():
-            # latched only because the host was away (as the live host does): cleared, and
-            # the node taken over from its failsafe voltage, not from the setpoint of before
-            if tel.get(d.K_FAULTS) == d.FAULT_FAILSAFE and nid not in self.fr.cut:
-                self.fr.send(nid, d.MSG_CLEAR_FAULTS, {})
-                if tel.get(d.K_MODE) == d.MODE_FAILSAFE:
-                    taken_over.add(nid)
-        now = make_before_break(a, prev)
-        for nid, vref in a.vref.items():
-            if nid in taken_over and vref is None:
-                vref = self.sc.rack.bus_voltage  # the plan turns it off once it is back in it
-            if nid in now.hold and self.commanded_on.get(nid, False):
-                last = prev.vref.get(nid) if prev else None
-                vref = last if last is not None else self.sc.rack.bus_voltage
-            self._setpoint(nid, vref)  # renewed every period, off included: it is a lease
-            self.ctrl.health.dispatched_vref(nid, vref, a.t)
-        for k, want in now.ports.items():
-            b = self.sc.rack.branches[k]
-            if b.port is not None and self.commanded_ports.get(b.port) != want:
-                self._port(b.port[0], b.port[1], want)
-        ph = self.fr.physics
-        for k, dv in enumerate(self.sc.rack.devices):
-            cap = a.caps.get(dv.id)
-            ph.dev_cap[k] = dv.p_max_w if cap is None else cap
-        if ph.battery is not None:
-            ph.battery.p_cmd = a.battery_w
-            ph.battery.shave_above_w = a.battery_shave_above_w
-        self.prev_alloc = a
+        self.io.apply_now(self.dispatcher.commands(a, self.io.commanded()))
+        for nid, c in self.io.commanded().items():
+            if c.online:
+                self.ctrl.health.dispatched_vref(nid, c.vout, a.t)
 
     def _even(self) -> None:
         """Baseline: all converters on, each carrying an equal share of the measured load."""
@@ -162,7 +121,7 @@ class ScenarioRun:
         r = realise(self.net, closed, on, share, load, self.sc.rack.bus_voltage)
         for k, n in enumerate(self.sc.rack.nodes):
             vref = None if r is None or np.isnan(r[0][k]) else float(r[0][k])
-            self._setpoint(n.id, vref if vref is not None else self.sc.rack.bus_voltage)
+            self.io.set_output(n.id, vref if vref is not None else self.sc.rack.bus_voltage)
 
     # ---- measurement ----------------------------------------------------------------------
     def _on_step(self, dt: float) -> None:
@@ -191,24 +150,16 @@ class ScenarioRun:
         m.periods += 1
         m.short_p1 = False
 
-    def _observe(self) -> tuple[dict[int, NodeObs], dict[str, DeviceObs], BatteryView | None,
-                                float]:
-        fr, m = self.fr, self.meter
-        nodes = {}
-        for n in self.sc.rack.nodes:
-            tel = body_to_names(fr.telemetry.get(n.id, {}))
-            age = (fr.now_ms - fr.telemetry_ms.get(n.id, -10**9)) / 1000.0
-            nodes[n.id] = NodeObs(n.id not in fr.cut, tel, age)
+    def _period_obs(self) -> tuple[dict[str, DeviceObs], float]:
+        """The devices' mean power and utilisation over the period, and the mean feed (W)."""
+        m, fr = self.meter, self.fr
         span = max(m.period_s, 1e-9)
         devs = {dv.id: DeviceObs(float(m.served_j[k] / span), float(fr.physics.dev_util[k]))
                 for k, dv in enumerate(self.sc.rack.devices)}
-        b = fr.physics.battery
-        bat = None if b is None else BatteryView(b.soc, b.capacity_wh, b.p_charge_max,
-                                                  b.p_discharge_max)
         feed = m.period_feed_j / span
         m.period_feed_j, m.period_s = 0.0, 0.0
         m.served_j[:] = 0.0
-        return nodes, devs, bat, feed
+        return devs, feed
 
     def _apply(self, ev: Event, period: int) -> None:
         f = ev.fault
@@ -242,10 +193,13 @@ class ScenarioRun:
                 self._apply(events.pop(0), p)
             fr.run(sc.period_s, on_step=self._on_step)
             self._end_period()
-            nodes, devs, bat, feed = self._observe()
+            io = self.io
+            io.service()
+            io.collect()
             alloc = None
             if self.ctrl is not None:
-                alloc = self.ctrl.step(t + sc.period_s, nodes, devs, bat, feed)
+                alloc = self.ctrl.step(t + sc.period_s, io.observe_nodes(), io.observe_devices(),
+                                       io.battery(), io.feed_w())
                 self.result.cycle_ms.append(alloc.elapsed_ms)
                 self.result.fallbacks += alloc.fallback and alloc.state != "safe"
                 self.result.safe_mode_periods += alloc.state == "safe"
@@ -254,7 +208,7 @@ class ScenarioRun:
                 self._even()
             else:
                 for n in sc.rack.nodes:
-                    self._setpoint(n.id, sc.rack.bus_voltage)
+                    io.set_output(n.id, sc.rack.bus_voltage)
             for nid, since in list(self.failed_at.items()):
                 if self._reshared(nid, alloc):
                     self.reshare.append(p + 1 - since)

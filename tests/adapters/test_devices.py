@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from powerflow.control.controller import DeviceObs
-from powerflow.control.devices import AgentDevices, PrometheusDevices, Scrape
+from powerflow.adapters.devices import AgentDevices, PrometheusDevices, Scrape
 from powerflow.emulator.rack_emulator import free_port
 
 

@@ -1,0 +1,63 @@
+"""The one dispatcher, as a pure function of an allocation, the previous one and what each
+node holds: make before break, the setpoint dead band, leases left to renewal, ports from
+what the node reports, unreachable nodes left alone."""
+
+from __future__ import annotations
+
+from powerflow.control.allocate import Allocation
+from powerflow.control.dispatch import SETPOINT_DEADBAND_V, Dispatcher
+from powerflow.control.rackio import Commanded
+from powerflow.model.rack import load_rack
+from tests.conftest import ROOT
+
+RACK = load_rack(ROOT / "examples" / "racks" / "small.toml")
+TIES = [k for k, b in enumerate(RACK.branches) if b.port is not None]
+
+
+def plan(vref: dict[int, float | None], closed: list[bool] | None = None) -> Allocation:
+    return Allocation(t=0.0, vref=vref, closed=closed or [b.closed for b in RACK.branches],
+                      caps={"gpu0": 300.0}, battery_w=0.0, battery_shave_above_w=None,
+                      ok=True, fallback=False, reason="test", predicted={}, nodes={},
+                      devices={})
+
+
+def holding(vout: dict[int, float | None], off: set[int] = frozenset(), ports: int = 0,
+            offline: set[int] = frozenset()) -> dict[int, Commanded]:
+    return {n.id: Commanded(online=n.id not in offline, vout=vout.get(n.id),
+                            off_leased=n.id in off, port_state=ports, vout_max=n.vout_max)
+            for n in RACK.nodes}
+
+
+def test_a_converter_goes_off_only_when_two_plans_agree() -> None:
+    dsp = Dispatcher(RACK)
+    on = {n.id: 12.2 for n in RACK.nodes}
+    assert dsp.commands(plan(on), holding(on)).setpoints == {}  # nothing changes
+    shed = {**on, 4: None}
+    assert 4 not in dsp.commands(plan(shed), holding(on)).setpoints  # held on
+    assert dsp.commands(plan(shed), holding(on)).setpoints == {4: None}  # agreed: off
+    # an off already leased is the lease renewal's to keep
+    assert dsp.commands(plan(shed), holding({**on, 4: None}, off={4})).setpoints == {}
+
+
+def test_small_changes_are_not_sent_and_setpoints_are_capped() -> None:
+    dsp = Dispatcher(RACK)
+    on = {n.id: 12.2 for n in RACK.nodes}
+    small = {**on, 1: 12.2 + SETPOINT_DEADBAND_V / 2, 2: 12.25, 3: 99.0}
+    sp = dsp.commands(plan(small), holding(on)).setpoints
+    assert sp == {2: 12.25, 3: RACK.nodes[2].vout_max}
+
+
+def test_unreachable_nodes_get_nothing_and_ports_follow_what_nodes_report() -> None:
+    dsp = Dispatcher(RACK)
+    on = {n.id: 12.2 for n in RACK.nodes}
+    closed = [b.closed for b in RACK.branches]
+    for k in TIES:
+        closed[k] = True
+    cmds = dsp.commands(plan({**on, 2: 12.3}, closed), holding(on, ports=0, offline={2}))
+    assert 2 not in cmds.setpoints
+    want = {RACK.branches[k].port for k in TIES if RACK.branches[k].port[0] != 2}
+    assert want
+    assert set(cmds.ports) == want and all(cmds.ports.values())
+    # the nodes report them closed already: nothing to send
+    again = dsp.commands(plan(on, closed), holding(on, ports=0xFF))
+    assert again.ports == {} and again.caps == {"gpu0": 300.0}
