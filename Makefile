@@ -25,7 +25,7 @@ firmware: $(STAMP)
 	$(PY) -m powerflow.tools.build_firmware --out build/firmware
 
 # The node code against each board's MicroPython stubs (their stdlib replaces CPython's).
-NODE_CODE := firmware/pfnode firmware/main.py protocol/pfproto/defs.py protocol/pfproto/fields.py
+NODE_CODE := firmware/pfnode protocol/pfproto/defs.py protocol/pfproto/fields.py
 typecheck: $(STAMP)
 	@for board in rp2 stm32; do \
 	  echo "type-checking the firmware against micropython-$$board-stubs"; \

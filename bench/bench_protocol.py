@@ -18,11 +18,10 @@ import timeit
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "firmware"))
 
-from pfproto import defs as d  # noqa: E402
-from powerflow.protocol.codec import decode_block, encode_frame  # noqa: E402
-from powerflow.tools.build_firmware import ensure_build  # noqa: E402
+from pfproto import defs as d
+from powerflow.protocol.codec import decode_block, encode_frame
+from powerflow.firmware import ensure_build
 
 TELEMETRY = {
     d.K_UPTIME_MS: 123456, d.K_READ_VIN: 48.125, d.K_READ_IIN: 10.2, d.K_READ_VOUT: 12.003,

@@ -23,7 +23,7 @@ def main() -> None:
     frames = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     seed = sys.argv[2] if len(sys.argv) > 2 else "1"
     from pfproto.names import REJ_NAMES
-    from powerflow.tools.build_firmware import ensure_build
+    from powerflow.firmware import ensure_build
 
     fw = ensure_build("armv6m")
     bin_dir = Path(sys.executable).parent

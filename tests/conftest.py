@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from powerflow.emulator.node_process import micropython_exe
-from powerflow.tools.build_firmware import mpy_cross as mpy_cross_exe
+from powerflow.firmware import mpy_cross as mpy_cross_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +36,8 @@ def _shared_dir() -> Path:
 
 
 SHARED = _shared_dir()
-# the firmware is plain Python: the CPython tests import it directly too
-sys.path.insert(0, str(ROOT / "firmware"))
+# firmware builds for the emulated racks the tests start land in the checkout, not in ~/.cache
+os.environ.setdefault("POWERFLOW_CACHE", str(ROOT / "build" / "cache"))
 MP_TESTS = ROOT / "tests" / "firmware" / "mp"
 # The smallest target (STM32F4) leaves MicroPython about 100 KB of heap. The unix
 # port is 64-bit, so the same objects take more room here than on the board:
@@ -51,7 +50,7 @@ ENTRY_SCRIPTS = {"mp_runner.py", "mp_vectors.py", "mp_fuzz.py"}
 @pytest.fixture(scope="session")
 def firmware_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The firmware compiled for both targets; returns {arch: folder}."""
-    from powerflow.tools.build_firmware import build
+    from powerflow.firmware import build
 
     return build(tmp_path_factory.mktemp("firmware"), ["armv6m", "armv7emsp"])
 

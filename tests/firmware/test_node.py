@@ -31,7 +31,7 @@ def test_node_behaviour(results: dict[str, dict[str, dict]], module: str, case: 
 
 
 def test_every_module_compiles_for_both_targets(firmware_build: dict[str, Path]) -> None:
-    from powerflow.tools.build_firmware import sources
+    from powerflow.firmware import sources
 
     for arch, folder in firmware_build.items():
         for _, rel in sources():
@@ -40,3 +40,20 @@ def test_every_module_compiles_for_both_targets(firmware_build: dict[str, Path])
             # .mpy header: 'M', version 6, feature flags, then the arch in the top bits
             head = mpy.read_bytes()[:4]
             assert head[0] == ord("M") and head[1] == 6, (rel, head)
+
+
+def test_emulator_build_is_cached_per_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulated rack's build lands in the cache named by its content, with the board stub
+    `/main.py`; asking again reuses it rather than compiling again."""
+    from powerflow import firmware
+
+    monkeypatch.setenv("POWERFLOW_CACHE", str(tmp_path))
+    first = firmware.ensure_build("armv6m")
+    assert first.parent == tmp_path / "firmware" and first.name.startswith("armv6m-")
+    assert (first / "pfnode" / "main.mpy").exists() and (first / "pfproto" / "defs.mpy").exists()
+    assert "from pfnode.main import main" in (first / "main.py").read_text()
+    stamp = (first / "pfnode" / "node.mpy").stat().st_mtime_ns
+    again = firmware.ensure_build("armv6m")
+    assert again == first and (again / "pfnode" / "node.mpy").stat().st_mtime_ns == stamp
+    # nothing half-built is left beside it
+    assert [p.name for p in (tmp_path / "firmware").iterdir()] == [first.name]

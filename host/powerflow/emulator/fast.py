@@ -1,6 +1,6 @@
 """Fast mode: the whole emulated rack in one CPython process on a virtual clock.
 
-The node firmware modules (`firmware/pfnode`) are imported under CPython and run
+The node firmware modules (`pfnode`, installed alongside the host) are imported under CPython and run
 exactly as on the MicroPython processes of full-process mode, against the same
 `RackPhysics`, but time is a counter: each period the nodes sample, step and
 report, then the physics advances, as fast as the machine allows. The host talks
@@ -10,7 +10,6 @@ the transports and the interpreter is the same as in full-process mode.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -19,14 +18,9 @@ from powerflow.emulator.physics import RackPhysics
 from powerflow.emulator.ptybridge import LinkFaults
 from powerflow.protocol.codec import Frame, StreamDecoder, encode_frame
 from powerflow.model.rack import Rack
-from powerflow.tools.build_firmware import FIRMWARE
-
-if str(FIRMWARE) not in sys.path:
-    sys.path.insert(0, str(FIRMWARE))
-
-from pfnode.clock import TICKS_PERIOD  # noqa: E402
-from pfnode.config import Ratings  # noqa: E402
-from pfnode.node import Node  # noqa: E402
+from pfnode.clock import TICKS_PERIOD
+from pfnode.config import Ratings
+from pfnode.node import Node
 
 
 def _milli(x: float) -> int:

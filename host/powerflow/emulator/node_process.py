@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from powerflow.tools.build_firmware import ensure_build
+from powerflow.firmware import ensure_build
 
 HEAP = "100K"
 
@@ -43,7 +43,7 @@ def micropython_exe() -> str:
 
 
 class NodeProcess:
-    """Start, kill and restart one node. `conf` is the node.json of firmware/main.py."""
+    """Start, kill and restart one node. `conf` is the node.json `pfnode.main` reads."""
 
     def __init__(self, conf: dict[str, Any], heap: str = HEAP, workdir: Path | None = None) -> None:
         self.conf = conf

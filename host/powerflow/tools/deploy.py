@@ -5,7 +5,7 @@
 
 Builds the firmware for the board's architecture (mpy-cross), writes `node.json`
 (node id, key, HAL backend, pin map, ratings, link) from the board file in
-`firmware/boards/`, copies both to the board's filesystem and resets it. The
+`firmware/pfnode/boards/`, copies both to the board's filesystem and resets it. The
 board then boots into `main.py` with its output off until a host opens a
 session. `--dry-run` prints the node.json and the mpremote commands instead.
 """
@@ -21,18 +21,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from powerflow.tools.build_firmware import FIRMWARE, build
-
-BOARDS = FIRMWARE / "boards"
+from powerflow.firmware import boards_dir, build
 
 
 def boards() -> list[str]:
-    return sorted(p.stem for p in BOARDS.glob("*.json"))
+    return sorted(p.stem for p in boards_dir().glob("*.json"))
 
 
 def node_config(board: str, node_id: int, key: bytes | None, link: str | None) -> dict[str, Any]:
     """The node.json for one node; ValueError says what is wrong."""
-    path = BOARDS / f"{board}.json"
+    path = boards_dir() / f"{board}.json"
     if not path.exists():
         raise ValueError(f"unknown board {board!r}; known: {', '.join(boards())}")
     conf = json.loads(path.read_text())

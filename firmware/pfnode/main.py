@@ -1,6 +1,7 @@
-"""Node entry point, on a board (`/main.py`, reads `/node.json`) and on the unix port.
+"""Node entry point, on a board (its `/main.py` calls `main()`, which reads `/node.json`) and
+on the unix port.
 
-    micropython main.py [path/to/node.json]
+    micropython main.py [path/to/node.json]     (main.py: the stub the firmware build writes)
 
 node.json:
     {"node_id": 3, "key": "<64 hex digits, optional>", "hal": "rp2" | "stm32" | "sim",
@@ -80,7 +81,3 @@ def main(path="/node.json"):
     node = build(conf)
     link = make_link(conf.get("link", "usb"))
     Runner(node, link, conf.get("watchdog_ms", 1000)).run(conf.get("duration_ms", -1))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/node.json")
