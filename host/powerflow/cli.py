@@ -433,16 +433,15 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:  # RackError included
                 print(f"powerflow: error: {e}", file=sys.stderr)
                 return 2
+        from powerflow.hostrun import ApiOptions, OptionsError, load_tokens
+
         tokens = None
         if args.tokens:
-            from powerflow.api.auth import AuthConfigError, Tokens
-
             try:
-                tokens = Tokens.load(args.tokens)
-            except AuthConfigError as e:
+                tokens = load_tokens(args.tokens)
+            except OptionsError as e:
                 print(f"powerflow: error: {e}", file=sys.stderr)
                 return 2
-        from powerflow.hostrun import ApiOptions, OptionsError
 
         try:
             api = ApiOptions(tokens=tokens, bind=args.bind, tls_cert=args.tls_cert,

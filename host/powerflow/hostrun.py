@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from powerflow.api.app import create_app
-from powerflow.api.auth import Tokens
+from powerflow.api.auth import AuthConfigError, Tokens
 from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S
 from powerflow.emulator.faults import Fault, apply_fault
 from powerflow.ui import DEFAULT_PORT, node_table
@@ -36,6 +36,14 @@ from powerflow.store import TelemetryStore
 
 class OptionsError(ValueError):
     """API options that do not fit together (said as a usage error)."""
+
+
+def load_tokens(path: Path) -> Tokens:
+    """The API's token file (see `api.auth.Tokens`); OptionsError names what is wrong."""
+    try:
+        return Tokens.load(path)
+    except AuthConfigError as e:
+        raise OptionsError(str(e)) from None
 
 
 def is_loopback(addr: str) -> bool:
