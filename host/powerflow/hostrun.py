@@ -25,12 +25,13 @@ from rich.live import Live
 from powerflow.api.app import create_app
 from powerflow.api.auth import AuthConfigError, Tokens
 from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S
-from powerflow.emulator.faults import Fault, apply_fault
+from powerflow.emulator.faults import Fault
 from powerflow.ui import DEFAULT_PORT, node_table
 from powerflow.link.transport import LinkAddress
 from powerflow.manager import NodeManager
 from powerflow.control.policy import load_rack_checked
 from powerflow.model.rack import Rack, RackError
+from powerflow.service import HostService, ServiceError
 from powerflow.store import TelemetryStore
 
 
@@ -112,18 +113,16 @@ def node_addresses(rack: Rack) -> dict[int, LinkAddress]:
     return out
 
 
-async def _script(emu: Any, faults: list[tuple[float, Fault]], t0: float,
+async def _script(svc: HostService, faults: list[tuple[float, Fault]], t0: float,
                   console: Console) -> None:
     """Apply scripted faults at their times (seconds after the host started)."""
-
-    devices = [dv.id for dv in emu.rack.devices]
     for at_s, f in faults:
         await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
         try:
-            apply_fault(emu, f, devices)
+            svc.inject_fault(f)
             console.print(f"[yellow]t={at_s:.1f} s: fault {f.kind}"
                           f"{' on node ' + str(f.node) if f.node else ''}[/]")
-        except ValueError as e:
+        except ServiceError as e:
             console.print(f"[red]fault at {at_s} s not applied: {e}[/]")
 
 
@@ -174,9 +173,10 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
 
         loop_ = ControlLoop(io, RackController(rack), on_events=record)
         loop_.start()
-    app = create_app(manager, store, emu, loop_, api.tokens,
-                     agents=io.agents if io is not None else None,
-                     session_timeout_s=api.session_timeout_s, max_sessions=api.max_sessions)
+    svc = HostService(manager, store, control=loop_, emulator=emu,
+                      agents=io.agents if io is not None else None)
+    app = create_app(svc, api.tokens, session_timeout_s=api.session_timeout_s,
+                     max_sessions=api.max_sessions)
     server = uvicorn.Server(uvicorn.Config(app, host=api.bind, port=port, log_level="warning",
                                            lifespan="off", ssl_certfile=api.tls_cert,
                                            ssl_keyfile=api.tls_key))
@@ -192,7 +192,7 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
     console.print(f"Dashboard: [bold]{url}/[/]   Prometheus metrics: {url}/metrics")
     t0 = time.monotonic()
     if faults and emu is not None:
-        asyncio.create_task(_script(emu, faults, t0, console))
+        asyncio.create_task(_script(svc, faults, t0, console))
     try:
         with Live(node_table(manager.snapshot(), rack.name), console=console,
                   refresh_per_second=2, transient=False) as live:
@@ -202,8 +202,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                 if server_task.done():
                     raise RuntimeError(f"the API server stopped: port {port} in use?")
                 title = f"{rack.name}, {time.monotonic() - t0:.0f} s, {store.acked} rows stored"
-                if loop_ is not None and loop_.ctrl.last is not None:
-                    a = loop_.ctrl.last
+                a = svc.allocation()
+                if a is not None:
                     capped = sum(1 for c in a.caps.values() if c is not None)
                     title += (f"\ncontrol: {sum(1 for v in a.vref.values() if v is not None)}/"
                               f"{len(a.vref)} converters on, predicted loss "
@@ -211,16 +211,13 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                               f" {capped} device(s) capped, {a.elapsed_ms:.1f} ms/cycle;"
                               f" state {a.state.upper()}"
                               f"{', SAFE ALLOCATION' if a.fallback else ''}")
-                    alarms = loop_.ctrl.alarms.listing()
+                    alarms = svc.alarms()
                     if alarms:
                         title += f"\nALARMS: " + "; ".join(
                             f"{al.severity} {al.kind}"
                             + (f" node {al.node}" if al.node is not None else "")
                             for al in alarms[:4])
-                rows = manager.snapshot()
-                if loop_ is not None:
-                    rows = [{**r, **loop_.ctrl.exclusion(r["id"])} for r in rows]
-                live.update(node_table(rows, title))
+                live.update(node_table(svc.nodes(), title))
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
                 except TimeoutError:

@@ -7,12 +7,10 @@ Names follow Prometheus conventions: base units (volts, amperes, watts, celsius,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from powerflow.manager import NodeManager
+from powerflow.service import HostService
 
 NODE_GAUGES = (  # telemetry field, metric, help
     ("READ_VOUT", "powerflow_node_output_volts", "Node output voltage (V)."),
@@ -31,12 +29,12 @@ NODE_GAUGES = (  # telemetry field, metric, help
 
 
 class RackCollector:
-    def __init__(self, manager: NodeManager, control: Any = None) -> None:
-        self.manager = manager
-        self.control = control
+    def __init__(self, svc: HostService) -> None:
+        self.svc = svc
 
     def collect(self) -> Iterator[Metric]:
-        m = self.manager
+        svc = self.svc
+        m = svc.manager
         up = GaugeMetricFamily("powerflow_node_up", "1 when the node's link is online.",
                                labels=["node", "segment"])
         lost = CounterMetricFamily("powerflow_node_lost", "Times the node was declared lost.",
@@ -60,29 +58,28 @@ class RackCollector:
         yield lost
         yield age
         yield from gauges.values()
-        c = self.control
-        if c is None:
+        if not svc.has_control:
             return
         ex = GaugeMetricFamily("powerflow_node_excluded",
                                "1 when the control loop has the node out of the plan.",
                                labels=["node"])
         for nid in m.nodes:
-            ex.add_metric([str(nid)], 1.0 if c.ctrl.exclusion(nid)["excluded"] else 0.0)
+            ex.add_metric([str(nid)], 1.0 if svc.exclusion(nid)["excluded"] else 0.0)
         yield ex
         al = GaugeMetricFamily("powerflow_alarm_active",
                                "Active alarms of this kind and severity (count).",
                                labels=["kind", "severity"])
         counts: dict[tuple[str, str], int] = {}
-        for alarm in c.ctrl.alarms.listing():
+        for alarm in svc.alarms():
             counts[(alarm.kind, alarm.severity)] = counts.get((alarm.kind, alarm.severity), 0) + 1
         for (kind, sev), k in sorted(counts.items()):
             al.add_metric([kind, sev], float(k))
         yield al
         safe = GaugeMetricFamily("powerflow_safe_mode",
                                  "1 while the supervisor holds the rack in safe mode.")
-        safe.add_metric([], 1.0 if c.ctrl.supervisor.safe else 0.0)
+        safe.add_metric([], 1.0 if svc.safe_mode() else 0.0)
         yield safe
-        meas = c.ctrl.measured
+        meas = svc.measured()
         if meas is not None and meas.vmin is not None and meas.vmax is not None:
             bus = GaugeMetricFamily("powerflow_bus_measured_volts",
                                     "Bus voltage as the nodes measure it (fresh readings), V.",
@@ -90,9 +87,9 @@ class RackCollector:
             bus.add_metric(["min"], meas.vmin)
             bus.add_metric(["max"], meas.vmax)
             yield bus
-        if c.ctrl.last is None:
+        a = svc.allocation()
+        if a is None:
             return
-        a = c.ctrl.last
         st = GaugeMetricFamily("powerflow_allocation_state",
                                "1 for the state of the allocation in force.", labels=["state"])
         for name in ("optimal", "degraded", "safe"):
@@ -103,7 +100,7 @@ class RackCollector:
         cyc.add_metric([], a.elapsed_ms / 1000.0)
         yield cyc
         periods = CounterMetricFamily("powerflow_control_periods", "Control periods run.")
-        periods.add_metric([], float(c.periods))
+        periods.add_metric([], float(svc.loop().periods))
         yield periods
         fb = GaugeMetricFamily("powerflow_allocation_safe", "1 when the safe allocation is out.")
         fb.add_metric([], 1.0 if a.fallback else 0.0)
@@ -123,11 +120,11 @@ class RackCollector:
         fup = GaugeMetricFamily("powerflow_device_forecast_p95_watts",
                                 "P95 bound of the device demand forecast (W).",
                                 labels=["device", "horizon"])
-        for dev, f in c.ctrl.forecasts.items():
-            for h, v in f.mean_w.items():
+        for dev, fc in svc.forecasts().items():
+            for h, v in fc["mean_w"].items():
                 fmean.add_metric([dev, str(h)], v)
-            for h, v in f.upper_w.items():
-                if v != float("inf"):
+            for h, v in fc["p95_w"].items():
+                if v is not None:
                     fup.add_metric([dev, str(h)], v)
         yield fmean
         yield fup
@@ -144,7 +141,8 @@ class RackCollector:
         yield bat
 
 
-def exposition(manager: NodeManager, control: Any = None) -> bytes:
+def exposition(svc: HostService) -> bytes:
+    """The rack's metrics in Prometheus' text format, read now."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(RackCollector(manager, control))  # type: ignore[arg-type]
+    reg.register(RackCollector(svc))  # type: ignore[arg-type]
     return generate_latest(reg)

@@ -83,19 +83,27 @@ class RackController:
         self.cycle_ms: list[float] = []
 
     # ---- policy ------------------------------------------------------------------------
-    def set_policy(self, changes: dict[str, Any]) -> Policy:
-        """Apply policy changes (or `{"profile": NAME}`); PolicyError leaves the policy as it was."""
-        devs = {dv.id: (dv.p_min_w, dv.p_max_w) for dv in self.rack.devices}
+    def candidate_policy(self, changes: dict[str, Any]) -> Policy:
+        """The policy `changes` (or `{"profile": NAME}`) would make, checked against the rack;
+        PolicyError says what is wrong. The policy in force is not touched."""
         if set(changes) == {"profile"}:
             name = changes["profile"]
             if name not in self.profiles:
                 raise PolicyError(f"policy: no profile '{name}'; profiles: "
                                   f"{', '.join(sorted(self.profiles))}")
-            self.policy = self.profiles[name]
-        else:
-            ties = {b.id for b in self.rack.branches if b.switch == "tie"}
-            nodes = {str(n.id): n.rating_w for n in self.rack.nodes}
-            self.policy = self.policy.changed(changes, devs, ties, nodes)
+            return self.profiles[name]
+        devs = {dv.id: (dv.p_min_w, dv.p_max_w) for dv in self.rack.devices}
+        ties = {b.id for b in self.rack.branches if b.switch == "tie"}
+        nodes = {str(n.id): n.rating_w for n in self.rack.nodes}
+        return self.policy.changed(changes, devs, ties, nodes)
+
+    def adopt_policy(self, policy: Policy) -> None:
+        """Put a policy made by `candidate_policy` in force from the next period."""
+        self.policy = policy
+
+    def set_policy(self, changes: dict[str, Any]) -> Policy:
+        """Apply policy changes (or `{"profile": NAME}`); PolicyError leaves the policy as it was."""
+        self.adopt_policy(self.candidate_policy(changes))
         return self.policy
 
     def release_quarantine(self, node_id: int) -> None:
@@ -263,10 +271,15 @@ class RackController:
         return alloc
 
     def preview(self, t: float, nodes: dict[int, NodeObs], battery: BatteryView | None = None,
-                feed_w: float = 0.0) -> Allocation:
-        """The allocation the next period would make from the present forecasts, changing
-        nothing (`powerflow plan`)."""
-        return self._plan(t, nodes, battery, feed_w, copy.deepcopy(self.memory))
+                feed_w: float = 0.0, policy: Policy | None = None) -> Allocation:
+        """The allocation the next period would make from the present forecasts (under
+        `policy` if given, else the one in force), changing nothing (`powerflow plan`)."""
+        kept = self.policy
+        self.policy = policy or kept  # synchronous: no period can see the candidate
+        try:
+            return self._plan(t, nodes, battery, feed_w, copy.deepcopy(self.memory))
+        finally:
+            self.policy = kept
 
     def exclusion(self, node_id: int) -> dict[str, Any]:
         """For the API: is the node out of the plan, why, since when (Unix time)."""

@@ -19,6 +19,7 @@ from powerflow.control.allocate import Allocation
 from powerflow.control.controller import RackController
 from powerflow.control.dispatch import Dispatcher
 from powerflow.control.rackio import RackIO
+from powerflow.control.policy import Policy
 
 TICK_S = 0.25  # the supervisor looks at the measurements this often (at most)
 
@@ -92,7 +93,9 @@ class ControlLoop:
             if c.online and nid in a.vref:
                 self.ctrl.health.dispatched_vref(nid, c.vout, t)
 
-    def preview(self) -> Allocation:
-        """The next allocation from the present observations, not applied."""
+    def preview(self, policy: Policy | None = None) -> Allocation:
+        """The next allocation from the present observations (under `policy` if given), not
+        applied."""
         io = self.io
-        return self.ctrl.preview(time.time(), io.observe_nodes(), io.battery(), io.feed_w())
+        return self.ctrl.preview(time.time(), io.observe_nodes(), io.battery(), io.feed_w(),
+                                 policy)
