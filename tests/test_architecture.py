@@ -20,7 +20,7 @@ NODE_PACKAGES = {"pfproto": ROOT / "protocol" / "pfproto", "pfnode": ROOT / "fir
 ALLOWED = {
     "model": {"tomlfile"},
     "tomlfile": set(),
-    "forecast": set(),
+    "forecast": {"model"},  # the array types only
     "grid": {"model"},
     # control: the rack description, the predictor it feeds the allocator from, and the
     # protocol's numbers (modes, fault bits); nothing of the rack's I/O

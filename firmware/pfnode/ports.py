@@ -37,8 +37,3 @@ class Ports:
             self.state &= ~(1 << port)
         self.hal.set_port(port, close)
         return RES_OK
-
-    def open_all(self):
-        for p in range(self.n):
-            self.hal.set_port(p, False)
-        self.state = 0

@@ -21,6 +21,7 @@ from powerflow.emulator.ptybridge import PtyBridge
 from powerflow.emulator.rack_emulator import free_port
 from powerflow.link.session import NodeSession
 from powerflow.link.transport import LinkAddress, open_link
+from powerflow.nodeconfig import LEASE_MS
 
 
 async def _connect(addr: LinkAddress, node: NodeProcess, timeout: float = 10.0) -> Any:
@@ -86,7 +87,7 @@ async def run_demo(duration: float = 10.0, link: str = "pty", console: Console |
             if now >= next_lease:
                 if not stepped and now - t0 > duration / 2:
                     cmd, stepped = vout - 1.0, True
-                await session.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: cmd, d.K_LEASE_MS: 2000})
+                await session.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: cmd, d.K_LEASE_MS: LEASE_MS})
                 session.heartbeat(int((now - t0) * 1000))
                 next_lease = now + 1.0
             try:
@@ -101,7 +102,7 @@ async def run_demo(duration: float = 10.0, link: str = "pty", console: Console |
                 ev = EV_NAMES.get(rx.frame.body[d.K_EVENT], "?")
                 summary["events"].append(ev)
                 console.print(f"{rx.t - t0:6.2f}  event: {ev}", style="yellow")
-        await session.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: 2000,
+        await session.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS,
                                                d.K_OPERATION: False})
         summary["host_rejects"] = sum(session.decoder.rejects)
         last = summary.get("last")

@@ -20,18 +20,16 @@ from pfproto import defs as d
 from pfproto.names import EV_NAMES, MODE_NAMES
 from powerflow.link.session import CommandError, NodeSession
 from powerflow.link.transport import LinkAddress, open_link
-from powerflow.nodeconfig import session_config
+from powerflow.nodeconfig import (HEARTBEAT_TIMEOUT_MS, HOST_HEARTBEAT_MS, LEASE_MS,
+                                  LEASE_RENEW_S, session_config)
 from powerflow.protocol.codec import round_f32
 from powerflow.protocol.names import body_to_names
 from powerflow.model.rack import Node, Rack
 from powerflow.store import TelemetryStore
 
-HEARTBEAT_TIMEOUT_MS = 2000  # the node's failsafe timer; it heartbeats every quarter of it
 LOST_AFTER_S = 2.0  # four of the node's heartbeat periods without a frame
 HOST_GAP_S = 0.5  # a node task that did not run for this long: the host itself was away
-HOST_HEARTBEAT_S = 0.5
-LEASE_RENEW_S = 1.0
-LEASE_MS = 3000
+HOST_HEARTBEAT_S = HOST_HEARTBEAT_MS / 1000.0
 TELEMETRY_MS = 500
 STORED = ("READ_VIN", "READ_IIN", "READ_VOUT", "READ_IOUT", "READ_POUT", "READ_TEMPERATURE_1",
           "READ_TEMPERATURE_2", "READ_TEMPERATURE_3", "READ_HUMIDITY", "IOUT_LIMIT", "STATUS_WORD",

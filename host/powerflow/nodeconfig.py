@@ -1,4 +1,5 @@
-"""The CONFIG a host sends each node when its session opens (live host and scenarios alike)."""
+"""The session contract a host keeps with each node (live host, scenarios and demo alike): the
+CONFIG it sends when the session opens, and the heartbeat and lease timing it then keeps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from typing import Any
 from pfproto import defs as d
 from powerflow.model.rack import Node
 
-
+HEARTBEAT_TIMEOUT_MS = 2000  # the node's failsafe timer: no frame from the host for this long
+HOST_HEARTBEAT_MS = 500  # the host heartbeats every quarter of it
+LEASE_MS = 3000  # a setpoint holds this long unless renewed (then the failsafe takes over)
+LEASE_RENEW_S = 1.0  # the live host renews every lease this often (s)
 TRANSITION_V_PER_S = 10.0
 
 

@@ -38,8 +38,8 @@ from powerflow.control.dcnet import DcFlow, DcNetwork, flow, realise
 from powerflow.control.policy import Policy
 from powerflow.model.mesh import MeshIndex
 from powerflow.model.rack import Rack
+from powerflow.model.arrays import Bools, Floats, Ints
 
-F = np.ndarray
 
 
 @dataclass
@@ -101,8 +101,10 @@ class Allocation:
     closed: list[bool]  # per branch of the rack file
     caps: dict[str, float | None]  # W per device; None = uncapped
     battery_w: float  # W, + discharging into the bus
-    battery_shave_above_w: float | None  # W of feed draw above which the battery's own loop
-    ok: bool  # discharges (catches surges faster than a control period)  # passed the load-flow check
+    # W of feed draw above which the battery's own loop discharges (catches surges faster
+    # than a control period)
+    battery_shave_above_w: float | None
+    ok: bool  # passed the load-flow check
     fallback: bool  # the safe allocation (optimiser failed, late or unchecked)
     reason: str
     predicted: dict[str, float]
@@ -129,7 +131,7 @@ class _SafeMode(Exception):
     """The supervisor holds the rack in safe mode: no optimisation this period."""
 
 
-def loss_w(eff_x: F, eff_y: F, rating: float, p: F | float) -> F:
+def loss_w(eff_x: Floats, eff_y: Floats, rating: float, p: Floats | float) -> Floats:
     """Conversion loss (W) at output power p (W) from an efficiency curve over load
     fraction; below the curve's first point the loss stays at that point's (the fixed
     losses of switching and control dominate there)."""
@@ -153,7 +155,7 @@ class Allocator:
                     for n in rack.nodes]
         # converters with the same curve and rating share one vectorised loss evaluation
         self.curve_group = np.zeros(len(rack.nodes), np.int64)
-        self.curves: list[tuple[F, F, float]] = []
+        self.curves: list[tuple[Floats, Floats, float]] = []
         for k, (ex, ey) in enumerate(self.eff):
             for g, (gx, gy, gr) in enumerate(self.curves):
                 if gr == self.rating[k] and np.array_equal(gx, ex) and np.array_equal(gy, ey):
@@ -165,15 +167,16 @@ class Allocator:
         self.normal = np.array([b.closed for b in rack.branches])
         self.switchable = np.array([b.switch == "tie" for b in rack.branches])
         self.bat_seg = mesh.battery_seg if mesh.battery_seg is not None else -1
-        # loss(p) ~ a + b p + c p^2 fitted over each converter's curve: the QP's model
-        self.qa, self.qb, self.qc = (np.zeros(len(rack.nodes)) for _ in range(3))
+        # loss(p) ~ a + b p + c p^2 fitted over each converter's curve: the QP's model (the
+        # constant a does not move the optimum, so only b (W/W) and c (W/W^2) are kept)
+        self.qb, self.qc = np.zeros(len(rack.nodes)), np.zeros(len(rack.nodes))
         for k, (ex, ey) in enumerate(self.eff):
             p = np.linspace(ex[0], ex[-1], 40) * self.rating[k]
             coef = np.polyfit(p, loss_w(ex, ey, self.rating[k], p), 2)
-            self.qc[k], self.qb[k], self.qa[k] = max(coef[0], 1e-9), coef[1], coef[2]
+            self.qc[k], self.qb[k] = max(coef[0], 1e-9), coef[1]
 
     # ---- helpers ---------------------------------------------------------------------
-    def losses(self, ks: F, p: F) -> F:
+    def losses(self, ks: Ints, p: Floats) -> Floats:
         """Conversion loss (W) of converters `ks` at output powers `p` (W), vectorised."""
         ks = np.asarray(ks, np.int64)
         out = np.empty(len(ks))
@@ -351,16 +354,18 @@ class Allocator:
         flows = [{"id": b.id, "closed": bool(closed[k]),
                   "current_a": round(float(fl.i_branch[k]), 3)}
                  for k, b in enumerate(self.rack.branches)]
-        return Allocation(view.t, {i: (None if not on[k] else float(vref[k]))
-                                   for k, i in enumerate(self.node_ids)},
-                          [bool(c) for c in closed], caps, float(battery_w),
-                          (pol.shave_at * self.rack.breaker_limit_w if bat is not None
-                           and bat.soc > pol.battery_soc_min else None), ok, fallback,
-                          reason + ("; " + tie_why if tie_why else ""), predicted, nodes, devices,
-                          (time.perf_counter() - t0) * 1000, flows)
+        return Allocation(
+            t=view.t,
+            vref={i: (None if not on[k] else float(vref[k])) for k, i in enumerate(self.node_ids)},
+            closed=[bool(c) for c in closed], caps=caps, battery_w=float(battery_w),
+            battery_shave_above_w=(pol.shave_at * self.rack.breaker_limit_w if bat is not None
+                                   and bat.soc > pol.battery_soc_min else None),
+            ok=ok, fallback=fallback, reason=reason + ("; " + tie_why if tie_why else ""),
+            predicted=predicted, nodes=nodes, devices=devices,
+            elapsed_ms=(time.perf_counter() - t0) * 1000, flows=flows)
 
     # ---- 4. ties -------------------------------------------------------------------------
-    def _deficit(self, closed: F, load: F, plim: F) -> float:
+    def _deficit(self, closed: Bools, load: Floats, plim: Floats) -> float:
         isl = self.net.islands(closed)
         d = 0.0
         for lab in np.unique(isl):
@@ -369,7 +374,7 @@ class Allocator:
             d += max(0.0, float(load[segs].sum()) - cap)
         return d
 
-    def _ties(self, load: F, plim: F, pol: Policy, view: RackView) -> tuple[F, str]:
+    def _ties(self, load: Floats, plim: Floats, pol: Policy, view: RackView) -> tuple[Bools, str]:
         closed = self.normal.copy()
         free = self.switchable.copy()
         reachable = {nv.id: nv.reachable for nv in view.nodes}
@@ -402,8 +407,8 @@ class Allocator:
         return best, why
 
     # ---- 5. phase shedding ---------------------------------------------------------------
-    def _shed(self, closed: F, load: F, step: F, plim: F, avail: F, view: RackView,
-              pol: Policy, mem: Memory) -> tuple[F, dict[int, str]]:
+    def _shed(self, closed: Bools, load: Floats, step: Floats, plim: Floats, avail: Bools, view: RackView,
+              pol: Policy, mem: Memory) -> tuple[Bools, dict[int, str]]:
         nview = {nv.id: nv for nv in view.nodes}
         isl = self.net.islands(closed)
         on = np.zeros(len(self.node_ids), bool)
@@ -479,7 +484,7 @@ class Allocator:
         return on, why
 
     # ---- 6. shares -----------------------------------------------------------------------
-    def _shares(self, closed: F, on: F, load: F, plim: F, lo: F | None = None) -> F:
+    def _shares(self, closed: Bools, on: Bools, load: Floats, plim: Floats, lo: Floats | None = None) -> Floats:
         """Converter powers (W) minimising quadratic conversion loss + mesh loss, subject to
         linearised KCL at the nominal voltage and each converter's planned limit; a converter
         with a floor `lo` > 0 (an operator's pin) carries exactly that."""
@@ -516,8 +521,8 @@ class Allocator:
         p[ks] = np.maximum(np.array(sol.x[:n]), 0.0)
         return p
 
-    def _setpoints(self, closed: F, on: F, p_share: F, load: F, pol: Policy
-                   ) -> tuple[F, DcFlow]:
+    def _setpoints(self, closed: Bools, on: Bools, p_share: Floats, load: Floats, pol: Policy
+                   ) -> tuple[Floats, DcFlow]:
         vt = pol.v_target_pu * self.net.v_nom
         hold = vt
         for _ in range(3):  # the highest segment at the target: shift the holder's voltage
@@ -531,7 +536,7 @@ class Allocator:
         return vref, fl
 
     # ---- 7. check ------------------------------------------------------------------------
-    def _check(self, closed: F, vref: F, load_hi: F, view: RackView, pol: Policy
+    def _check(self, closed: Bools, vref: Floats, load_hi: Floats, view: RackView, pol: Policy
                ) -> tuple[bool, str]:
         fl = flow(self.net, closed, vref, load_hi)
         if not fl.converged:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from powerflow.model.mesh import Floats, Ints, MeshIndex, islands, laplacian
+from powerflow.model.arrays import Bools, Floats, Ints
+from powerflow.model.mesh import MeshIndex, islands, laplacian
 from powerflow.model.rack import Rack
 
 
@@ -41,12 +42,12 @@ class DcNetwork:
                    r_out=np.array([max(n.r_out, 1e-5) for n in rack.nodes], float),
                    v_nom=rack.bus_voltage)
 
-    def conductance(self, closed: Floats) -> Floats:
+    def conductance(self, closed: Bools) -> Floats:
         """Segment conductance (Laplacian) matrix, S, for the given branch states."""
         y = np.where(closed, 1.0 / self.br, 0.0)
         return laplacian(self.nseg, self.bf, self.bt, y)
 
-    def islands(self, closed: Floats) -> Ints:
+    def islands(self, closed: Bools) -> Ints:
         """Island label of each segment (the lowest segment index of its island)."""
         return islands(self.nseg, self.bf, self.bt, closed)
 
@@ -63,13 +64,13 @@ class DcFlow:
     p_conv: Floats  # converter output powers, W
 
 
-def _finish(net: DcNetwork, closed: Floats, v: Floats, i_conv: Floats, ok: bool) -> DcFlow:
+def _finish(net: DcNetwork, closed: Bools, v: Floats, i_conv: Floats, ok: bool) -> DcFlow:
     i_br = np.where(closed, (v[net.bf] - v[net.bt]) / net.br, 0.0)
     return DcFlow(ok, v, i_conv, i_br, float(np.sum(i_br * i_br * net.br)),
                   i_conv * v[net.conv_seg])
 
 
-def flow(net: DcNetwork, closed: Floats, vref: Floats, p_load: Floats, iters: int = 40) -> DcFlow:
+def flow(net: DcNetwork, closed: Bools, vref: Floats, p_load: Floats, iters: int = 40) -> DcFlow:
     """Exact load flow: converters at `vref` (V; NaN = off) behind r_out, constant-power
     loads `p_load` (W per segment). Newton's method from the converters' setpoints,
     which lands on the high-voltage (stable) operating point. A segment not reached by
@@ -106,7 +107,7 @@ def flow(net: DcNetwork, closed: Floats, vref: Floats, p_load: Floats, iters: in
     return _finish(net, closed, v, i_conv, ok)
 
 
-def realise(net: DcNetwork, closed: Floats, on: Floats, p_want: Floats, p_load: Floats, v_hold: float,
+def realise(net: DcNetwork, closed: Bools, on: Bools, p_want: Floats, p_load: Floats, v_hold: float,
             iters: int = 40) -> tuple[Floats, DcFlow] | None:
     """Setpoints (V per converter, NaN = off) that make each converter that is on deliver
     `p_want` (W), except one per island (its largest) which holds its segment at `v_hold`

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
 from powerflow.control.health import Reading
-from powerflow.model.rack import Rack
+from powerflow.model.rack import BROWNOUT_V_PU, Rack
 
-BROWNOUT_V_PU = 0.95  # a bus below this feeds its devices less than they ask
 DEBOUNCE = 2  # distinct readings in a row before the supervisor acts
 EXIT_PERIODS = 3  # periods of agreement before safe mode ends
 

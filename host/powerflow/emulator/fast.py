@@ -18,6 +18,7 @@ from powerflow.emulator.physics import RackPhysics
 from powerflow.emulator.ptybridge import LinkFaults
 from powerflow.protocol.codec import Frame, StreamDecoder, encode_frame
 from powerflow.model.rack import Rack
+from powerflow.nodeconfig import HOST_HEARTBEAT_MS
 from pfnode.clock import TICKS_PERIOD
 from pfnode.config import Ratings
 from pfnode.node import Node
@@ -209,7 +210,7 @@ class FastRack:
         self._not_here("node-pause")
 
     # ---- time ----------------------------------------------------------------------------
-    def run(self, seconds: float, host_heartbeat_ms: int = 500,
+    def run(self, seconds: float, host_heartbeat_ms: int = HOST_HEARTBEAT_MS,
             on_step: Callable[[float], None] | None = None) -> None:
         """Advance the rack `seconds` of virtual time; the host heartbeats every node.
         `on_step(dt)` is called after each physics step (for measurements)."""

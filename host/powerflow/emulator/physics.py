@@ -25,6 +25,10 @@ from powerflow.model.mesh import MeshIndex, conductance, port_closed
 from powerflow.model.rack import Rack
 
 LOW_V = 0.7  # fraction of bus voltage below which loads behave as resistors
+# a battery backup unit holds the bus at BBU_HOLD_V_PU x nominal when it sags below, and
+# recharges only while the bus is above BBU_FLOAT_V_PU x nominal
+BBU_HOLD_V_PU = 0.95
+BBU_FLOAT_V_PU = 0.97
 
 
 DIODE_V = 0.005  # V: the ORing stage's turn-on, blended over +-5 mV so Newton sees no corner
@@ -163,7 +167,7 @@ class RackPhysics:
         b = rack.battery
         self.battery = None if b is None else BatteryState(
             m.segment[b.segment], b.capacity_wh, b.p_charge_max_w, b.p_discharge_max_w, b.efficiency,
-            b.soc, 0.95 * rack.bus_voltage, 0.97 * rack.bus_voltage)
+            b.soc, BBU_HOLD_V_PU * rack.bus_voltage, BBU_FLOAT_V_PU * rack.bus_voltage)
         # per node: (port, segment on the far side of the tie it operates)
         self._far: dict[int, list[tuple[int, int]]] = {n.id: [] for n in rack.nodes}
         for k, br in enumerate(rack.branches):

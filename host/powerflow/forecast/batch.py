@@ -13,10 +13,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from powerflow.forecast.models import LAGS, SWITCH_MARGIN, WINDOWS
+from powerflow.model.arrays import Floats
 
 MEAN_WINDOW = 120  # as RollingMean's default
 
-F = NDArray[np.float64]
 
 
 class BatchForecaster:
@@ -47,15 +47,15 @@ class BatchForecaster:
         self.win = np.zeros((nh, n_dev, window))
         self.win_n = np.zeros(nh, np.int64)
         # forecasts waiting for their target: (due step, per-model means, selected, margin)
-        self.pending: list[list[tuple[int, F, F, F]]] = [[] for _ in self.h]
+        self.pending: list[list[tuple[int, Floats, Floats, Floats]]] = [[] for _ in self.h]
         self.t = 0
 
     # ---- features --------------------------------------------------------------------------
-    def _at(self, back: int) -> F:
+    def _at(self, back: int) -> Floats:
         """y `back` periods before the newest (0 = newest), for every device."""
         return self.y[:, (self.count - 1 - back) % self.keep]
 
-    def _features(self) -> F:
+    def _features(self) -> Floats:
         n = self.count
         y = self._at(0)
         cols = [np.ones(self.d), y]
@@ -76,8 +76,8 @@ class BatchForecaster:
         return np.stack(cols, axis=1)
 
     # ---- one period ------------------------------------------------------------------------
-    def step(self, y: F, x: F | None = None, stale: F | None = None
-             ) -> tuple[dict[int, F], dict[int, F], dict[int, F]]:
+    def step(self, y: Floats, x: Floats | None = None, stale: Floats | None = None
+             ) -> tuple[dict[int, Floats], dict[int, Floats], dict[int, Floats]]:
         """Observe y (W, per device) and x (D x n_exog); returns per horizon the selected mean,
         its P95 upper bound, and which model was selected (0 persistence, 1 ridge, 2 mean)."""
         y = np.asarray(y, float)
@@ -115,9 +115,9 @@ class BatchForecaster:
         self.f_hist[cur], self.y_hist[cur] = f_now, y
         g = f_now / self.scale[:, None]
         g[:, 0] = 1.0
-        means: dict[int, F] = {}
-        uppers: dict[int, F] = {}
-        models: dict[int, F] = {}
+        means: dict[int, Floats] = {}
+        uppers: dict[int, Floats] = {}
+        models: dict[int, Floats] = {}
         n = min(self.count, MEAN_WINDOW)
         level = self.y[:, (np.arange(self.count - n, self.count)) % self.keep].mean(axis=1)
         rows = np.arange(self.d)
@@ -136,7 +136,7 @@ class BatchForecaster:
             means[h], uppers[h], models[h] = sel, sel + margin, k
         return means, uppers, models
 
-    def _rls(self, hi: int, f: F, target: F) -> None:
+    def _rls(self, hi: int, f: Floats, target: Floats) -> None:
         p = self.p[hi]
         pf = np.einsum("dij,dj->di", p, f)
         k = pf / (self.lam + np.einsum("di,di->d", f, pf))[:, None]
@@ -145,7 +145,7 @@ class BatchForecaster:
         tr = np.trace(p, axis1=1, axis2=2)  # bounded by the prior, as in OnlineRidge
         self.p[hi] = p * np.where(tr > self.p_max_trace, self.p_max_trace / tr, 1.0)[:, None, None]
 
-    def _margin(self, hi: int) -> F:
+    def _margin(self, hi: int) -> Floats:
         n = min(int(self.win_n[hi]), self.win.shape[2])
         if n < 10:
             return np.full(self.d, np.inf)

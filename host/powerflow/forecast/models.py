@@ -23,8 +23,8 @@ from collections import deque
 
 import numpy as np
 from numpy.typing import NDArray
+from powerflow.model.arrays import Floats
 
-F = NDArray[np.float64]
 LAGS = (1, 2, 5, 10, 30, 60)
 WINDOWS = (10, 60, 300)
 SWITCH_MARGIN = 0.03  # another model is selected over persistence only when this much better
@@ -35,23 +35,23 @@ class History:
 
     def __init__(self, n_exog: int, keep: int = 600) -> None:
         self.y: deque[float] = deque(maxlen=keep)
-        self.x: deque[F] = deque(maxlen=keep)
+        self.x: deque[Floats] = deque(maxlen=keep)
         self.n_exog = n_exog
-        self._features: F | None = None  # of the newest observation, computed once
+        self._features: Floats | None = None  # of the newest observation, computed once
 
-    def add(self, y: float, x: F) -> None:
+    def add(self, y: float, x: Floats) -> None:
         self.y.append(float(y))
         self.x.append(np.asarray(x, float))
         self._features = None
 
-    def features(self) -> F:
+    def features(self) -> Floats:
         """Level, changes over the lags, distance to rolling means, exogenous level and change
         (a copy: callers keep it while new observations arrive)."""
         if self._features is None:
             self._features = self._compute()
         return self._features.copy()
 
-    def _compute(self) -> F:
+    def _compute(self) -> Floats:
         ys = self.y
         y = ys[-1]
         out = [1.0, y]  # the level: where it stands against what the inputs call for
@@ -76,7 +76,7 @@ class Persistence:
         self.horizons = horizons
         self.last = 0.0
 
-    def observe(self, y: float, x: F, hist: History) -> None:
+    def observe(self, y: float, x: Floats, hist: History) -> None:
         self.last = y
 
     def predict(self, hist: History) -> dict[int, float]:
@@ -94,7 +94,7 @@ class RollingMean:
         self.window = window
         self.level = 0.0
 
-    def observe(self, y: float, x: F, hist: History) -> None:
+    def observe(self, y: float, x: Floats, hist: History) -> None:
         ys = hist.y
         n = min(len(ys), self.window)
         self.level = float(np.fromiter((ys[-1 - k] for k in range(n)), float).mean())
@@ -116,15 +116,15 @@ class OnlineRidge:
         self.w = {h: np.zeros(self.n) for h in horizons}
         self.p = {h: np.eye(self.n) * prior for h in horizons}
         self.p_max_trace = self.n * prior * 1e4
-        self.pending: deque[tuple[F, float]] = deque(maxlen=max(horizons) + 1)
+        self.pending: deque[tuple[Floats, float]] = deque(maxlen=max(horizons) + 1)
         self.scale = 1.0  # the series' typical size: features and targets in its units
 
-    def _scaled(self, f: F) -> F:
+    def _scaled(self, f: Floats) -> Floats:
         g = f / self.scale
         g[0] = 1.0
         return g
 
-    def observe(self, y: float, x: F, hist: History) -> None:
+    def observe(self, y: float, x: Floats, hist: History) -> None:
         f_now = hist.features()
         if len(hist.y) <= 50:  # fixed once known, so that learnt weights keep their meaning
             self.scale = max(1.0, float(np.mean(np.abs(np.fromiter(hist.y, float)))))
@@ -135,7 +135,7 @@ class OnlineRidge:
                 self._rls(h, self._scaled(f), (y - y0) / self.scale)
         self.pending.append((f_now, y))
 
-    def _rls(self, h: int, f: F, target: float) -> None:
+    def _rls(self, h: int, f: Floats, target: float) -> None:
         p = self.p[h]
         pf = p @ f
         k = pf / (self.lam + f @ pf)
@@ -164,7 +164,7 @@ class Selector:
         self.err = {h: np.zeros(len(models)) for h in horizons}
         self.seen = {h: 0 for h in horizons}
 
-    def score(self, h: int, errors: F) -> None:
+    def score(self, h: int, errors: Floats) -> None:
         """Record the absolute errors the models made for horizon h (as targets arrive)."""
         self.err[h] = self.decay * self.err[h] + (1 - self.decay) * errors
         self.seen[h] += 1

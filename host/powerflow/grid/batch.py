@@ -26,16 +26,16 @@ from numpy.typing import NDArray
 from powerflow.grid.case import Case
 from powerflow.grid.loadflow import V_COLLAPSE
 from powerflow.grid.topology import merged_nodes
+from powerflow.model.arrays import Floats
 
-F = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class BatchResult:
     open_branches: NDArray[np.int64]  # K x m
     converged: NDArray[np.bool_]
-    loss_pu: F  # real power loss, p.u. (nan where not converged)
-    vmin_pu: F
+    loss_pu: Floats  # real power loss, p.u. (nan where not converged)
+    vmin_pu: Floats
     vmin_node: NDArray[np.int64]  # bus index of the minimum
     iterations: int
 

@@ -13,10 +13,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
+from powerflow.model.arrays import Bools, Floats, Ints
 
-F = NDArray[np.float64]
-I = NDArray[np.int64]
-B = NDArray[np.bool_]
 
 
 class CaseError(ValueError):
@@ -42,19 +40,19 @@ class Case:
     name: str
     base_mva: float
     base_kv: float
-    bus_ids: I  # external bus numbers, in index order
-    slack: I  # indices of the reference (feed) buses
-    v_slack: F  # p.u. voltage magnitude at each slack bus
-    p_load: F  # p.u.
-    q_load: F  # p.u.
-    f: I  # branch from-bus index
-    t: I  # branch to-bus index
-    r: F  # p.u.
-    x: F  # p.u.
-    closed: B
-    switchable: B
-    vmin: F  # p.u. limits used by reconfiguration and optimisation
-    vmax: F
+    bus_ids: Ints  # external bus numbers, in index order
+    slack: Ints  # indices of the reference (feed) buses
+    v_slack: Floats  # p.u. voltage magnitude at each slack bus
+    p_load: Floats  # p.u.
+    q_load: Floats  # p.u.
+    f: Ints  # branch from-bus index
+    t: Ints  # branch to-bus index
+    r: Floats  # p.u.
+    x: Floats  # p.u.
+    closed: Bools
+    switchable: Bools
+    vmin: Floats  # p.u. limits used by reconfiguration and optimisation
+    vmax: Floats
     flex: tuple[FlexBus, ...] = field(default=())
 
     @property
@@ -64,10 +62,6 @@ class Case:
     @property
     def n_branch(self) -> int:
         return len(self.f)
-
-    @property
-    def is_dc(self) -> bool:
-        return bool(np.all(self.x == 0) and np.all(self.q_load == 0))
 
     @property
     def z(self) -> NDArray[np.complex128]:
@@ -83,13 +77,13 @@ class Case:
             raise CaseError(f"{self.name}: no bus {bus_id}")
         return int(hits[0])
 
-    def with_open(self, open_branches: I | list[int]) -> Case:
+    def with_open(self, open_branches: Ints | list[int]) -> Case:
         """The case with exactly these branch indices open and all others closed."""
         closed = np.ones(self.n_branch, dtype=bool)
         closed[np.asarray(open_branches, dtype=int)] = False
         return replace(self, closed=closed)
 
-    def with_loads(self, p_load: F, q_load: F) -> Case:
+    def with_loads(self, p_load: Floats, q_load: Floats) -> Case:
         return replace(self, p_load=np.asarray(p_load, float), q_load=np.asarray(q_load, float))
 
     def validate(self) -> Case:

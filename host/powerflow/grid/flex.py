@@ -22,7 +22,7 @@ could still win.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import clarabel
 import numpy as np
@@ -33,8 +33,8 @@ from powerflow.grid import batch
 from powerflow.grid.case import Case, CaseError
 from powerflow.grid.loadflow import FlowResult, orient, solve_radial
 from powerflow.grid.topology import enumerate_radial
+from powerflow.model.arrays import Floats
 
-F = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class FlexResult:
     loss_kw: float  # exact load flow at the optimal demands
     flex_used_kw: float
     flex_used_kvar: float
-    p_load: F  # p.u., the demands at the optimum
-    q_load: F
+    p_load: Floats  # p.u., the demands at the optimum
+    q_load: Floats
     open_branches: tuple[int, ...]
     flow: FlowResult | None
     relaxation_loss_kw: float  # what the cone program said (exactness check)
@@ -53,12 +53,25 @@ class FlexResult:
     configurations_solved: int = 1
     message: str = ""
 
+    @classmethod
+    def infeasible(cls, p_load: Floats, q_load: Floats, open_branches: tuple[int, ...],
+                   message: str, elapsed_s: float, configurations_solved: int = 1, *,
+                   flex_used_kw: float = 0.0, flex_used_kvar: float = 0.0,
+                   flow: FlowResult | None = None,
+                   relaxation_loss_kw: float = np.nan) -> FlexResult:
+        """No demand within the flexible ranges meets the limits: the reason, at infinite cost."""
+        return cls(feasible=False, cost=np.inf, loss_kw=np.nan, flex_used_kw=flex_used_kw,
+                   flex_used_kvar=flex_used_kvar, p_load=p_load, q_load=q_load,
+                   open_branches=open_branches, flow=flow,
+                   relaxation_loss_kw=relaxation_loss_kw, elapsed_s=elapsed_s,
+                   configurations_solved=configurations_solved, message=message)
+
     @property
     def relaxation_gap(self) -> float:
         return abs(self.relaxation_loss_kw - self.loss_kw) / max(self.loss_kw, 1e-12)
 
 
-def _flex_arrays(case: Case) -> tuple[NDArray[np.int64], F, F, F, F]:
+def _flex_arrays(case: Case) -> tuple[NDArray[np.int64], Floats, Floats, Floats, Floats]:
     idx = np.array([fb.bus for fb in case.flex], np.int64)
     return (idx, np.array([fb.p_min for fb in case.flex]), np.array([fb.p_max for fb in case.flex]),
             np.array([fb.q_min for fb in case.flex]), np.array([fb.q_max for fb in case.flex]))
@@ -155,9 +168,10 @@ def solve_flex(case: Case, c_loss: float, c_flex: float, vmin: float | None = No
     sol = solver.solve()
     opened = tuple(int(i) for i in np.flatnonzero(~case.closed))
     if str(sol.status) not in ("Solved", "AlmostSolved"):
-        return FlexResult(False, np.inf, np.nan, 0.0, 0.0, case.p_load, case.q_load, opened, None,
-                          np.nan, time.perf_counter() - t0, 1,
-                          f"no demand within the flexible ranges meets the limits ({sol.status})")
+        return FlexResult.infeasible(
+            case.p_load, case.q_load, opened,
+            f"no demand within the flexible ranges meets the limits ({sol.status})",
+            time.perf_counter() - t0)
     xs = np.asarray(sol.x)
     p = case.p_load.copy()
     q = case.q_load.copy()
@@ -177,7 +191,7 @@ def solve_flex(case: Case, c_loss: float, c_flex: float, vmin: float | None = No
     return idle if idle.feasible and idle.cost <= found.cost else found
 
 
-def _checked(case: Case, c_loss: float, c_flex: float, p: F, q: F, opened: tuple[int, ...],
+def _checked(case: Case, c_loss: float, c_flex: float, p: Floats, q: Floats, opened: tuple[int, ...],
              relax_loss: float, elapsed: float, vmin: float | None, solved: int = 1) -> FlexResult:
     """Re-solve with the exact load flow at demands (p, q) and report its figures."""
     fl = solve_radial(case.with_loads(p, q))
@@ -187,13 +201,17 @@ def _checked(case: Case, c_loss: float, c_flex: float, p: F, q: F, opened: tuple
     weighted = sum(fb.cost * (abs(p[fb.bus] - case.p_load[fb.bus]) + abs(q[fb.bus] - case.q_load[fb.bus]))
                    for fb in case.flex) * base
     if not fl.converged:
-        return FlexResult(False, np.inf, np.nan, used_p, used_q, p, q, opened, fl, relax_loss,
-                          elapsed, solved, "the optimum does not solve in the exact load flow")
+        return FlexResult.infeasible(p, q, opened, "the optimum does not solve in the exact "
+                                     "load flow", elapsed, solved, flex_used_kw=used_p,
+                                     flex_used_kvar=used_q, flow=fl, relaxation_loss_kw=relax_loss)
     lo = case.vmin if vmin is None else np.full(case.n_bus, vmin)
     ok = bool(np.all(fl.vm >= lo - 1e-6))
     cost = c_loss * fl.loss_kw + c_flex * weighted
-    return FlexResult(ok, cost, fl.loss_kw, used_p, used_q, p, q, opened, fl, relax_loss, elapsed,
-                      solved, "" if ok else "the exact load flow puts a voltage below its limit")
+    return FlexResult(feasible=ok, cost=cost, loss_kw=fl.loss_kw, flex_used_kw=used_p,
+                      flex_used_kvar=used_q, p_load=p, q_load=q, open_branches=opened, flow=fl,
+                      relaxation_loss_kw=relax_loss, elapsed_s=elapsed,
+                      configurations_solved=solved,
+                      message="" if ok else "the exact load flow puts a voltage below its limit")
 
 
 def solve_joint(case: Case, c_loss: float, c_flex: float, vmin: float | None = None
@@ -223,8 +241,6 @@ def solve_joint(case: Case, c_loss: float, c_flex: float, vmin: float | None = N
             best = res
     elapsed = time.perf_counter() - t0
     if best is None:
-        return FlexResult(False, np.inf, np.nan, 0.0, 0.0, case.p_load, case.q_load, (), None,
-                          np.nan, elapsed, solved, "no radial configuration meets the limits")
-    return FlexResult(best.feasible, best.cost, best.loss_kw, best.flex_used_kw, best.flex_used_kvar,
-                      best.p_load, best.q_load, best.open_branches, best.flow,
-                      best.relaxation_loss_kw, elapsed, solved, best.message)
+        return FlexResult.infeasible(case.p_load, case.q_load, (),
+                                     "no radial configuration meets the limits", elapsed, solved)
+    return replace(best, elapsed_s=elapsed, configurations_solved=solved)

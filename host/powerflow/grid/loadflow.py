@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 
 from powerflow.grid.case import Case, CaseError
 from powerflow.model.mesh import laplacian_sparse
+from powerflow.model.arrays import Complexes
 
-C = NDArray[np.complex128]
 RESIDUAL_TOL = 1e-6  # p.u. power mismatch accepted as a solution
 V_COLLAPSE = 0.3  # p.u.: below this a fixed-point iteration is taken as collapsing
 
@@ -29,8 +29,8 @@ V_COLLAPSE = 0.3  # p.u.: below this a fixed-point iteration is taken as collaps
 class FlowResult:
     case: Case
     converged: bool
-    v: C  # bus voltages, p.u.
-    i_branch: C  # branch currents f -> t, p.u. (0 for open branches)
+    v: Complexes  # bus voltages, p.u.
+    i_branch: Complexes  # branch currents f -> t, p.u. (0 for open branches)
     iterations: int
     method: str
     message: str = ""
@@ -61,7 +61,7 @@ class FlowResult:
         """External number of the bus with the lowest voltage."""
         return int(self.case.bus_ids[int(np.argmin(self.vm))])
 
-    def s_from(self) -> C:
+    def s_from(self) -> Complexes:
         """Complex power entering each branch at its from-bus, p.u."""
         return self.v[self.case.f] * np.conj(self.i_branch)
 
@@ -77,7 +77,7 @@ def ybus(case: Case) -> sp.csr_matrix:
     return laplacian_sparse(case.n_bus, case.f[on], case.t[on], 1.0 / case.z[on])
 
 
-def mismatch(case: Case, v: C) -> float:
+def mismatch(case: Case, v: Complexes) -> float:
     """Largest bus power mismatch (p.u.) of voltages `v` at the non-slack buses."""
     s_calc = v * np.conj(ybus(case) @ v)
     mis = s_calc + case.s_load
@@ -141,7 +141,7 @@ def is_radial(case: Case) -> bool:
     return True
 
 
-def dlf_matrix(case: Case, tree: Tree) -> tuple[C, NDArray[np.int64]]:
+def dlf_matrix(case: Case, tree: Tree) -> tuple[Complexes, NDArray[np.int64]]:
     """Teng's DLF = BCBV @ BIBC over the non-root buses in BFS order.
 
     Returns (DLF, buses): DLF[i, j] is the impedance common to the paths from
@@ -187,7 +187,7 @@ def solve_radial(case: Case, tol: float = 1e-10, max_iter: int = 100) -> FlowRes
     return _finish(case, tree, buses, v, v0, it)
 
 
-def _finish(case: Case, tree: Tree, buses: NDArray[np.int64], v_nonroot: C, v0: complex,
+def _finish(case: Case, tree: Tree, buses: NDArray[np.int64], v_nonroot: Complexes, v0: complex,
             it: int) -> FlowResult:
     v_all = np.full(case.n_bus, v0, complex)
     v_all[buses] = v_nonroot

@@ -30,6 +30,14 @@ COLUMNS = {
     "GEN_BUS": 1, "PG": 2, "QG": 3, "QMAX": 4, "QMIN": 5, "VG": 6, "MBASE": 7, "GEN_STATUS": 8,
     "PMAX": 9, "PMIN": 10,
 }
+REF = COLUMNS["REF"]  # the bus type of a reference (feed) bus
+# zero-based column indices into mpc.bus, mpc.branch and mpc.gen as read here
+BUS_I, BUS_TYPE, PD, QD, VM, BASE_KV, VMAX, VMIN = (
+    COLUMNS[k] - 1 for k in ("BUS_I", "BUS_TYPE", "PD", "QD", "VM", "BASE_KV", "VMAX", "VMIN"))
+F_BUS, T_BUS, BR_R, BR_X, TAP, BR_STATUS = (
+    COLUMNS[k] - 1 for k in ("F_BUS", "T_BUS", "BR_R", "BR_X", "TAP", "BR_STATUS"))
+GEN_BUS, PG, QG, VG, GEN_STATUS = (
+    COLUMNS[k] - 1 for k in ("GEN_BUS", "PG", "QG", "VG", "GEN_STATUS"))
 _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Call,
             ast.List, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.USub, ast.UAdd)
 
@@ -198,44 +206,44 @@ def case_from_mpc(mpc: dict[str, Any], name: str) -> Case:
     PQ loads; generators at PQ buses are taken as negative load)."""
     bus = np.atleast_2d(np.asarray(mpc["bus"], float))
     br = np.atleast_2d(np.asarray(mpc["branch"], float))
-    if bus.shape[1] < 13 or br.shape[1] < 11:
+    if bus.shape[1] <= VMIN or br.shape[1] <= BR_STATUS:
         raise CaseError(f"{name}: bus needs 13 columns and branch 11 (got {bus.shape[1]}, "
                         f"{br.shape[1]})")
     base = float(mpc["baseMVA"])
-    ids = bus[:, 0].astype(np.int64)
+    ids = bus[:, BUS_I].astype(np.int64)
     if len(set(ids.tolist())) != len(ids):
         raise CaseError(f"{name}: duplicate bus numbers")
     pos = {int(b): i for i, b in enumerate(ids)}
     try:
-        f = np.array([pos[int(b)] for b in br[:, 0]], dtype=np.int64)
-        t = np.array([pos[int(b)] for b in br[:, 1]], dtype=np.int64)
+        f = np.array([pos[int(b)] for b in br[:, F_BUS]], dtype=np.int64)
+        t = np.array([pos[int(b)] for b in br[:, T_BUS]], dtype=np.int64)
     except KeyError as e:
         raise CaseError(f"{name}: a branch names bus {e.args[0]}, which is not in mpc.bus") from None
-    if np.any((br[:, 8] != 0) & (br[:, 8] != 1)):
+    if np.any((br[:, TAP] != 0) & (br[:, TAP] != 1)):
         raise CaseError(f"{name}: transformers with taps are not supported")
-    slack = np.flatnonzero(bus[:, 1] == 3)
-    p = bus[:, 2] / base
-    q = bus[:, 3] / base
-    vm = bus[:, 7].copy()
+    slack = np.flatnonzero(bus[:, BUS_TYPE] == REF)
+    p = bus[:, PD] / base
+    q = bus[:, QD] / base
+    vm = bus[:, VM].copy()
     if "gen" in mpc and np.size(mpc["gen"]):
         gen = np.atleast_2d(np.asarray(mpc["gen"], float))
         for g in gen:
-            if g[7] <= 0:
+            if g[GEN_STATUS] <= 0:
                 continue
-            i = pos.get(int(g[0]))
+            i = pos.get(int(g[GEN_BUS]))
             if i is None:
-                raise CaseError(f"{name}: a generator names bus {int(g[0])}, which is not in mpc.bus")
-            if bus[i, 1] == 3:
-                vm[i] = g[5]
+                raise CaseError(f"{name}: a generator names bus {int(g[GEN_BUS])}, which is not in mpc.bus")
+            if bus[i, BUS_TYPE] == REF:
+                vm[i] = g[VG]
             else:
-                p[i] -= g[1] / base
-                q[i] -= g[2] / base
-    vmin = np.where(bus[:, 12] > 0, bus[:, 12], 0.9)
-    vmax = np.where(bus[:, 11] > 0, bus[:, 11], 1.1)
+                p[i] -= g[PG] / base
+                q[i] -= g[QG] / base
+    vmin = np.where(bus[:, VMIN] > 0, bus[:, VMIN], 0.9)
+    vmax = np.where(bus[:, VMAX] > 0, bus[:, VMAX], 1.1)
     return Case(
-        name=name, base_mva=base, base_kv=float(bus[0, 9]), bus_ids=ids, slack=slack,
-        v_slack=vm[slack], p_load=p, q_load=q, f=f, t=t, r=br[:, 2].copy(), x=br[:, 3].copy(),
-        closed=br[:, 10] != 0, switchable=np.ones(len(br), dtype=bool), vmin=vmin, vmax=vmax,
+        name=name, base_mva=base, base_kv=float(bus[0, BASE_KV]), bus_ids=ids, slack=slack,
+        v_slack=vm[slack], p_load=p, q_load=q, f=f, t=t, r=br[:, BR_R].copy(), x=br[:, BR_X].copy(),
+        closed=br[:, BR_STATUS] != 0, switchable=np.ones(len(br), dtype=bool), vmin=vmin, vmax=vmax,
     ).validate()
 
 

@@ -43,10 +43,12 @@ def rack_case(rack: Rack) -> Case:
         closed.append(br.closed)
         switchable.append(br.switch == "tie")
     m = len(f)
-    return Case(rack.name, BASE_MVA, rack.bus_voltage / 1000.0, np.arange(n, dtype=np.int64),
-                np.array([0]), np.array([1.0]), p, np.zeros(n), np.array(f), np.array(t),
-                np.array(r), np.zeros(m), np.array(closed), np.array(switchable),
-                np.full(n, 0.9), np.full(n, 1.1)).validate()
+    return Case(name=rack.name, base_mva=BASE_MVA, base_kv=rack.bus_voltage / 1000.0,
+                bus_ids=np.arange(n, dtype=np.int64), slack=np.array([0]),
+                v_slack=np.array([1.0]), p_load=p, q_load=np.zeros(n), f=np.array(f),
+                t=np.array(t), r=np.array(r), x=np.zeros(m), closed=np.array(closed),
+                switchable=np.array(switchable), vmin=np.full(n, 0.9),
+                vmax=np.full(n, 1.1)).validate()
 
 
 def load_rack_case(path: str | Path) -> Case:

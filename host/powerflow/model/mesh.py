@@ -11,12 +11,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import NDArray
 
+from powerflow.model.arrays import Bools, Floats, Ints
 from powerflow.model.rack import Rack
 
-Floats = NDArray[np.float64]
-Ints = NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ def laplacian_sparse(n: int, f: Ints, t: Ints, y: Any) -> sp.csr_matrix:
     return sp.csr_matrix((data, (rows, cols)), shape=(n, n))
 
 
-def conductance(mesh: MeshIndex, closed: Any) -> Floats:
+def conductance(mesh: MeshIndex, closed: Bools) -> Floats:
     """Segment conductance matrix, S, with the given branches closed."""
     y = np.where(np.asarray(closed, bool), 1.0 / mesh.branch_r, 0.0)
     return laplacian(mesh.nseg, mesh.branch_from, mesh.branch_to, y)

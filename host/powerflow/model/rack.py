@@ -101,6 +101,11 @@ class Rack:
     profile_tables: dict[str, Any] = field(default_factory=dict)
 
 
+# A bus below this fraction of its nominal voltage feeds its devices less than they ask (a
+# brownout): the line the supervisor, the scenario verdicts and Redfish health all judge by.
+BROWNOUT_V_PU = 0.95
+
+
 # ids of segments, branches and devices appear in URLs (Redfish), metric labels and logs:
 # letters, digits and . _ : - only, starting with a letter or digit
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")

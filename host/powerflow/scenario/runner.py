@@ -28,10 +28,10 @@ from powerflow.control.allocate import Allocation
 from powerflow.control.controller import DeviceObs, RackController
 from powerflow.control.dcnet import DcNetwork, realise
 from powerflow.control.dispatch import Dispatcher
-from powerflow.control.supervisor import BROWNOUT_V_PU
 from powerflow.emulator.fast import FastRack
 from powerflow.emulator.faults import apply_fault
-from powerflow.nodeconfig import session_config
+from powerflow.model.rack import BROWNOUT_V_PU
+from powerflow.nodeconfig import HEARTBEAT_TIMEOUT_MS, LEASE_MS, session_config
 from powerflow.scenario.spec import Event, Scenario
 
 STEP_MS = 10  # the firmware's control period and the physics' step in fast mode
@@ -62,7 +62,6 @@ class RunResult:
     reshare_periods: list[int] = field(default_factory=list)
     fallbacks: int = 0  # the optimiser's safe allocations (failed, late or unchecked)
     safe_mode_periods: int = 0  # periods the supervisor held the rack in safe mode
-    allocations: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ScenarioRun:
@@ -83,7 +82,8 @@ class ScenarioRun:
         self.failed_at: dict[int, int] = {}  # node -> period of its failure
         self.device_ids = [dv.id for dv in rack.devices]
         self.reshare: list[int] = []
-        self.io = FastRackIO(self.fr, int(3000 * max(sc.period_s, 1.0)), self._period_obs)
+        # leases as the live host's, stretched for periods over 1 s
+        self.io = FastRackIO(self.fr, int(LEASE_MS * max(sc.period_s, 1.0)), self._period_obs)
         self.dispatcher = Dispatcher(rack)
         self.result = RunResult(mode, self.meter)
 
@@ -94,7 +94,8 @@ class ScenarioRun:
         for n in rack.nodes:
             # two readings a period, so one is always sampled after the last setpoint settled
             fr.command(n.id, d.MSG_CONFIG, session_config(n, rack.bus_voltage,
-                                                          int(self.sc.period_s * 500), 2000))
+                                                          int(self.sc.period_s * 500),
+                                                          HEARTBEAT_TIMEOUT_MS))
             self.io.set_output(n.id, rack.bus_voltage)
         for b in rack.branches:
             if b.port is not None:
