@@ -60,15 +60,8 @@ class ControlLoop:
             # middle of a period restarts the schedule, but not this)
             late = max(now - due, now - last_start - period)
             last_start = now
-            await self.io.poll()
+            await self.period(late)
             io = self.io
-            if self.enabled:
-                alloc = self.ctrl.step(time.time(), io.observe_nodes(), io.observe_devices(),
-                                       io.battery(), io.feed_w(), late_s=max(late, 0.0))
-                await self.dispatch(alloc)
-                self.periods += 1
-            self.max_late_s = max(self.max_late_s, late)
-            self._store_events()
             due += period
             if loop.time() - due > period:  # fell behind (e.g. suspended): restart the clock
                 due = loop.time()
@@ -78,6 +71,19 @@ class ControlLoop:
                     await self.dispatch(self.ctrl.safe_now(time.time(), io.observe_nodes(),
                                                            io.battery(), io.feed_w()))
                     self._store_events()
+
+    async def period(self, late_s: float = 0.0) -> None:
+        """One control period: poll the rack, and (unless paused) forecast, allocate and
+        dispatch; `late_s` is how late it started (s)."""
+        await self.io.poll()
+        io = self.io
+        if self.enabled:
+            alloc = self.ctrl.step(time.time(), io.observe_nodes(), io.observe_devices(),
+                                   io.battery(), io.feed_w(), late_s=max(late_s, 0.0))
+            await self.dispatch(alloc)
+            self.periods += 1
+        self.max_late_s = max(self.max_late_s, late_s)
+        self._store_events()
 
     def _store_events(self) -> None:
         evs = self.ctrl.alarms.drain()

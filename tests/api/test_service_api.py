@@ -1,0 +1,236 @@
+"""The API in-process: the real app, service, controller and allocator over a fake `RackIO`
+(four healthy converters at the bus voltage), called through httpx's ASGI transport.
+
+The end-to-end tests (test_api.py, test_redfish.py, tests/security) prove the same routes on a
+real host over real links; these check what needs a controlled rack: typed responses that
+validate against real allocations, the one error style, refusals that change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pfproto import defs as d
+from powerflow.api.app import create_app
+from powerflow.control.allocate import BatteryView
+from powerflow.control.controller import DeviceObs, NodeObs, RackController
+from powerflow.control.loop import ControlLoop
+from powerflow.control.rackio import Commanded, Commands
+from powerflow.link.transport import LinkAddress
+from powerflow.manager import NodeManager
+from powerflow.model.rack import Rack, load_rack
+from powerflow.service import HostService
+from powerflow.store import TelemetryStore
+
+ROOT = Path(__file__).resolve().parents[2]
+V1 = "/api/v1"
+
+
+class FakeRackIO:
+    """Four converters in CV at what they were last told, sharing the load evenly."""
+
+    def __init__(self, rack: Rack) -> None:
+        self.rack = rack
+        self.vout = {n.id: rack.bus_voltage for n in rack.nodes}
+        self.applied: list[Commands] = []
+
+    def observe_nodes(self) -> dict[int, NodeObs]:
+        return {n.id: NodeObs(True, {"MODE": d.MODE_CV, "VOUT_COMMAND": self.vout[n.id],
+                                     "READ_VOUT": self.rack.bus_voltage, "READ_IOUT": 25.0,
+                                     "READ_POUT": 25.0 * self.rack.bus_voltage,
+                                     "READ_TEMPERATURE_1": 40.0, "FAULTS": 0,
+                                     "PORT_STATE": 1 if n.id < 4 else 0}, 0.05)
+                for n in self.rack.nodes}
+
+    def observe_devices(self) -> dict[str, DeviceObs]:
+        return {dv.id: DeviceObs(dv.p_nom_w) for dv in self.rack.devices}
+
+    def battery(self) -> BatteryView | None:
+        return None
+
+    def feed_w(self) -> float:
+        return 0.0
+
+    def commanded(self) -> dict[int, Commanded]:
+        return {n.id: Commanded(True, self.vout[n.id], False, 1 if n.id < 4 else 0, n.vout_max)
+                for n in self.rack.nodes}
+
+    async def poll(self) -> None:
+        return None
+
+    async def apply(self, cmds: Commands) -> int:
+        self.applied.append(cmds)
+        for nid, v in cmds.setpoints.items():
+            if v is not None:
+                self.vout[nid] = v
+        return 0
+
+
+@pytest.fixture()
+def host(tmp_path: Path) -> Iterator[tuple[HostService, httpx.AsyncClient, FakeRackIO]]:
+    rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
+    store = TelemetryStore(tmp_path / "t.sqlite3")
+    manager = NodeManager(rack, {n.id: LinkAddress.parse("tcp:127.0.0.1:9") for n in rack.nodes},
+                          store)
+    io = FakeRackIO(rack)
+    loop = ControlLoop(io, RackController(rack))
+    svc = HostService(manager, store, control=loop)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(svc)),
+                               base_url="http://127.0.0.1")
+    yield svc, client, io
+    asyncio.run(client.aclose())
+    store.close()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def periods(svc: HostService, n: int = 3) -> None:
+    assert svc.control is not None
+    for _ in range(n):
+        await svc.control.period()
+
+
+def test_every_response_is_documented_field_by_field(
+        host: tuple[HostService, httpx.AsyncClient, FakeRackIO]) -> None:
+    _, client, _ = host
+    spec = run(client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    undocumented = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            content = op["responses"].get("200", {}).get("content", {})
+            if "text/event-stream" in content:
+                continue
+            schema = content.get("application/json", {}).get("schema", {})
+            if not schema:
+                undocumented.append(f"{method.upper()} {path}")
+    assert not undocumented, undocumented
+    # the allocation is described down to each node's plan, with units
+    plan = schemas["NodePlan"]["properties"]
+    assert {"on", "vref", "share_w", "plan_limit_w", "loss_w", "why", "binding"} <= set(plan)
+    assert "W" in plan["share_w"]["description"]
+    assert {"vout", "iout", "excluded", "telemetry_age_s"} <= set(schemas["NodeRow"]["properties"])
+    assert "period_s" in schemas["Policy"]["properties"]
+
+
+def test_the_allocation_as_typed_matches_the_controllers(
+        host: tuple[HostService, httpx.AsyncClient, FakeRackIO]) -> None:
+    svc, client, io = host
+
+    async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        missing = await client.get(V1 + "/allocation")
+        await periods(svc)
+        return missing, await client.get(V1 + "/allocation"), await client.get(V1 + "/plan")
+
+    missing, got, plan = run(go())
+    assert missing.status_code == 404 and isinstance(missing.json()["detail"], str)
+    assert got.status_code == 200, got.text
+    a = svc.allocation()
+    assert a is not None
+    body = got.json()
+    assert body["nodes"]["1"]["share_w"] == a.nodes[1]["share_w"]
+    assert body["predicted"]["feed_w"] == a.predicted["feed_w"]
+    assert body["measured"]["readings"] == 4 and body["state"] == a.state
+    assert plan.status_code == 200 and set(plan.json()) == set(body)
+    assert io.applied, "the periods dispatched their allocations to the RackIO"
+
+
+def test_a_refused_policy_change_changes_nothing(
+        host: tuple[HostService, httpx.AsyncClient, FakeRackIO]) -> None:
+    svc, client, _ = host
+    before = svc.policy()
+
+    async def go() -> list[httpx.Response]:
+        return [await client.put(V1 + "/policy", json={"v_min_pu": 3.0}),
+                await client.put(V1 + "/policy", json={"no_such_field": 1}),
+                await client.put(V1 + "/policy", json={}),
+                await client.put(V1 + "/policy", json={"reserve_frac": 0.2})]
+
+    bad_range, unknown, empty, good = run(go())
+    for r in (bad_range, unknown, empty):
+        assert r.status_code == 422, r.text
+        issue = r.json()["detail"][0]
+        assert set(issue) == {"type", "loc", "msg"} and issue["msg"]
+    assert good.status_code == 200 and good.json()["policy"]["reserve_frac"] == 0.2
+    assert svc.policy().reserve_frac == 0.2 and before.reserve_frac != 0.2
+
+
+def test_a_pin_the_check_refuses_is_not_kept(
+        host: tuple[HostService, httpx.AsyncClient, FakeRackIO]) -> None:
+    """Pinning converters off one by one: the pin that would leave nothing able to carry
+    the load is refused (Redfish 409) and the policy is exactly as before it."""
+    svc, client, _ = host
+    run(periods(svc))
+    answers = []
+
+    async def pin(nid: int, body: dict[str, Any]) -> httpx.Response:
+        return await client.patch(f"/redfish/v1/Chassis/Rack/Controls/Node{nid}Output", json=body)
+
+    refused = None
+    for nid in (1, 2, 3, 4):
+        before = svc.policy()
+        r = run(pin(nid, {"SetPoint": 0.0}))
+        answers.append(r.status_code)
+        if r.status_code == 409:
+            refused = (nid, before, r)
+            break
+        assert r.status_code == 200 and r.json()["ControlMode"] == "Override", r.text
+    assert refused is not None, f"every pin was kept: {answers}"
+    nid, before, r = refused
+    assert r.json()["error"]["code"] == "Base.1.19.PropertyValueConflict"
+    assert svc.policy() is before and str(nid) not in svc.policy().node_output_w
+    # out of range: 400, unchanged; Automatic hands a pinned output back
+    assert run(pin(1, {"SetPoint": 1e6})).status_code == 400 and svc.policy() is before
+    back = run(pin(1, {"ControlMode": "Automatic"}))
+    assert back.status_code == 200 and "1" not in svc.policy().node_output_w
+
+
+def test_manual_commands_wait_for_a_pause_and_errors_have_one_shape(
+        host: tuple[HostService, httpx.AsyncClient, FakeRackIO]) -> None:
+    svc, client, _ = host
+
+    async def go() -> dict[str, httpx.Response]:
+        out = {"owned": await client.post(V1 + "/nodes/1/setpoint", json={"vout": 12.1})}
+        out["pause"] = await client.put(V1 + "/control", json={"enabled": False})
+        out["alarms"] = await client.get(V1 + "/alarms")
+        out["offline"] = await client.post(V1 + "/nodes/1/setpoint", json={"vout": 12.1})
+        out["nothing"] = await client.post(V1 + "/nodes/1/setpoint", json={})
+        out["no node"] = await client.get(V1 + "/nodes/99")
+        out["no metric"] = await client.get(V1 + "/history",
+                                            params={"node": 1, "metric": "x", "since": 0})
+        out["resume"] = await client.put(V1 + "/control", json={"enabled": True})
+        out["alarms after"] = await client.get(V1 + "/alarms")
+        return out
+
+    r = run(go())
+    assert r["owned"].status_code == 409 and "pause it first" in r["owned"].json()["detail"]
+    assert r["pause"].status_code == 200 and r["pause"].json()["enabled"] is False
+    assert [a["kind"] for a in r["alarms"].json()] == ["control_paused"]
+    # paused: the command goes to the manager, whose node has no link here
+    assert r["offline"].status_code == 409 and isinstance(r["offline"].json()["detail"], str)
+    assert r["nothing"].status_code == 422 and r["nothing"].json()["detail"][0]["msg"]
+    assert r["no node"].status_code == 404 and "not in rack" in r["no node"].json()["detail"]
+    assert r["no metric"].status_code == 404
+    assert r["resume"].json()["enabled"] is True and r["alarms after"].json() == []
+
+
+def test_metrics_read_the_service(host: tuple[HostService, httpx.AsyncClient, FakeRackIO]
+                                  ) -> None:
+    svc, client, _ = host
+    run(periods(svc))
+    text = run(client.get("/metrics")).text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    a = svc.allocation()
+    assert a is not None
+    planned = {s.labels["node"]: s.value for s in fams["powerflow_node_planned_watts"].samples}
+    assert planned == {str(k): v["share_w"] for k, v in a.nodes.items()}
+    assert fams["powerflow_control_periods"].samples[0].value == 3
