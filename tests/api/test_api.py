@@ -1,4 +1,4 @@
-"""The host API with tokens: roles, refusals, the audit log, server-sent events, and the
+"""The host API on a real host over real links: tokens and the CLI, server-sent events, and the
 Prometheus exposition scraped by a real Prometheus server (Debian's `prometheus`)."""
 
 from __future__ import annotations
@@ -45,37 +45,20 @@ def call(h: Host, method: str, path: str, token: str | None, **kw) -> httpx.Resp
     return httpx.request(method, h.url + path, headers=headers, timeout=5, **kw)
 
 
-def test_roles_and_refusals_are_enforced_and_audited(host: Host) -> None:
+def test_tokens_hold_on_the_real_server_and_the_cli_takes_its_own(host: Host) -> None:
+    """Roles, refusals and the audit in detail are in-process (test_service_api.py); here the
+    same rules on the real server, and the CLI with its token from the environment."""
     assert call(host, "GET", "/api/v1/nodes", None).status_code == 401
-    assert call(host, "GET", "/api/v1/nodes", "wrong").status_code == 401
-    assert call(host, "GET", "/api/v1/nodes", READ).status_code == 200
-    before = call(host, "GET", "/api/v1/policy", READ).json()["policy"]
     r = call(host, "PUT", "/api/v1/policy", READ, json={"reserve_frac": 0.2})
     assert r.status_code == 403 and "read-only" in r.json()["detail"]
-    r = call(host, "PUT", "/api/v1/policy", OPS, json={"reserve_frac": "lots"})
-    assert r.status_code == 422 and "reserve_frac" in r.json()["detail"][0]["msg"]
-    assert call(host, "GET", "/api/v1/policy", READ).json()["policy"] == before  # nothing changed
     r = call(host, "PUT", "/api/v1/policy", OPS, json={"reserve_frac": 0.2})
     assert r.status_code == 200 and r.json()["policy"]["reserve_frac"] == 0.2
     audit = call(host, "GET", "/api/v1/audit", READ).json()
-    last = [(a["who"], a["method"], a["path"], a["status"]) for a in audit[-3:]]
-    assert last == [("grafana", "PUT", "/api/v1/policy", 403),
-                    ("alice", "PUT", "/api/v1/policy", 422),
-                    ("alice", "PUT", "/api/v1/policy", 200)]
-    assert json.loads(audit[-1]["body"]) == {"reserve_frac": 0.2}
-    # the CLI takes its token from the environment
+    assert [(a["who"], a["status"]) for a in audit[-2:]] == [("grafana", 403), ("alice", 200)]
     r = subprocess.run([sys.executable, "-m", "powerflow.cli", "policy", "--json", "--host",
                         host.url], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "POWERFLOW_TOKEN": READ})
     assert r.returncode == 0 and json.loads(r.stdout)["policy"]["reserve_frac"] == 0.2
-
-
-def test_openapi_document_lists_the_native_endpoints(host: Host) -> None:
-    doc = httpx.get(host.url + "/openapi.json", timeout=5).json()
-    for p in ("/api/v1/plan", "/api/v1/allocation", "/api/v1/forecasts", "/api/v1/policy",
-              "/api/v1/history", "/api/v1/events", "/api/v1/stream", "/api/v1/audit",
-              "/api/v1/faults", "/api/v1/rack", "/api/v1/alarms"):
-        assert p in doc["paths"], p
 
 
 def test_server_sent_events_stream_live_state(host: Host) -> None:

@@ -9,6 +9,8 @@ validate against real allocations, the one error style, refusals that change not
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pfproto import defs as d
 from powerflow.api.app import create_app
+from powerflow.api.auth import Tokens
 from powerflow.control.allocate import BatteryView
 from powerflow.control.controller import DeviceObs, NodeObs, RackController
 from powerflow.control.loop import ControlLoop
@@ -31,6 +34,9 @@ from powerflow.store import TelemetryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = "/api/v1"
+READ, OPS = "read-secret-1234", "operator-secret-5678"
+TOKENS = Tokens([("grafana", "read", hashlib.sha256(READ.encode()).digest()),
+                 ("alice", "operator", hashlib.sha256(OPS.encode()).digest())])
 
 
 class FakeRackIO:
@@ -73,8 +79,8 @@ class FakeRackIO:
         return 0
 
 
-@pytest.fixture()
-def host(tmp_path: Path) -> Iterator[tuple[HostService, httpx.AsyncClient, FakeRackIO]]:
+def build(tmp_path: Path, tokens: Tokens | None = None
+          ) -> tuple[HostService, httpx.AsyncClient, FakeRackIO, TelemetryStore]:
     rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
     store = TelemetryStore(tmp_path / "t.sqlite3")
     manager = NodeManager(rack, {n.id: LinkAddress.parse("tcp:127.0.0.1:9") for n in rack.nodes},
@@ -82,8 +88,14 @@ def host(tmp_path: Path) -> Iterator[tuple[HostService, httpx.AsyncClient, FakeR
     io = FakeRackIO(rack)
     loop = ControlLoop(io, RackController(rack))
     svc = HostService(manager, store, control=loop)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(svc)),
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(svc, tokens)),
                                base_url="http://127.0.0.1")
+    return svc, client, io, store
+
+
+@pytest.fixture()
+def host(tmp_path: Path) -> Iterator[tuple[HostService, httpx.AsyncClient, FakeRackIO]]:
+    svc, client, io, store = build(tmp_path)
     yield svc, client, io
     asyncio.run(client.aclose())
     store.close()
@@ -234,3 +246,42 @@ def test_metrics_read_the_service(host: tuple[HostService, httpx.AsyncClient, Fa
     planned = {s.labels["node"]: s.value for s in fams["powerflow_node_planned_watts"].samples}
     assert planned == {str(k): v["share_w"] for k, v in a.nodes.items()}
     assert fams["powerflow_control_periods"].samples[0].value == 3
+
+
+def test_roles_and_refusals_are_enforced_and_audited(tmp_path: Path) -> None:
+    svc, client, _, store = build(tmp_path, TOKENS)
+
+    def auth(token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def go() -> dict[str, httpx.Response]:
+        out = {"anon": await client.get(V1 + "/nodes"),
+               "wrong": await client.get(V1 + "/nodes", headers=auth("wrong")),
+               "read": await client.get(V1 + "/nodes", headers=auth(READ)),
+               "read writes": await client.put(V1 + "/policy", headers=auth(READ),
+                                               json={"reserve_frac": 0.2}),
+               "bad value": await client.put(V1 + "/policy", headers=auth(OPS),
+                                             json={"reserve_frac": "lots"}),
+               "operator": await client.put(V1 + "/policy", headers=auth(OPS),
+                                            json={"reserve_frac": 0.2})}
+        out["audit"] = await client.get(V1 + "/audit", headers=auth(READ))
+        await client.aclose()
+        return out
+
+    before = svc.policy()
+    try:
+        r = run(go())
+    finally:
+        store.close()
+    assert r["anon"].status_code == 401 and r["wrong"].status_code == 401
+    assert r["read"].status_code == 200 and len(r["read"].json()) == 4
+    assert r["read writes"].status_code == 403 and "read-only" in r["read writes"].json()["detail"]
+    assert r["bad value"].status_code == 422
+    assert "reserve_frac" in r["bad value"].json()["detail"][0]["msg"]
+    assert r["operator"].status_code == 200 and svc.policy().reserve_frac == 0.2
+    assert before.reserve_frac != 0.2
+    last = [(a["who"], a["method"], a["path"], a["status"]) for a in r["audit"].json()[-3:]]
+    assert last == [("grafana", "PUT", "/api/v1/policy", 403),
+                    ("alice", "PUT", "/api/v1/policy", 422),
+                    ("alice", "PUT", "/api/v1/policy", 200)]
+    assert json.loads(r["audit"].json()[-1]["body"]) == {"reserve_frac": 0.2}
