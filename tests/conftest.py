@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from powerflow.emulator.node_process import micropython_exe
+from powerflow.firmware import micropython
 from powerflow.firmware import mpy_cross as mpy_cross_exe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def mp_run(firmware_build: dict[str, Path], mp_test_modules: Path) -> MpRun:
             input: bytes | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ)
         env["MICROPYPATH"] = f"{firmware_build['armv6m']}:{mp_test_modules}:.frozen"
-        return subprocess.run([micropython_exe(), "-X", f"heapsize={heap}", str(script), *args],
+        return subprocess.run([micropython(), "-X", f"heapsize={heap}", str(script), *args],
                               capture_output=True, timeout=timeout, env=env, input=input,
                               cwd=mp_test_modules)
 

@@ -20,8 +20,11 @@ def _positive(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from powerflow.emulator.fault_kinds import FAULT_KINDS, SENSORS
 
+    from powerflow import __version__
+
     p = argparse.ArgumentParser(prog="powerflow", description=(
         "PowerFlow: predictive power management for racks of DC-DC converters."))
+    p.add_argument("--version", action="version", version=f"powerflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo-node", help="one emulated node (real firmware) under the host")
     demo.add_argument("--duration", type=_positive, default=10.0, help="seconds to run (default 10)")
@@ -34,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=_positive, default=None, metavar="S",
                      help="stop after S seconds (default: until Ctrl-C)")
     run.add_argument("--port", type=_tcp_port, default=None, help="API port (default 8470)")
-    run.add_argument("--db", default=None, help="telemetry database (SQLite file)")
+    run.add_argument("--db", default=None, metavar="FILE",
+                     help="telemetry database (SQLite file; default: in the state directory, "
+                          "kept across runs for a real rack, new for each emulated run)")
+    run.add_argument("--state-dir", default=None, metavar="DIR",
+                     help="where the host keeps its databases (default $STATE_DIRECTORY, "
+                          "else $XDG_STATE_HOME/powerflow, else ~/.local/state/powerflow)")
     run.add_argument("--faults", default=None, metavar="FILE",
                      help="scripted faults for the emulated rack (TOML, [[fault]] at_s = ...)")
     run.add_argument("--telemetry-ms", type=int, default=500, choices=range(10, 60001),
@@ -402,9 +410,25 @@ def _scenario_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emulator_missing() -> str | None:
+    """Why the emulated rack cannot run here (what to install), or None."""
+    from powerflow.firmware import FirmwareError, check_emulator
+
+    try:
+        check_emulator()
+    except FirmwareError as e:
+        return str(e)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if (args.command == "run" and args.emulate) or args.command == "demo-node":
+        missing = _emulator_missing()
+        if missing is not None:
+            print(f"powerflow: error: {missing}", file=sys.stderr)
+            return 2
     if args.command in ("flow", "reconfigure", "optimize"):
         return _grid_command(args)
     if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault", "plan",
@@ -415,10 +439,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scenario":
         return _scenario_command(args)
     if args.command == "run":
+        from powerflow.process import ListenError, listen
+        from powerflow.ui import DEFAULT_PORT
+
+        try:  # before anything else starts (and before the heavy imports): a port in use
+            sock = listen(args.bind, args.port or DEFAULT_PORT)  # is one line, at once
+        except ListenError as e:
+            print(f"powerflow: error: {e}", file=sys.stderr)
+            return 2
         from powerflow.hostrun import run_host
         from powerflow.control.policy import load_rack_checked
         from powerflow.model.rack import RackError
-        from powerflow.ui import DEFAULT_PORT
 
         faults = None
         if args.faults:
@@ -456,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                                  args.port or DEFAULT_PORT, args.db, not args.no_start,
                                  telemetry_ms=args.telemetry_ms, faults=faults,
                                  control=not args.no_control, api=api,
-                                 physics_log=args.physics_log))
+                                 physics_log=args.physics_log, sock=sock,
+                                 state=args.state_dir))
         except RackError as e:
             print(f"powerflow: error: {e}", file=sys.stderr)
             return 2

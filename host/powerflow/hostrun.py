@@ -9,9 +9,11 @@ bus voltage) unless told not to, and shows the nodes live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import signal
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from powerflow.link.transport import LinkAddress
 from powerflow.manager import NodeManager
 from powerflow.control.policy import load_rack_checked
 from powerflow.model.rack import Rack, RackError
+from powerflow.process import default_db, listen, state_dir
 from powerflow.service import HostService, ServiceError
 from powerflow.store import TelemetryStore
 
@@ -126,111 +129,143 @@ async def _script(svc: HostService, faults: list[tuple[float, Fault]], t0: float
             console.print(f"[red]fault at {at_s} s not applied: {e}[/]")
 
 
+def _say_link(console: Console, ev: dict[str, Any]) -> None:
+    """A console line for what an operator must see about links: one that cannot open (and
+    why), one that opened after that, one lost."""
+    if ev["kind"] in ("link-error", "link", "lost"):
+        style = "green" if ev["detail"].endswith("opened") else "red"
+        console.print(f"[{style}]node {ev['node']}: {ev['kind']}: {ev['detail']}[/]")
+
+
 async def run_host(rack_path: str | Path, emulate: bool = False, duration: float | None = None,
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
                    console: Console | None = None, telemetry_ms: int = 500,
                    faults: list[tuple[float, Fault]] | None = None, control: bool = True,
                    api: ApiOptions | None = None,
-                   physics_log: str | Path | None = None) -> dict[str, Any]:
+                   physics_log: str | Path | None = None, sock: socket.socket | None = None,
+                   state: str | Path | None = None) -> dict[str, Any]:
+    """Run the host until `duration` s have passed (None: forever) or SIGINT/SIGTERM. `sock`
+    is the API's listening socket if the caller bound it already (the CLI binds it before
+    anything else, so a port in use fails at once); `state` the state directory (see
+    `process.state_dir`) where the database goes unless `db` names one. Whatever was started
+    is stopped again on every way out, errors included."""
     api = api or ApiOptions()
     api.check()
-    console = console or Console(width=max(110, Console().width))
-    rack = load_rack_checked(rack_path)
-    emu = None
-    if emulate:
-        from powerflow.emulator.rack_service import RackService
-
-        emu = RackService(rack, log_path=physics_log)
-        addresses = emu.start()
-    else:
-        addresses = node_addresses(rack)
-    db = db or Path(os.environ.get("POWERFLOW_DB", f"{rack.name}-telemetry.sqlite3"))
-    store = TelemetryStore(db)
-    manager = NodeManager(rack, addresses, store, telemetry_ms=telemetry_ms)
-    if start:
-        for b in rack.branches:
-            if b.port is not None and b.closed:
-                manager.nodes[b.port[0]].ports[b.port[1]] = True
-        for ns in manager.nodes.values():
-            ns.vout = rack.bus_voltage
-    manager.start()
-    loop_ = None
-    io = None
-    if control and start:
-        from powerflow.adapters.boards import BoardsIO
-        from powerflow.adapters.devices import EmulatorDevices, PrometheusDevices, Scrape
-        from powerflow.control.alarms import Event
-        from powerflow.control.controller import RackController
-        from powerflow.control.loop import ControlLoop
-
-        scrapes = [Scrape(dv.id, dv.exporter, dv.exporter_kind, dv.gpu)
-                   for dv in rack.devices if dv.exporter]
-        io = BoardsIO(manager, EmulatorDevices(emu) if emu is not None else None,
-                      scraper=PrometheusDevices(scrapes) if scrapes else None)
-        def record(events: list[Event]) -> None:
-            for ev in events:
-                store.event(ev.t, ev.node, ev.kind, ev.detail)
-
-        loop_ = ControlLoop(io, RackController(rack), on_events=record)
-        loop_.start()
-    svc = HostService(manager, store, control=loop_, emulator=emu,
-                      agents=io.agents if io is not None else None)
-    app = create_app(svc, api.tokens, session_timeout_s=api.session_timeout_s,
-                     max_sessions=api.max_sessions)
-    server = uvicorn.Server(uvicorn.Config(app, host=api.bind, port=port, log_level="warning",
-                                           lifespan="off", ssl_certfile=api.tls_cert,
-                                           ssl_keyfile=api.tls_key))
-    server_task = asyncio.create_task(server.serve())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # from the start: a stop while starting counts
         loop.add_signal_handler(sig, stop.set)
-    shown = "127.0.0.1" if api.bind in ("127.0.0.1", "0.0.0.0") else api.bind
-    url = f"{api.scheme}://{shown}:{port}"
-    console.print(f"PowerFlow host for rack [bold]{rack.name}[/] ({len(rack.nodes)} nodes"
-                  f"{', emulated' if emu else ''}); API at {url}/api/v1; telemetry in {db}")
-    console.print(f"Dashboard: [bold]{url}/[/]   Prometheus metrics: {url}/metrics")
-    t0 = time.monotonic()
-    if faults and emu is not None:
-        asyncio.create_task(_script(svc, faults, t0, console))
-    try:
+    console = console or Console(width=max(110, Console().width))
+    rack = load_rack_checked(rack_path)
+    async with contextlib.AsyncExitStack() as up:
+        sock = sock or listen(api.bind, port)
+        up.callback(sock.close)
+        emu = None
+        if emulate:
+            from powerflow.emulator.rack_service import RackService
+
+            emu = RackService(rack, log_path=physics_log)
+            up.callback(emu.stop)
+            addresses = emu.start()
+        else:
+            addresses = node_addresses(rack)
+        db = db or os.environ.get("POWERFLOW_DB") or default_db(rack.name, emu is not None,
+                                                               state_dir(state))
+        store = TelemetryStore(db)
+        up.callback(store.close)
+        manager = NodeManager(rack, addresses, store, telemetry_ms=telemetry_ms)
+        manager.on_event = lambda ev: _say_link(console, ev)
+        if start:
+            for b in rack.branches:
+                if b.port is not None and b.closed:
+                    manager.nodes[b.port[0]].ports[b.port[1]] = True
+            for ns in manager.nodes.values():
+                ns.vout = rack.bus_voltage
+        manager.start()
+        up.push_async_callback(manager.stop)
+        loop_, io = None, None
+        if control and start:
+            loop_, io = _start_control(rack, manager, store, emu)
+            up.push_async_callback(io.close)
+            up.push_async_callback(loop_.stop)
+        svc = HostService(manager, store, control=loop_, emulator=emu,
+                          agents=io.agents if io is not None else None)
+        app = create_app(svc, api.tokens, session_timeout_s=api.session_timeout_s,
+                         max_sessions=api.max_sessions)
+        server = uvicorn.Server(uvicorn.Config(app, host=api.bind, port=port,
+                                               log_level="warning", lifespan="off",
+                                               ssl_certfile=api.tls_cert,
+                                               ssl_keyfile=api.tls_key))
+        server_task = asyncio.create_task(server.serve(sockets=[sock]))
+
+        async def stop_server() -> None:
+            server.should_exit = True
+            await asyncio.gather(server_task, return_exceptions=True)
+
+        up.push_async_callback(stop_server)
+        shown = "127.0.0.1" if api.bind in ("127.0.0.1", "0.0.0.0") else api.bind
+        url = f"{api.scheme}://{shown}:{port}"
+        console.print(f"PowerFlow host for rack [bold]{rack.name}[/] ({len(rack.nodes)} nodes"
+                      f"{', emulated' if emu else ''}); API at {url}/api/v1; telemetry in {db}")
+        console.print(f"Dashboard: [bold]{url}/[/]   Prometheus metrics: {url}/metrics")
+        t0 = time.monotonic()
+        if faults and emu is not None:
+            script = asyncio.create_task(_script(svc, faults, t0, console))
+            up.callback(script.cancel)
         with Live(node_table(manager.snapshot(), rack.name), console=console,
                   refresh_per_second=2, transient=False) as live:
             while not stop.is_set():
                 if duration is not None and time.monotonic() - t0 >= duration:
                     break
                 if server_task.done():
-                    raise RuntimeError(f"the API server stopped: port {port} in use?")
-                title = f"{rack.name}, {time.monotonic() - t0:.0f} s, {store.acked} rows stored"
-                a = svc.allocation()
-                if a is not None:
-                    capped = sum(1 for c in a.caps.values() if c is not None)
-                    title += (f"\ncontrol: {sum(1 for v in a.vref.values() if v is not None)}/"
-                              f"{len(a.vref)} converters on, predicted loss "
-                              f"{a.predicted['loss_conversion_w'] + a.predicted['loss_distribution_w']:.1f} W,"
-                              f" {capped} device(s) capped, {a.elapsed_ms:.1f} ms/cycle;"
-                              f" state {a.state.upper()}"
-                              f"{', SAFE ALLOCATION' if a.fallback else ''}")
-                    alarms = svc.alarms()
-                    if alarms:
-                        title += f"\nALARMS: " + "; ".join(
-                            f"{al.severity} {al.kind}"
-                            + (f" node {al.node}" if al.node is not None else "")
-                            for al in alarms[:4])
-                live.update(node_table(svc.nodes(), title))
+                    raise RuntimeError("the API server stopped")
+                live.update(node_table(svc.nodes(), _title(svc, rack.name, t0, store.acked)))
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
                 except TimeoutError:
                     pass
         return {"nodes": manager.snapshot(), "stored": store.acked}
-    finally:
-        server.should_exit = True
-        await asyncio.gather(server_task, return_exceptions=True)
-        if loop_ is not None:
-            await loop_.stop()
-        if io is not None:
-            await io.close()
-        await manager.stop()
-        store.close()
-        if emu is not None:
-            emu.stop()
+    raise AssertionError("unreachable")  # the exit stack does not swallow exceptions
+
+
+def _start_control(rack: Rack, manager: NodeManager, store: TelemetryStore, emu: Any
+                   ) -> tuple[Any, Any]:
+    """The control loop over the boards (or the emulated rack) and their device sources."""
+    from powerflow.adapters.boards import BoardsIO
+    from powerflow.adapters.devices import EmulatorDevices, PrometheusDevices, Scrape
+    from powerflow.control.alarms import Event
+    from powerflow.control.controller import RackController
+    from powerflow.control.loop import ControlLoop
+
+    scrapes = [Scrape(dv.id, dv.exporter, dv.exporter_kind, dv.gpu)
+               for dv in rack.devices if dv.exporter]
+    io = BoardsIO(manager, EmulatorDevices(emu) if emu is not None else None,
+                  scraper=PrometheusDevices(scrapes) if scrapes else None)
+
+    def record(events: list[Event]) -> None:
+        for ev in events:
+            store.event(ev.t, ev.node, ev.kind, ev.detail)
+
+    loop_ = ControlLoop(io, RackController(rack), on_events=record)
+    loop_.start()
+    return loop_, io
+
+
+def _title(svc: HostService, name: str, t0: float, stored: int) -> str:
+    """The console's heading: run time, rows stored, what the control loop did, the alarms."""
+    title = f"{name}, {time.monotonic() - t0:.0f} s, {stored} rows stored"
+    a = svc.allocation()
+    if a is None:
+        return title
+    capped = sum(1 for c in a.caps.values() if c is not None)
+    loss = a.predicted["loss_conversion_w"] + a.predicted["loss_distribution_w"]
+    title += (f"\ncontrol: {sum(1 for v in a.vref.values() if v is not None)}/{len(a.vref)} "
+              f"converters on, predicted loss {loss:.1f} W, {capped} device(s) capped, "
+              f"{a.elapsed_ms:.1f} ms/cycle; state {a.state.upper()}"
+              f"{', SAFE ALLOCATION' if a.fallback else ''}")
+    alarms = svc.alarms()
+    if alarms:
+        title += "\nALARMS: " + "; ".join(
+            f"{al.severity} {al.kind}" + (f" node {al.node}" if al.node is not None else "")
+            for al in alarms[:4])
+    return title

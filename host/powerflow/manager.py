@@ -1,6 +1,7 @@
 """The host's node manager: one task per node of the rack.
 
-For each node: connect (reconnecting with backoff), discover it by its HELLO,
+For each node: connect (reconnecting with backoff; a link that cannot open puts the node in
+`link-error` with the OS's reason, said once as an event), discover it by its HELLO,
 open a session, configure it, then heartbeat, renew its setpoint lease and
 collect its telemetry into the store. A node silent for LOST_AFTER_S is
 declared lost and the task starts over, which also rediscovers a node that
@@ -11,8 +12,11 @@ with the same counter); out-of-limit values are refused before anything is sent.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,20 @@ STORED = ("READ_VIN", "READ_IIN", "READ_VOUT", "READ_IOUT", "READ_POUT", "READ_T
           "MODE", "FAULTS", "VOUT_COMMAND")
 
 
+OPEN_TIMEOUT_S = 3.0  # s, opening a link (a TCP connect that hangs counts as failed)
+OPEN_BACKOFF_MAX_S = 5.0  # s, the longest wait between two tries at opening a link
+
+
+def link_error_text(e: BaseException) -> str:
+    """Why a link did not open, in the OS's words: `[Errno 2] No such file or directory`
+    for a serial device that is not there, `Connection refused` for a TCP port, ..."""
+    if isinstance(e, TimeoutError):
+        return f"no answer within {OPEN_TIMEOUT_S:g} s"
+    if isinstance(e, OSError) and e.errno:
+        return f"{os.strerror(e.errno)} ({errno.errorcode.get(e.errno, e.errno)})"
+    return str(e) or type(e).__name__
+
+
 class NodeUnavailable(Exception):
     """The node is not online, or not part of this rack."""
 
@@ -44,7 +62,8 @@ class NodeUnavailable(Exception):
 class NodeState:
     node: Node
     address: LinkAddress
-    state: str = "connecting"  # connecting | online | lost
+    state: str = "connecting"  # connecting | online | lost | link-error
+    link_error: str | None = None  # why the link last failed to open (the OS's words)
     hello: dict[str, Any] = field(default_factory=dict)
     telemetry: dict[str, Any] = field(default_factory=dict)
     last_rx: float = 0.0  # monotonic, any frame
@@ -84,7 +103,7 @@ class NodeState:
             "port_state": t.get("PORT_STATE"), "lease_left_ms": t.get("LEASE_LEFT_MS"),
             "rejects": sum(t.get("REJECTS", [])), "lost_count": self.lost_count,
             "firmware": self.hello.get("FW_VERSION"), "vout_max": self.vout_max,
-            "host_refused": dict(self.refused),
+            "host_refused": dict(self.refused), "link_error": self.link_error,
             "telemetry_age_s": (round(time.monotonic() - self.telemetry_t, 3)
                                 if self.telemetry_t else None),
         }
@@ -100,6 +119,8 @@ class NodeManager:
         self.nodes = {n.id: NodeState(n, addresses[n.id]) for n in rack.nodes}
         self._tasks: list[asyncio.Task[None]] = []
         self.started = time.time()
+        # called with each node event as it happens (the console shows link errors with it)
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -131,13 +152,22 @@ class NodeManager:
         backoff = 0.1
         key = bytes.fromhex(ns.node.key) if ns.node.key else None
         while True:
-            ns.state = "connecting" if ns.state != "lost" else "lost"
+            if ns.state != "link-error":
+                ns.state = "connecting" if ns.state != "lost" else "lost"
             try:
-                reader, writer = await asyncio.wait_for(open_link(ns.address), 3.0)
-            except (OSError, TimeoutError, Exception):  # serial errors are not OSError
+                reader, writer = await asyncio.wait_for(open_link(ns.address), OPEN_TIMEOUT_S)
+            except Exception as e:  # serial errors are not OSError; the task must go on
+                why = link_error_text(e)
+                if why != ns.link_error:  # said once per distinct cause, not every retry
+                    self._event(ns, "link-error", f"{ns.address}: {why}")
+                ns.state, ns.link_error = "link-error", why
                 await asyncio.sleep(backoff)
-                backoff = min(2.0, backoff * 2)
+                backoff = min(OPEN_BACKOFF_MAX_S, backoff * 2)
                 continue
+            if ns.link_error is not None:
+                self._event(ns, "link", f"{ns.address}: opened")
+                ns.link_error = None
+            ns.state = "connecting" if ns.state == "link-error" else ns.state
             session = NodeSession(reader, writer, key=key, node_id=ns.node.id,
                                   refused=ns.refused)
             ns.session = session
@@ -243,9 +273,12 @@ class NodeManager:
 
     def _event(self, ns: NodeState, kind: str, detail: str) -> None:
         t = time.time()
-        ns.events.append({"t": t, "node": ns.node.id, "kind": kind, "detail": detail})
+        ev = {"t": t, "node": ns.node.id, "kind": kind, "detail": detail}
+        ns.events.append(ev)
         del ns.events[:-50]
         self.store.event(t, ns.node.id, kind, detail)
+        if self.on_event is not None:
+            self.on_event(ev)
 
     # ---- commands (from the API) -----------------------------------------------------------
     def _online(self, node_id: int) -> tuple[NodeState, NodeSession]:

@@ -18,8 +18,9 @@ def node_table(rows: list[dict[str, Any]], title: str) -> Table:
     def f(v: Any, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
+    styles = {"online": "", "lost": "red", "connecting": "yellow", "link-error": "red"}
     for r in rows:
-        style = {"online": "", "lost": "red", "connecting": "yellow"}.get(r["state"], "")
+        style = styles.get(r["state"], "")
         t.add_row(str(r["id"]), r["state"], r["mode"], f(r["vout"], ".3f"), f(r["iout"], ".2f"),
                   f(r["pout"], ".1f"), f(r["temperature"], ".1f"), f(r["iout_limit"], ".1f"),
                   f(r["faults"], "#06x"), f(r["lease_left_ms"], "d"), str(r["rejects"]),

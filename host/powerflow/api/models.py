@@ -99,7 +99,9 @@ class NodeRow(BaseModel):
     """A node as measured: its link, latest telemetry, and the control loop's view of it."""
 
     id: int
-    state: str = Field(description="link state: connecting, online, lost, ...")
+    state: str = Field(description="link state: connecting, online, lost, link-error")
+    link_error: str | None = Field(None, description="why the link last failed to open (the "
+                                   "OS's words); null once it opens")
     link: str = Field(description="the node's transport address")
     segment: str
     mode: str = Field(description="off, softstart, cv, cc, failsafe, fault or unknown")
@@ -176,6 +178,8 @@ class PortResult(BaseModel):
     node: int
     port: int
     closed: bool
+    pinned_tie: str | None = Field(None, description="while the control loop runs: the tie "
+                                   "pinned in the policy (tie_override) instead of a switch")
 
 
 class ClearResult(BaseModel):

@@ -11,12 +11,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from powerflow.firmware import ensure_build
+from powerflow.firmware import ensure_build, micropython
 
 HEAP = "100K"
 
@@ -37,11 +36,6 @@ def _die_with_parent() -> None:
         _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def micropython_exe() -> str:
-    exe = Path(sys.executable).parent / "micropython"
-    return str(exe) if exe.exists() else "micropython"
-
-
 class NodeProcess:
     """Start, kill and restart one node. `conf` is the node.json `pfnode.main` reads."""
 
@@ -60,7 +54,7 @@ class NodeProcess:
         env = dict(os.environ, MICROPYPATH=f"{fw}:.frozen")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={self.heap}", str(fw / "main.py"),
+            [micropython(), "-X", f"heapsize={self.heap}", str(fw / "main.py"),
              str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=self.workdir, preexec_fn=_die_with_parent)
         log.close()

@@ -1,0 +1,62 @@
+"""What the host process takes for itself before it starts anything: the API's listening
+socket and its state directory.
+
+The socket is bound first, before the emulated rack or any link is started and before the
+heavy imports, so a port in use is one line and exit 2 at once, with nothing left behind.
+The state directory follows the XDG base directory rules (`$XDG_STATE_HOME/powerflow`, else
+`~/.local/state/powerflow`); under systemd, `StateDirectory=powerflow` sets
+`$STATE_DIRECTORY`, which wins over both. Nothing is written to the current directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+
+class ListenError(OSError):
+    """The API's address cannot be listened on; the message says which and why."""
+
+
+def listen(bind: str, port: int) -> socket.socket:
+    """A listening TCP socket on `bind`:`port` (an IPv4/IPv6 address or a host name)."""
+    try:
+        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ListenError(f"cannot listen on {bind}:{port}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    try:
+        # SO_REUSEADDR (set by create_server) lets a restarted host rebind a port whose old
+        # connections are in TIME_WAIT; a port another process listens on is still refused
+        return socket.create_server(addr, family=family, backlog=128)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        hint = " (another process listens there; choose --port)" if e.errno == errno.EADDRINUSE else ""
+        raise ListenError(f"cannot listen on {bind}:{port}: {why}{hint}") from None
+
+
+def state_dir(explicit: str | Path | None = None) -> Path:
+    """Where the host keeps its databases: `explicit` (--state-dir), else
+    `$STATE_DIRECTORY` (systemd), `$XDG_STATE_HOME/powerflow`, `~/.local/state/powerflow`."""
+    if explicit:
+        return Path(explicit)
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "powerflow"
+
+
+def default_db(rack_name: str, emulated: bool, folder: Path) -> Path:
+    """The telemetry database of a rack in the state directory. A real rack's history is kept
+    across runs (that is what it is for); an emulated run starts a database of its own, so
+    one demo's telemetry, events and audit never show up in the next."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not emulated:
+        return folder / f"{rack_name}-telemetry.sqlite3"
+    path = folder / f"{rack_name}-emulated.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
