@@ -20,8 +20,8 @@ NODE_PACKAGES = {"pfproto": ROOT / "protocol" / "pfproto", "pfnode": ROOT / "fir
 ALLOWED = {
     "model": {"tomlfile"},
     "tomlfile": set(),
-    "forecast": {"model"},  # the array types only
-    "grid": {"model"},
+    "forecast": {"model", "tomlfile"},  # the array types; file errors in one wording
+    "grid": {"model", "tomlfile"},
     # control: the rack description, the predictor it feeds the allocator from, and the
     # protocol's numbers (modes, fault bits); nothing of the rack's I/O
     "control": {"model", "forecast", "pfproto"},

@@ -3,40 +3,44 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
+from collections.abc import Callable
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return v
+JSON_HELP = "print the host's answer as JSON (the API's response, field names as in /docs)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from powerflow.emulator.fault_kinds import FAULT_KINDS, SENSORS
-
     from powerflow import __version__
 
     p = argparse.ArgumentParser(prog="powerflow", description=(
-        "PowerFlow: predictive power management for racks of DC-DC converters."))
+        "PowerFlow: predictive power management for racks of DC-DC converters."),
+        epilog="Units: V, A, W, °C, s unless an option says otherwise. `powerflow COMMAND -h` "
+               "explains each command.")
     p.add_argument("--version", action="version", version=f"powerflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_host(sub)
+    _add_operator(sub)
+    _add_scenario_and_faults(sub)
+    _add_grid(sub)
+    return p
+
+
+def _add_host(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo-node", help="one emulated node (real firmware) under the host")
-    demo.add_argument("--duration", type=_positive, default=10.0, help="seconds to run (default 10)")
+    demo.add_argument("--duration", type=_positive, default=10.0, metavar="S",
+                      help="seconds to run (default 10)")
     demo.add_argument("--link", choices=("pty", "tcp"), default="pty",
                       help="pty: a serial device opened with pyserial; tcp: loopback Ethernet")
-    demo.add_argument("--vout", type=_positive, default=12.0, help="output voltage, V (default 12)")
+    demo.add_argument("--vout", type=_positive, default=12.0, metavar="V",
+                      help="output voltage, V (default 12; the demo node is rated 14 V)")
     run = sub.add_parser("run", help="run the host controller for a rack (the main job)")
-    run.add_argument("rack", help="rack file (.toml)")
+    run.add_argument("rack", help="rack file (.toml), e.g. examples/racks/small.toml")
     run.add_argument("--emulate", action="store_true", help="run the rack emulated on this machine")
     run.add_argument("--duration", type=_positive, default=None, metavar="S",
-                     help="stop after S seconds (default: until Ctrl-C)")
-    run.add_argument("--port", type=_tcp_port, default=None, help="API port (default 8470)")
+                     help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
+    run.add_argument("--port", type=_tcp_port, default=None, metavar="PORT",
+                     help="TCP port of the API, dashboard and metrics (default 8470)")
     run.add_argument("--db", default=None, metavar="FILE",
                      help="telemetry database (SQLite file; default: in the state directory, "
                           "kept across runs for a real rack, new for each emulated run)")
@@ -45,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "else $XDG_STATE_HOME/powerflow, else ~/.local/state/powerflow)")
     run.add_argument("--faults", default=None, metavar="FILE",
                      help="scripted faults for the emulated rack (TOML, [[fault]] at_s = ...)")
-    run.add_argument("--telemetry-ms", type=int, default=500, choices=range(10, 60001),
-                     metavar="MS", help="telemetry period asked of every node (default 500)")
+    run.add_argument("--telemetry-ms", type=_telemetry_ms, default=500, metavar="MS", help="telemetry period asked of every node, ms (10..60000; "
+                                        "default 500)")
     run.add_argument("--no-start", action="store_true",
                      help="do not bring the outputs up; leave the rack as the nodes boot (off)")
     run.add_argument("--no-control", action="store_true",
@@ -66,108 +70,160 @@ def build_parser() -> argparse.ArgumentParser:
                           "network in clear text)")
     run.add_argument("--session-timeout", type=_positive, default=1800.0, metavar="S",
                      help="Redfish sessions end after S seconds unused (default 1800)")
-    run.add_argument("--max-sessions", type=int, default=64, choices=range(1, 10001),
-                     metavar="N", help="Redfish sessions open at once, at most (default 64)")
+    run.add_argument("--max-sessions", type=_sessions, default=64, metavar="N", help="Redfish sessions open at once, at most (1..10000; "
+                                       "default 64)")
     run.add_argument("--physics-log", default=None, metavar="FILE",
                      help="with --emulate: append what the rack physics has every 0.1 s "
                           "(bus voltages V, currents A, device demand and served W) as JSON lines")
 
-    def client(name: str, help: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help)
-        c.add_argument("--host", default=None, help="host API URL (default $POWERFLOW_HOST or "
-                                                    "http://127.0.0.1:8470)")
-        c.add_argument("--json", action="store_true")
-        return c
 
-    client("nodes", "the rack's nodes: state, V/I/T, derating, faults")
-    w = client("watch", "live view of the nodes")
-    w.add_argument("--interval", type=_positive, default=0.5)
-    w.add_argument("--duration", type=_positive, default=None)
-    st = client("set", "change a node's output or a port (confirmed by the node)")
-    st.add_argument("node", type=_count)
-    st.add_argument("--vout", type=_positive, default=None, metavar="V")
+def _client(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    c = sub.add_parser(name, help=help, description=help)
+    c.add_argument("--host", default=None, metavar="URL",
+                   help="the host's API (default $POWERFLOW_HOST or http://127.0.0.1:8470; "
+                        "token from $POWERFLOW_TOKEN, CA from $POWERFLOW_CACERT)")
+    c.add_argument("--json", action="store_true", help=JSON_HELP)
+    return c
+
+
+def _add_operator(sub: argparse._SubParsersAction) -> None:
+    _client(sub, "nodes", "the rack's nodes: state, V/I/T, derating, faults")
+    w = _client(sub, "watch", "live view of the nodes")
+    w.add_argument("--interval", type=_positive, default=0.5, metavar="S",
+                   help="seconds between refreshes (default 0.5)")
+    w.add_argument("--duration", type=_positive, default=None, metavar="S",
+                   help="stop after S seconds (default: until Ctrl-C)")
+    st = _client(sub, "set", "change a node's output or a port (confirmed by the node); the "
+                             "control loop must be paused, but a tie's port is pinned instead")
+    st.add_argument("node", type=_count, help="node id, as in the rack file")
+    st.add_argument("--vout", type=_positive, default=None, metavar="V",
+                    help="output voltage setpoint, V (at most the node's vout_max)")
     onoff = st.add_mutually_exclusive_group()
-    onoff.add_argument("--on", action="store_true")
-    onoff.add_argument("--off", action="store_true")
-    st.add_argument("--port", type=int, default=None, metavar="P")
+    onoff.add_argument("--on", action="store_true", help="switch the output on")
+    onoff.add_argument("--off", action="store_true", help="switch the output off")
+    st.add_argument("--port", type=_index, default=None, metavar="P",
+                    help="the node's mesh port, 0-based (with --open or --close)")
     oc = st.add_mutually_exclusive_group()
-    oc.add_argument("--open", action="store_true")
-    oc.add_argument("--close", action="store_true")
-    cf = client("clear-faults", "clear a node's latched faults")
-    cf.add_argument("node", type=_count)
-    hi = client("history", "a node's telemetry history")
-    hi.add_argument("node", type=_count)
-    hi.add_argument("metric", help="e.g. READ_VOUT, READ_IOUT, READ_TEMPERATURE_1")
-    hi.add_argument("--since", default="10m", help="10m, 2h, 1d, or a Unix time (default 10m)")
-    hi.add_argument("--csv", action="store_true")
-    client("plan", "the next allocation and why, without applying it")
-    client("alarms", "the active alarms (bus sag, safe mode, converters excluded, late cycles, "
-                     "stale telemetry), most severe first")
-    po = client("policy", "show or change the allocation policy (or switch profile)")
+    oc.add_argument("--open", action="store_true",
+                    help="open the port's switch (a tie's, while the loop runs: pinned open "
+                         "in the policy, checked by the allocator)")
+    oc.add_argument("--close", action="store_true", help="close the port's switch")
+    cf = _client(sub, "clear-faults", "clear a node's latched faults (re-admits it to the plan)")
+    cf.add_argument("node", type=_count, help="node id")
+    hi = _client(sub, "history", "a node's telemetry history")
+    hi.add_argument("node", type=_count, help="node id")
+    hi.add_argument("metric", help="PMBus-style name, e.g. READ_VOUT (V), READ_IOUT (A), "
+                                   "READ_TEMPERATURE_1 (°C)")
+    hi.add_argument("--since", default="10m", metavar="WHEN",
+                    help="90s, 10m, 2h, 1d ago, or a Unix time in s (default 10m)")
+    hi.add_argument("--csv", action="store_true",
+                    help="print CSV: t (Unix time, s) and the value in the metric's unit")
+    _client(sub, "plan", "the next allocation and why, without applying it")
+    _client(sub, "alarms", "the active alarms (bus sag, safe mode, converters excluded, late "
+                           "cycles, stale telemetry), most severe first")
+    po = _client(sub, "policy", "show or change the allocation policy (or switch profile)")
     po.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="e.g. --set power_saving=false --set 'priorities={\"gpu0\": 1}'")
-    po.add_argument("--profile", default=None, help="switch to a named profile")
+                    help="change one field (repeatable), e.g. --set power_saving=false "
+                         "--set 'priorities={\"gpu0\": 1}'; `policy` alone lists the fields")
+    po.add_argument("--profile", default=None, metavar="NAME",
+                    help="switch to a named profile of the rack file")
+    co = sub.add_parser("control", help="pause, resume or show the control loop",
+                        description="Pause the control loop (setpoints become the operator's, "
+                                    "with an alarm; leases keep the last allocation until then), "
+                                    "resume it, or show its state.")
+    cos = co.add_subparsers(dest="control_command", required=True, metavar="pause|resume|status")
+    for name, help in (("pause", "pause the loop: manual `set` commands are allowed"),
+                       ("resume", "hand the setpoints back to the loop"),
+                       ("status", "periods run, period, late periods, safe mode")):
+        c = cos.add_parser(name, help=help, description=help)
+        c.add_argument("--host", default=None, metavar="URL",
+                       help="the host's API (default $POWERFLOW_HOST or http://127.0.0.1:8470)")
+        c.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
+    from powerflow.emulator.fault_kinds import FAULT_KINDS, SENSORS
+
     sc = sub.add_parser("scenario", help="scripted scenarios on the emulated rack")
     scs = sc.add_subparsers(dest="scenario_command", required=True, metavar="run")
     scr = scs.add_parser("run", help="run a scenario (fast mode) and print measured outcomes")
     scr.add_argument("file", help="scenario file (.toml), e.g. examples/scenarios/light-load.toml")
     scr.add_argument("--no-baselines", action="store_true",
                      help="skip the two baseline runs (even sharing, droop only)")
-    scr.add_argument("--json", action="store_true")
+    scr.add_argument("--json", action="store_true", help="print the outcomes as JSON")
     fa = sub.add_parser("fault", help="fault injection (emulated racks only)")
     fsub = fa.add_subparsers(dest="fault_command", required=True, metavar="inject")
     fi = fsub.add_parser("inject", help="inject a fault")
     fi.add_argument("kind", choices=FAULT_KINDS, help="what to inject")
-    fi.add_argument("--node", type=_count, default=None,
+    fi.add_argument("--node", type=_count, default=None, metavar="ID",
                     help="the node it acts on (every kind but ambient, load-spike, load-scale)")
     fi.add_argument("--sensor", default=None, choices=SENSORS, help="sensor-*: which sensor")
-    fi.add_argument("--value", type=float, default=None,
+    fi.add_argument("--value", type=float, default=None, metavar="X",
                     help="sensor-stuck: the reading it sticks at (the sensor's SI unit)")
-    fi.add_argument("--drift-per-s", dest="drift_per_s", type=float, default=None,
-                    help="sensor-drift: drift per second (the sensor's SI unit)")
+    fi.add_argument("--drift-per-s", dest="drift_per_s", type=float, default=None, metavar="X",
+                    help="sensor-drift: drift per second (the sensor's SI unit per s)")
     fi.add_argument("--bit-error-rate", dest="bit_error_rate", type=float, default=None,
-                    help="link-noise: probability per bit (0..0.1)")
-    fi.add_argument("--drop-rate", dest="drop_rate", type=float, default=None,
+                    metavar="P", help="link-noise: probability per bit (0..0.1)")
+    fi.add_argument("--drop-rate", dest="drop_rate", type=float, default=None, metavar="P",
                     help="link-noise: share of bytes lost (0..1)")
-    fi.add_argument("--celsius", type=float, default=None, help="ambient: °C (-40..80)")
-    fi.add_argument("--device", default=None, help="load-spike: the device id")
-    fi.add_argument("--watts", type=float, default=None, help="load-spike: extra demand, W")
-    fi.add_argument("--seconds", type=float, default=None,
+    fi.add_argument("--celsius", type=float, default=None, metavar="C",
+                    help="ambient: temperature, °C (-40..80)")
+    fi.add_argument("--device", default=None, metavar="ID", help="load-spike: the device id")
+    fi.add_argument("--watts", type=float, default=None, metavar="W",
+                    help="load-spike: extra demand, W")
+    fi.add_argument("--seconds", type=float, default=None, metavar="S",
                     help="load-spike, node-pause: how long, s (default 5)")
-    fi.add_argument("--scale", type=float, default=None,
+    fi.add_argument("--scale", type=float, default=None, metavar="X",
                     help="load-scale: multiplies every device's demand (0..10)")
-    fi.add_argument("--host", default=None)
-    fi.add_argument("--json", action="store_true")
+    fi.add_argument("--host", default=None, metavar="URL",
+                    help="the host's API (default $POWERFLOW_HOST or http://127.0.0.1:8470)")
+    fi.add_argument("--json", action="store_true", help=JSON_HELP)
 
     fc = sub.add_parser("forecast", help="demand forecasting")
     fcs = fc.add_subparsers(dest="forecast_command", required=True, metavar="eval")
     ev = fcs.add_parser("eval", help="evaluate the forecasters strictly online on a trace")
     ev.add_argument("trace", help="CSV file (may be .gz)")
-    ev.add_argument("--time-column", required=True)
-    ev.add_argument("--value-column", required=True)
-    ev.add_argument("--exog", default="", help="exogenous columns, comma separated")
-    ev.add_argument("--resample", default="1s", help="period, e.g. 1s, 10s, 1m (default 1s)")
-    ev.add_argument("--horizons", default="1,10,60", help="periods ahead (default 1,10,60)")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--time-column", required=True, metavar="NAME",
+                    help="the column of time stamps, s (Unix time or any origin)")
+    ev.add_argument("--value-column", required=True, metavar="NAME",
+                    help="the column to forecast (power, W, or any unit: errors are in it)")
+    ev.add_argument("--exog", default="", metavar="A,B",
+                    help="exogenous columns, comma separated (e.g. utilisation)")
+    ev.add_argument("--resample", default="1s", metavar="PERIOD",
+                    help="period, e.g. 1s, 10s, 1m (default 1s)")
+    ev.add_argument("--horizons", default="1,10,60", metavar="H,H",
+                    help="periods ahead to forecast (default 1,10,60)")
+    ev.add_argument("--json", action="store_true", help="print the scores as JSON")
 
+
+def _add_grid(sub: argparse._SubParsersAction) -> None:
+    case_help = "MATPOWER .m file, rack .toml file, or built-in (ieee33)"
     flow = sub.add_parser("flow", help="load flow of a case")
-    flow.add_argument("case", help="MATPOWER .m file, rack .toml file, or built-in (ieee33)")
-    flow.add_argument("--method", choices=("auto", "bibc", "newton"), default="auto")
+    flow.add_argument("case", help=case_help)
+    flow.add_argument("--method", choices=("auto", "bibc", "newton"), default="auto",
+                      help="bibc: the radial fixed-point method (Teng); newton: Newton-Raphson, "
+                           "any topology; auto: bibc when radial (default)")
     flow.add_argument("--open", type=_branch_list, default=None, metavar="B,B,...",
                       help="open exactly these branches (1-based), close all others")
-    flow.add_argument("--json", action="store_true")
+    flow.add_argument("--json", action="store_true", help="print the result as JSON (kW, p.u.)")
     rec = sub.add_parser("reconfigure", help="least-loss radial configuration")
-    rec.add_argument("case")
-    rec.add_argument("--top", type=_count, default=5, metavar="K")
-    rec.add_argument("--vmin", type=_pu, default=None, metavar="V", help="lowest voltage, p.u.")
-    rec.add_argument("--method", choices=("auto", "enumerate", "misocp", "scip"), default="auto")
-    rec.add_argument("--time-limit", type=_positive, default=60.0, metavar="S")
+    rec.add_argument("case", help=case_help)
+    rec.add_argument("--top", type=_count, default=5, metavar="K",
+                     help="list the K best configurations found (default 5)")
+    rec.add_argument("--vmin", type=_pu, default=None, metavar="PU",
+                     help="lowest bus voltage allowed, p.u. (> 0 and < 2; default: none)")
+    rec.add_argument("--method", choices=("auto", "enumerate", "misocp", "scip"), default="auto",
+                     help="enumerate: every radial configuration, exactly; misocp: PowerFlow's "
+                          "branch-and-bound on a convex relaxation; scip: the SCIP solver; "
+                          "auto: enumerate when there are few enough, else misocp (default)")
+    rec.add_argument("--time-limit", type=_positive, default=60.0, metavar="S",
+                     help="seconds the searches may take (default 60)")
     rec.add_argument("--gap", type=_percent, default=1e-3, metavar="PCT",
                      help="networks too large to enumerate: stop once the optimality gap "
                           "proved is at most PCT %% (default 0.1)")
-    rec.add_argument("--json", action="store_true")
+    rec.add_argument("--json", action="store_true", help="print the result as JSON (kW, p.u.)")
     opt = sub.add_parser("optimize", help="flexible buses (and reconfiguration) at least cost")
-    opt.add_argument("case")
+    opt.add_argument("case", help=case_help)
     opt.add_argument("--flex", type=_flex_list, default=None, metavar="BUS:PCT[:COST],...",
                      help="flexible buses, their +- range in percent and optional cost weight "
                           "(default: the case's)")
@@ -175,53 +231,71 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--c-flex", type=_nonneg, required=True, metavar="Y",
                      help="cost per kW / kvar of flexibility used")
     opt.add_argument("--reconfigure", action="store_true", help="choose the configuration too")
-    opt.add_argument("--vmin", type=_pu, default=None, metavar="V")
-    opt.add_argument("--json", action="store_true")
-    return p
+    opt.add_argument("--vmin", type=_pu, default=None, metavar="PU",
+                     help="lowest bus voltage allowed, p.u. (> 0 and < 2; default: none)")
+    opt.add_argument("--json", action="store_true", help="print the result as JSON (kW, p.u.)")
 
 
-def _tcp_port(text: str) -> int:
+# Argument types, in one wording per kind of error: "'x' is not a number", "'x' is not a whole
+# number", "'x' is out of range: expected ..." (argparse prefixes the option's name).
+def _number(text: str, whole: bool = False) -> float:
     try:
-        v = int(text)
+        v = int(text) if whole else float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1..65535")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a {'whole number' if whole else 'number'}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return v
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+def _out_of_range(text: str, expected: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"{text!r} is out of range: expected {expected}")
+
+
+def _positive(text: str) -> float:
+    v = _number(text)
+    if not v > 0:
+        raise _out_of_range(text, "a number greater than 0")
     return v
 
 
 def _nonneg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    v = _number(text)
+    if not v >= 0:
+        raise _out_of_range(text, "a number from 0 up")
     return v
 
 
+def _whole_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        v = int(_number(text, whole=True))
+        if not lo <= v <= hi:
+            raise _out_of_range(text, f"a whole number from {lo} to {hi}")
+        return v
+
+    return parse
+
+
+_tcp_port = _whole_in(1, 65535)
+_count = _whole_in(1, 1_000_000)
+_index = _whole_in(0, 7)
+_telemetry_ms = _whole_in(10, 60000)
+_sessions = _whole_in(1, 10000)
+
+
 def _pu(text: str) -> float:
-    v = _nonneg(text)
+    v = _number(text)
     if not 0 < v < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: a voltage in p.u. is between 0 and 2")
+        raise _out_of_range(text, "a voltage in p.u. greater than 0 and less than 2")
     return v
 
 
 def _percent(text: str) -> float:
     """A gap in percent, as a fraction."""
-    v = _nonneg(text)
-    if not v < 100:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a percentage in [0, 100)")
+    v = _number(text)
+    if not 0 <= v < 100:
+        raise _out_of_range(text, "a percentage from 0 to less than 100")
     return v / 100.0
 
 
@@ -229,9 +303,10 @@ def _branch_list(text: str) -> list[int]:
     try:
         out = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected branch numbers like 7,9,14") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of branch numbers like "
+                                         "7,9,14") from None
     if any(b < 1 for b in out):
-        raise argparse.ArgumentTypeError("branch numbers start at 1")
+        raise _out_of_range(text, "branch numbers from 1 up")
     return out
 
 
@@ -247,10 +322,10 @@ def _flex_list(text: str) -> tuple[dict[int, float], dict[int, float]]:
             pct[bus] = float(parts[1])
             cost[bus] = float(parts[2]) if len(parts) == 3 else 1.0
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r}: expected BUS:PERCENT[:COST], e.g. 9:35 "
+            raise argparse.ArgumentTypeError(f"{item!r} is not BUS:PERCENT[:COST], e.g. 9:35 "
                                              "or 9:35:2") from None
         if not 0 <= pct[bus] <= 100 or not 0 <= cost[bus] < float("inf"):
-            raise argparse.ArgumentTypeError(f"{item!r}: PERCENT is 0..100 and COST >= 0")
+            raise _out_of_range(item, "PERCENT from 0 to 100 and a finite COST from 0 up")
     return pct, cost
 
 
@@ -344,7 +419,8 @@ def _client_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             parser.error("set: --open/--close need --port P")
     fn = {"nodes": c.cmd_nodes, "watch": c.cmd_watch, "set": c.cmd_set,
           "clear-faults": c.cmd_clear, "history": c.cmd_history, "fault": c.cmd_fault,
-          "plan": c.cmd_plan, "policy": c.cmd_policy, "alarms": c.cmd_alarms}[args.command]
+          "plan": c.cmd_plan, "policy": c.cmd_policy, "alarms": c.cmd_alarms,
+          "control": c.cmd_control}[args.command]
     try:
         return fn(args)
     except c.ClientError as e:
@@ -432,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("flow", "reconfigure", "optimize"):
         return _grid_command(args)
     if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault", "plan",
-                        "policy", "alarms"):
+                        "policy", "alarms", "control"):
         return _client_command(args, parser)
     if args.command == "forecast":
         return _forecast_command(args)
@@ -482,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
             api.check()
         except OptionsError as e:
             parser.error(str(e))
+        import asyncio
+
         try:
             asyncio.run(run_host(args.rack, args.emulate, args.duration,
                                  args.port or DEFAULT_PORT, args.db, not args.no_start,
@@ -499,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.vout > 14.0:
             print("powerflow: error: --vout: the demo node is rated 14 V", file=sys.stderr)
             return 2
+        import asyncio
+
         asyncio.run(run_demo(args.duration, args.link, vout=args.vout))
         return 0
     return 2

@@ -167,14 +167,28 @@ class HostService:
         kept only if the allocation it leads to passes the allocator's load-flow check;
         otherwise Conflict and the policy is as it was."""
         self.node_state(node_id)
-        c = self.loop()
-        pins = dict(c.ctrl.policy.node_output_w)
+        pins = dict(self.loop().ctrl.policy.node_output_w)
         if watts is None:
             pins.pop(str(node_id), None)
         else:
             pins[str(node_id)] = watts
+        return self._adopt_checked({"node_output_w": pins})
+
+    def pin_tie(self, branch: str, closed: bool | None) -> Policy:
+        """Pin a tie switch closed or open (None: hand it back to the allocator), kept only if
+        the allocation it leads to passes the load-flow check (Conflict otherwise)."""
+        ties = dict(self.loop().ctrl.policy.tie_override)
+        if closed is None:
+            ties.pop(branch, None)
+        else:
+            ties[branch] = closed
+        return self._adopt_checked({"tie_override": ties})
+
+    def _adopt_checked(self, changes: dict[str, Any]) -> Policy:
+        """A policy change adopted only if the allocation it leads to passes the check."""
+        c = self.loop()
         try:
-            candidate = c.ctrl.candidate_policy({"node_output_w": pins})
+            candidate = c.ctrl.candidate_policy(changes)
         except PolicyError as e:
             raise Invalid(str(e)) from None
         trial = c.preview(candidate)
@@ -307,8 +321,9 @@ class HostService:
     # ---- node commands -------------------------------------------------------------------
     def _manual_allowed(self) -> None:
         if self.control is not None and self.control.enabled:
-            raise Conflict("the control loop owns the setpoints: pause it first "
-                           "(PUT /api/v1/control {\"enabled\": false})")
+            raise Conflict("the control loop owns the setpoints while it runs: pause it first "
+                           "(`powerflow control pause`, or PUT /api/v1/control "
+                           "{\"enabled\": false})")
 
     async def _node_call(self, call: Callable[[], Any]) -> dict[str, Any]:
         try:
@@ -323,12 +338,21 @@ class HostService:
     async def set_output(self, node_id: int, vout: float | None, on: bool | None
                          ) -> dict[str, Any]:
         """A manual setpoint (V) or output on/off, only while the control loop is paused."""
+        self.node_state(node_id)  # an unknown node is 404 whatever the loop does
         if vout is None and on is None:
             raise Invalid("give vout, on, or both")
         self._manual_allowed()
         return await self._node_call(lambda: self.manager.set_output(node_id, vout, on))
 
     async def set_port(self, node_id: int, port: int, close: bool) -> dict[str, Any]:
+        """Open or close a node's mesh port. While the control loop runs, a port that is a
+        tie's switch is pinned through the policy instead (`tie_override`, checked by the
+        allocator, which then switches it make-before-break); other ports need a pause."""
+        self.node_state(node_id)
+        tie = next((b.id for b in self.rack.branches if b.port == (node_id, port)), None)
+        if self.control is not None and self.control.enabled and tie is not None:
+            self.pin_tie(tie, close)
+            return {"node": node_id, "port": port, "closed": close, "pinned_tie": tie}
         self._manual_allowed()
         return await self._node_call(lambda: self.manager.set_port(node_id, port, close))
 

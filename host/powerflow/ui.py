@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.table import Table
-
 DEFAULT_PORT = 8470
 
 
-def node_table(rows: list[dict[str, Any]], title: str) -> Table:
+def node_table(rows: list[dict[str, Any]], title: str) -> Any:
+    """The nodes as a `rich` table (rich imported here, not by every command)."""
+    from rich.table import Table
+
     t = Table(title=title)
     for col in ("node", "state", "mode", "Vout V", "Iout A", "P W", "T °C", "Ilim A", "faults",
                 "lease ms", "rejects", "plan"):

@@ -60,6 +60,19 @@ def test_tokens_hold_on_the_real_server_and_the_cli_takes_its_own(host: Host) ->
                        env={**os.environ, "POWERFLOW_TOKEN": READ})
     assert r.returncode == 0 and json.loads(r.stdout)["policy"]["reserve_frac"] == 0.2
 
+    def cli(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "powerflow.cli", *args, "--host", host.url],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "POWERFLOW_TOKEN": token})
+
+    r = cli(READ, "control", "pause")
+    assert r.returncode == 1 and "read-only" in r.stderr and "(HTTP 403)" in r.stderr
+    r = cli(OPS, "control", "pause")
+    assert r.returncode == 0 and r.stdout.startswith("control loop PAUSED"), r.stderr
+    assert json.loads(cli(READ, "control", "status", "--json").stdout)["enabled"] is False
+    r = cli(OPS, "control", "resume")
+    assert r.returncode == 0 and r.stdout.startswith("control loop running"), r.stderr
+
 
 def test_server_sent_events_stream_live_state(host: Host) -> None:
     states = []

@@ -285,3 +285,31 @@ def test_roles_and_refusals_are_enforced_and_audited(tmp_path: Path) -> None:
                     ("alice", "PUT", "/api/v1/policy", 422),
                     ("alice", "PUT", "/api/v1/policy", 200)]
     assert json.loads(r["audit"].json()[-1]["body"]) == {"reserve_frac": 0.2}
+
+
+def test_a_tie_port_is_pinned_while_the_loop_runs_and_an_unknown_node_is_404(
+        host: tuple[HostService, httpx.AsyncClient, FakeRackIO]) -> None:
+    svc, client, io = host
+
+    async def go() -> dict[str, Any]:
+        await periods(svc, 1)
+        out: dict[str, Any] = {
+            "setpoint 99": await client.post(V1 + "/nodes/99/setpoint", json={"vout": 12.0}),
+            "port 99": await client.post(V1 + "/nodes/99/port", json={"port": 0, "close": True}),
+            # node 4's port 0 operates the normally open tie D-A
+            "close D-A": await client.post(V1 + "/nodes/4/port", json={"port": 0, "close": True}),
+        }
+        await periods(svc, 1)
+        out["allocation"] = await client.get(V1 + "/allocation")
+        return out
+
+    r = run(go())
+    # unknown nodes: 404 even while the loop owns the setpoints (not "pause it first")
+    for k in ("setpoint 99", "port 99"):
+        assert r[k].status_code == 404 and r[k].json()["detail"] == "node 99 is not in rack small"
+    assert r["close D-A"].status_code == 200, r["close D-A"].text
+    assert r["close D-A"].json() == {"node": 4, "port": 0, "closed": True, "pinned_tie": "D-A"}
+    assert svc.policy().tie_override == {"D-A": True}
+    flows = {f["id"]: f["closed"] for f in r["allocation"].json()["flows"]}
+    assert flows["D-A"] is True  # the loop planned it closed, as pinned
+    assert any(c.ports.get((4, 0)) is True for c in io.applied)  # and told node 4 to close it

@@ -45,14 +45,31 @@ def test_optimize_json() -> None:
     (("flow", "ieee33", "--open", "7,99"), "no branch 99"),
     (("flow", "mystery"), "not a built-in case"),
     (("optimize", "examples/cases/case69.m", "--c-loss", "1", "--c-flex", "1"), "no flexible buses"),
-    (("optimize", "ieee33", "--c-loss", "-1", "--c-flex", "1"), "must be a finite number >= 0"),
-    (("reconfigure", "ieee33", "--vmin", "3"), "between 0 and 2"),
-    (("reconfigure", "ieee33", "--gap", "100"), "must be a percentage in [0, 100)"),
-    (("reconfigure", "ieee33", "--gap", "x"), "is not a number"),
+    (("optimize", "ieee33", "--c-loss", "-1", "--c-flex", "1"),
+     "'-1' is out of range: expected a number from 0 up"),
+    (("reconfigure", "ieee33", "--vmin", "2"),
+     "'2' is out of range: expected a voltage in p.u. greater than 0 and less than 2"),
+    (("reconfigure", "ieee33", "--gap", "100"),
+     "'100' is out of range: expected a percentage from 0 to less than 100"),
+    (("reconfigure", "ieee33", "--gap", "x"), "'x' is not a number"),
+    (("reconfigure", "ieee33", "--gap", "nan"), "'nan' is not a finite number"),
+    (("reconfigure", "ieee33", "--top", "0"),
+     "'0' is out of range: expected a whole number from 1 to 1000000"),
+    (("reconfigure", "ieee33", "--top", "2.5"), "'2.5' is not a whole number"),
 ])
 def test_bad_arguments_get_clear_errors(args, message: str) -> None:
     r = run(*args)
     assert r.returncode == 2 and message in r.stderr and not r.stdout
+
+
+@pytest.mark.parametrize("suffix", [".m", ".toml"])
+def test_a_binary_file_is_named_not_a_traceback(tmp_path, suffix: str) -> None:
+    f = tmp_path / f"garbage{suffix}"
+    f.write_bytes(bytes(range(256)) * 4)  # 0x80 at offset 128 is the first non-UTF-8 byte
+    r = run("flow", str(f))
+    assert r.returncode == 2 and not r.stdout, r.stderr
+    assert r.stderr.strip() == (f"powerflow: error: {f}: not a text file (UTF-8 expected; "
+                                "byte 0x80 at offset 128)")
 
 
 def test_reconfigure_a_large_network_to_a_chosen_gap() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from powerflow.forecast.online import OnlineForecaster
+from powerflow.tomlfile import not_text
 
 
 class TraceError(ValueError):
@@ -34,6 +35,10 @@ def read_trace(path: str | Path, time_col: str, value_col: str, exog: list[str],
             rows = list(csv.DictReader(fh))
     except OSError as e:
         raise TraceError(f"{p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise TraceError(not_text(p, e)) from None
+    except csv.Error as e:
+        raise TraceError(f"{p}: not CSV: {e}") from None
     if not rows:
         raise TraceError(f"{p}: no rows")
     missing = [c for c in [time_col, value_col, *exog] if c not in rows[0]]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from powerflow.grid.case import Case, CaseError
+from powerflow.tomlfile import read_text
 
 # MATPOWER's idx_bus / idx_brch / idx_gen (1-based column numbers)
 COLUMNS = {
@@ -168,10 +169,7 @@ class _Evaluator:
 def read_mpc(path: str | Path) -> dict[str, Any]:
     """The `mpc` struct of a MATPOWER file as a dict of numpy arrays and scalars."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise CaseError(f"{p}: {e.strerror}") from None
+    text = read_text(p, CaseError)
     mpc: dict[str, Any] = {}
     ev = None
     for no, st in _statements(text):

@@ -24,7 +24,9 @@ async def setpoint(node_id: int, req: SetpointRequest, svc: HostService = Depend
 @router.post("/nodes/{node_id}/port", responses=errors(404, 409, 504))
 async def port(node_id: int, req: PortRequest, svc: HostService = Depends(service)
                ) -> PortResult:
-    """Open or close one of a node's mesh port switches; the control loop must be paused."""
+    """Open or close one of a node's mesh port switches. The control loop must be paused,
+    except for a tie's switch, which is then pinned in the policy (`tie_override`, 409 if
+    the allocator's check refuses it) and switched by the loop."""
     return PortResult.model_validate(await svc.set_port(node_id, req.port, req.close))
 
 
