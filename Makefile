@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	# the two boards' stubs both install a top-level machine.pyi: one folder each
 	$(PY) -m pip install -q --target $(STUBS)/rp2 'micropython-rp2-stubs>=1.29'
 	$(PY) -m pip install -q --target $(STUBS)/stm32 'micropython-stm32-stubs>=1.29'
+	# compile the grid engine's kernel once (numba caches it beside its source), so the first
+	# `powerflow reconfigure` a user runs does not pay the ~2 s compilation
+	$(VENV)/bin/powerflow reconfigure ieee33 > /dev/null
 	touch $@
 
 # Compile the node firmware to .mpy for both targets (what gets deployed to a board).

@@ -1,14 +1,17 @@
 """Load flow of many radial configurations in one call.
 
 Each configuration is a spanning tree given by its open branches. One compiled
-kernel (numba, parallel over configurations) orients each tree from the feed
+kernel (numba, serial, releasing the GIL; one thread per core runs a share of the
+configurations) orients each tree from the feed
 and runs backward/forward sweeps: the same fixed point as Teng's BIBC/BCBV/DLF
 iteration, with BIBC and BCBV applied along the tree instead of formed. Work
 per configuration is O(buses) per iteration, with no Python in the loop.
 
 (A numpy version vectorised across configurations was measured first: 1.9-2.6 s
 for the 50,751 IEEE-33 trees, bound by fancy-indexed scatters at about 2 ms per
-sweep step; see bench/RESULTS.md.)
+sweep step; see bench/RESULTS.md. The kernel was `parallel=True` with `prange`
+before: as fast on two cores, but its first compilation took about 4 s against 2 s
+for the serial kernel, which a user meets as the first command's time.)
 
 A configuration is reported converged only when its update fell below `tol`
 and its voltages never collapsed or moved further than their first step (a
@@ -17,6 +20,8 @@ contraction from the flat start never does); the others are flagged, never ranke
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -28,6 +33,7 @@ from powerflow.grid.loadflow import V_COLLAPSE
 from powerflow.grid.topology import merged_nodes
 from powerflow.model.arrays import Floats
 
+MIN_PER_THREAD = 2000  # configurations: fewer are not worth a thread
 
 
 @dataclass(frozen=True)
@@ -52,12 +58,12 @@ def _currents(s, v, order, parent, j):
         j[parent[i]] += j[i]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True, nogil=True)
 def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, vmin_node, iters):
     k, m = open_sets.shape
     nb = fn.shape[0]
     nn = s.shape[0]
-    for c in numba.prange(k):
+    for c in range(k):
         closed = np.ones(nb, np.bool_)
         for q in range(m):
             closed[open_sets[c, q]] = False
@@ -162,9 +168,20 @@ def evaluate(case: Case, open_sets: NDArray[np.int64], tol: float = 1e-9,
     iters = np.zeros(k, np.int64)
     if len(set(np.round(case.v_slack, 12))) > 1:
         raise ValueError(f"{case.name}: feeds at different voltages cannot be merged")
-    _kernel(np.ascontiguousarray(open_sets, np.int64), node[case.f], node[case.t],
-            case.z.astype(np.complex128), s, complex(case.v_slack[0]), tol, max_iter, V_COLLAPSE,
-            loss, vmin, vnode, iters)
+    sets = np.ascontiguousarray(open_sets, np.int64)
+    fn, tn, z, v0 = node[case.f], node[case.t], case.z.astype(np.complex128), complex(case.v_slack[0])
+
+    def run(a: int, b: int) -> None:  # rows a..b-1: contiguous slices, written in place
+        _kernel(sets[a:b], fn, tn, z, s, v0, tol, max_iter, V_COLLAPSE, loss[a:b], vmin[a:b],
+                vnode[a:b], iters[a:b])
+
+    workers = min(os.cpu_count() or 1, max(1, k // MIN_PER_THREAD))
+    if workers == 1:
+        run(0, k)
+    else:
+        cuts = np.linspace(0, k, workers + 1).astype(int)
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, cuts[:-1], cuts[1:]))
     first = np.zeros(nn, np.int64)  # a bus index for each merged node (for reporting)
     first[node[::-1]] = np.arange(case.n_bus)[::-1]
     ok = np.isfinite(loss)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from powerflow.grid.flex import FlexResult
-from powerflow.grid.loadflow import FlowResult
-from powerflow.grid.reconfigure import ReconfigResult
+if TYPE_CHECKING:  # the types only: `flow` and `reconfigure` need not import the flex solver
+    from powerflow.grid.flex import FlexResult
+    from powerflow.grid.loadflow import FlowResult
+    from powerflow.grid.reconfigure import ReconfigResult
 
 
 def flow_report(r: FlowResult) -> dict[str, Any]:
