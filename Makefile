@@ -48,12 +48,13 @@ test: $(STAMP) sysdeps
 	$(MAKE) typecheck
 	$(PY) -m pytest -q
 
-# Debian packages the tests run for real: Chromium and its driver (the dashboard test) and
-# Prometheus (scrapes the host's /metrics). Installed once, when missing (needs root).
-SYSDEPS := chromium chromium-driver prometheus
+# Debian packages the tests run for real: Chromium and its driver (the dashboard test),
+# Prometheus (scrapes the host's /metrics) and systemd (systemd-analyze checks the example
+# unit). Installed once, when missing (needs root).
+SYSDEPS := chromium chromium-driver prometheus systemd
 sysdeps:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
-	    || ! command -v prometheus >/dev/null; then \
+	    || ! command -v prometheus >/dev/null || ! command -v systemd-analyze >/dev/null; then \
 	  echo "installing $(SYSDEPS) with apt-get"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSDEPS); \
 	fi

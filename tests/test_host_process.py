@@ -155,15 +155,20 @@ def test_links_that_cannot_open_say_why_and_keep_retrying(tmp_path: Path) -> Non
         why = {n["id"]: n["link_error"] for n in nodes}
         assert "No such file or directory" in why[1] and "ENOENT" in why[1]
         assert "Connection refused" in why[2] and "ECONNREFUSED" in why[2]
-        events = httpx.get(url + "/events", timeout=5).json()
-        assert {e["node"] for e in events if e["kind"] == "link-error"} == {1, 2}
+        # the store writes events in batches (every 0.2 s): wait for both to land
+        wait_for(lambda: {e["node"] for e in httpx.get(url + "/events", timeout=5).json()
+                          if e["kind"] == "link-error"} == {1, 2}, 10,
+                 "a link-error event per node in /events")
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "node 1: link-error: serial:/dev/ttyNOSUCH0" in " ".join(out.split())
-    assert "node 2: link-error: tcp:127.0.0.1" in out
+    # the log (stderr, no terminal here): one WARNING line per cause, the facts as key=value
+    lines = [ln for ln in err.splitlines() if "event=link-error" in ln]
+    assert len(lines) == 2 and all(" WARNING powerflow.node: " in ln for ln in lines), err
+    assert 'node=1 event=link-error detail="serial:/dev/ttyNOSUCH0' in lines[0] + lines[1]
+    assert "node=2 event=link-error detail=\"tcp:127.0.0.1" in lines[0] + lines[1]
     # retried all along (0.1, 0.2, 0.4 ... s apart), but each cause said once, not per retry
     with sqlite3.connect(db) as c:
         rows = c.execute("SELECT node, COUNT(*) FROM events WHERE kind = 'link-error' "

@@ -35,7 +35,17 @@ def _add_host(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--vout", type=_positive, default=12.0, metavar="V",
                       help="output voltage, V (default 12; the demo node is rated 14 V)")
     run = sub.add_parser("run", help="run the host controller for a rack (the main job)")
-    run.add_argument("rack", help="rack file (.toml), e.g. examples/racks/small.toml")
+    run.add_argument("rack", nargs="?", default=None,
+                     help="rack file (.toml), e.g. examples/racks/small.toml (or `rack` in "
+                          "--config)")
+    run.add_argument("--config", default=None, metavar="FILE",
+                     help="host settings (TOML): any option below by its long name, e.g. "
+                          "port = 8470, tokens = \"/etc/powerflow/tokens.toml\"; flags "
+                          "given override it")
+    run.add_argument("--log-level", default="info", metavar="LEVEL",
+                     choices=("debug", "info", "warning", "error"),
+                     help="debug, info (default), warning or error; under systemd the lines "
+                          "carry journald priorities")
     run.add_argument("--emulate", action="store_true", help="run the rack emulated on this machine")
     run.add_argument("--duration", type=_positive, default=None, metavar="S",
                      help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
@@ -500,6 +510,18 @@ def _emulator_missing() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and args.config:
+        from powerflow.hostconfig import ConfigError, load_run_config
+
+        run_parser = _subparser(parser, "run")
+        try:
+            run_parser.set_defaults(**load_run_config(args.config, run_parser))
+        except ConfigError as e:
+            print(f"powerflow: error: {e}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(argv)  # the flags given override the file
+    if args.command == "run" and args.rack is None:
+        parser.error("run: give a rack file, or `rack = \"FILE\"` in --config FILE")
     if (args.command == "run" and args.emulate) or args.command == "demo-node":
         missing = _emulator_missing()
         if missing is not None:
@@ -515,62 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scenario":
         return _scenario_command(args)
     if args.command == "run":
-        from powerflow.process import ListenError, listen
-        from powerflow.ui import DEFAULT_PORT
-
-        try:  # before anything else starts (and before the heavy imports): a port in use
-            sock = listen(args.bind, args.port or DEFAULT_PORT)  # is one line, at once
-        except ListenError as e:
-            print(f"powerflow: error: {e}", file=sys.stderr)
-            return 2
-        from powerflow.hostrun import run_host
-        from powerflow.control.policy import load_rack_checked
-        from powerflow.model.rack import RackError
-
-        faults = None
-        if args.faults:
-            from powerflow.emulator.faults import load_fault_script
-
-            if not args.emulate:
-                parser.error("--faults needs --emulate (faults are injected into the emulator)")
-            try:
-                rk = load_rack_checked(args.rack)
-                faults = load_fault_script(args.faults, [n.id for n in rk.nodes],
-                                           [dv.id for dv in rk.devices])
-            except ValueError as e:  # RackError included
-                print(f"powerflow: error: {e}", file=sys.stderr)
-                return 2
-        from powerflow.hostrun import ApiOptions, OptionsError, load_tokens
-
-        tokens = None
-        if args.tokens:
-            try:
-                tokens = load_tokens(args.tokens)
-            except OptionsError as e:
-                print(f"powerflow: error: {e}", file=sys.stderr)
-                return 2
-
-        try:
-            api = ApiOptions(tokens=tokens, bind=args.bind, tls_cert=args.tls_cert,
-                             tls_key=args.tls_key, insecure_http=args.insecure_http,
-                             session_timeout_s=args.session_timeout,
-                             max_sessions=args.max_sessions)
-            api.check()
-        except OptionsError as e:
-            parser.error(str(e))
-        import asyncio
-
-        try:
-            asyncio.run(run_host(args.rack, args.emulate, args.duration,
-                                 args.port or DEFAULT_PORT, args.db, not args.no_start,
-                                 telemetry_ms=args.telemetry_ms, faults=faults,
-                                 control=not args.no_control, api=api,
-                                 physics_log=args.physics_log, sock=sock,
-                                 state=args.state_dir))
-        except RackError as e:
-            print(f"powerflow: error: {e}", file=sys.stderr)
-            return 2
-        return 0
+        return _run_command(args, parser)
     if args.command == "demo-node":
         from powerflow.demo import run_demo
 
@@ -582,6 +549,70 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_demo(args.duration, args.link, vout=args.vout))
         return 0
     return 2
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for a in parser._actions:  # argparse has no public lookup of a subcommand's parser
+        if isinstance(a, argparse._SubParsersAction):
+            return a.choices[name]  # type: ignore[no-any-return]
+    raise KeyError(name)
+
+
+def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`powerflow run`: options checked, then the API socket bound before anything starts
+    (a port in use is one line at once), then the rack checked and the host run."""
+    from powerflow.hostrun import ApiOptions, OptionsError, load_tokens, run_host
+    from powerflow.logs import setup_logging
+    from powerflow.process import ListenError, listen
+    from powerflow.ui import DEFAULT_PORT
+
+    try:
+        tokens = load_tokens(args.tokens) if args.tokens else None
+    except OptionsError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        api = ApiOptions(tokens=tokens, bind=args.bind, tls_cert=args.tls_cert,
+                         tls_key=args.tls_key, insecure_http=args.insecure_http,
+                         session_timeout_s=args.session_timeout, max_sessions=args.max_sessions)
+        api.check()
+    except OptionsError as e:
+        parser.error(str(e))
+    if args.faults and not args.emulate:
+        parser.error("--faults needs --emulate (faults are injected into the emulator)")
+    try:
+        sock = listen(args.bind, args.port or DEFAULT_PORT)
+    except ListenError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    from powerflow.control.policy import load_rack_checked
+    from powerflow.model.rack import RackError
+
+    faults = None
+    try:
+        rk = load_rack_checked(args.rack)
+        if args.faults:
+            from powerflow.emulator.faults import load_fault_script
+
+            faults = load_fault_script(args.faults, [n.id for n in rk.nodes],
+                                       [dv.id for dv in rk.devices])
+    except ValueError as e:  # RackError included
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        sock.close()
+        return 2
+    interactive = setup_logging(args.log_level)
+    import asyncio
+
+    try:
+        asyncio.run(run_host(args.rack, args.emulate, args.duration, args.port or DEFAULT_PORT,
+                             args.db, not args.no_start, telemetry_ms=args.telemetry_ms,
+                             faults=faults, control=not args.no_control, api=api,
+                             physics_log=args.physics_log, sock=sock, state=args.state_dir,
+                             live=interactive))
+    except RackError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def entry() -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ from powerflow.ui import DEFAULT_PORT, node_table
 from powerflow.link.transport import LinkAddress
 from powerflow.manager import NodeManager
 from powerflow.control.policy import load_rack_checked
+from powerflow.logs import kv
 from powerflow.model.rack import Rack, RackError
 from powerflow.process import default_db, listen, state_dir
 from powerflow.service import HostService, ServiceError
@@ -116,30 +118,34 @@ def node_addresses(rack: Rack) -> dict[int, LinkAddress]:
     return out
 
 
-async def _script(svc: HostService, faults: list[tuple[float, Fault]], t0: float,
-                  console: Console) -> None:
+log = logging.getLogger("powerflow.host")
+node_log = logging.getLogger("powerflow.node")
+control_log = logging.getLogger("powerflow.control")
+STATUS_EVERY_S = 60.0  # without a terminal: a status line this often (the log's heartbeat)
+# node events an operator must act on: a link that cannot open or was lost, latched faults
+NODE_WARNINGS = {"link-error", "lost", "fault", "failsafe"}
+
+
+async def _script(svc: HostService, faults: list[tuple[float, Fault]], t0: float) -> None:
     """Apply scripted faults at their times (seconds after the host started)."""
     for at_s, f in faults:
         await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
         try:
             svc.inject_fault(f)
-            console.print(f"[yellow]t={at_s:.1f} s: fault {f.kind}"
-                          f"{' on node ' + str(f.node) if f.node else ''}[/]")
+            log.warning(kv(event="fault-injected", t_s=f"{at_s:.1f}", kind=f.kind,
+                           node=f.node if f.node else "-"))
         except ServiceError as e:
-            console.print(f"[red]fault at {at_s} s not applied: {e}[/]")
+            log.error(kv(event="fault-not-applied", t_s=at_s, why=e))
 
 
-def _say_link(console: Console, ev: dict[str, Any]) -> None:
-    """A console line for what an operator must see about links: one that cannot open (and
-    why), one that opened after that, one lost."""
-    if ev["kind"] in ("link-error", "link", "lost"):
-        style = "green" if ev["detail"].endswith("opened") else "red"
-        console.print(f"[{style}]node {ev['node']}: {ev['kind']}: {ev['detail']}[/]")
+def _log_node_event(ev: dict[str, Any]) -> None:
+    level = logging.WARNING if ev["kind"] in NODE_WARNINGS else logging.INFO
+    node_log.log(level, kv(node=ev["node"], event=ev["kind"], detail=ev["detail"]))
 
 
 async def run_host(rack_path: str | Path, emulate: bool = False, duration: float | None = None,
                    port: int = DEFAULT_PORT, db: str | Path | None = None, start: bool = True,
-                   console: Console | None = None, telemetry_ms: int = 500,
+                   live: bool = False, telemetry_ms: int = 500,
                    faults: list[tuple[float, Fault]] | None = None, control: bool = True,
                    api: ApiOptions | None = None,
                    physics_log: str | Path | None = None, sock: socket.socket | None = None,
@@ -147,15 +153,22 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
     """Run the host until `duration` s have passed (None: forever) or SIGINT/SIGTERM. `sock`
     is the API's listening socket if the caller bound it already (the CLI binds it before
     anything else, so a port in use fails at once); `state` the state directory (see
-    `process.state_dir`) where the database goes unless `db` names one. Whatever was started
-    is stopped again on every way out, errors included."""
+    `process.state_dir`) where the database goes unless `db` names one. With `live` the
+    nodes are drawn as a table on stdout (a terminal) and the log lines go above it; without,
+    the log (stderr) has a status line every STATUS_EVERY_S. Whatever was started is
+    stopped again on every way out, errors included."""
     api = api or ApiOptions()
     api.check()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # from the start: a stop while starting counts
         loop.add_signal_handler(sig, stop.set)
-    console = console or Console(width=max(110, Console().width))
+    console = Console(width=max(110, Console().width)) if live else None
+    if console is not None:  # log lines above the live table, not through it
+        from rich.logging import RichHandler
+
+        root = logging.getLogger("powerflow")
+        root.handlers[:] = [RichHandler(console=console, show_path=False, markup=False)]
     rack = load_rack_checked(rack_path)
     async with contextlib.AsyncExitStack() as up:
         sock = sock or listen(api.bind, port)
@@ -174,7 +187,7 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
         store = TelemetryStore(db)
         up.callback(store.close)
         manager = NodeManager(rack, addresses, store, telemetry_ms=telemetry_ms)
-        manager.on_event = lambda ev: _say_link(console, ev)
+        manager.on_event = _log_node_event
         if start:
             for b in rack.branches:
                 if b.port is not None and b.closed:
@@ -205,25 +218,36 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
         up.push_async_callback(stop_server)
         shown = "127.0.0.1" if api.bind in ("127.0.0.1", "0.0.0.0") else api.bind
         url = f"{api.scheme}://{shown}:{port}"
-        console.print(f"PowerFlow host for rack [bold]{rack.name}[/] ({len(rack.nodes)} nodes"
-                      f"{', emulated' if emu else ''}); API at {url}/api/v1; telemetry in {db}")
-        console.print(f"Dashboard: [bold]{url}/[/]   Prometheus metrics: {url}/metrics")
+        log.info(kv(event="started", rack=rack.name, nodes=len(rack.nodes),
+                    emulated=emu is not None, api=f"{url}/api/v1", dashboard=f"{url}/",
+                    metrics=f"{url}/metrics", db=db))
         t0 = time.monotonic()
         if faults and emu is not None:
-            script = asyncio.create_task(_script(svc, faults, t0, console))
+            script = asyncio.create_task(_script(svc, faults, t0))
             up.callback(script.cancel)
-        with Live(node_table(manager.snapshot(), rack.name), console=console,
-                  refresh_per_second=2, transient=False) as live:
+        view = (Live(node_table(manager.snapshot(), rack.name), console=console,
+                     refresh_per_second=2, transient=False)
+                if console is not None else contextlib.nullcontext())
+        next_status = t0 + STATUS_EVERY_S
+        with view as live_view:
             while not stop.is_set():
-                if duration is not None and time.monotonic() - t0 >= duration:
+                now = time.monotonic()
+                if duration is not None and now - t0 >= duration:
                     break
                 if server_task.done():
                     raise RuntimeError("the API server stopped")
-                live.update(node_table(svc.nodes(), _title(svc, rack.name, t0, store.acked)))
+                title = _title(svc, rack.name, t0, store.acked)
+                if live_view is not None:
+                    live_view.update(node_table(svc.nodes(), title))
+                elif now >= next_status:
+                    next_status += STATUS_EVERY_S
+                    log.info(kv(event="status", **_status(svc)))
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
                 except TimeoutError:
                     pass
+        log.info(kv(event="stopping", after_s=f"{time.monotonic() - t0:.1f}",
+                    why="signal" if stop.is_set() else "duration"))
         return {"nodes": manager.snapshot(), "stored": store.acked}
     raise AssertionError("unreachable")  # the exit stack does not swallow exceptions
 
@@ -245,10 +269,25 @@ def _start_control(rack: Rack, manager: NodeManager, store: TelemetryStore, emu:
     def record(events: list[Event]) -> None:
         for ev in events:
             store.event(ev.t, ev.node, ev.kind, ev.detail)
+            control_log.info(kv(event=ev.kind, node=ev.node if ev.node is not None else "-",
+                                detail=ev.detail))
 
     loop_ = ControlLoop(io, RackController(rack), on_events=record)
     loop_.start()
     return loop_, io
+
+
+def _status(svc: HostService) -> dict[str, Any]:
+    """The status line's facts, as measured: links online, converters on, alarms."""
+    nodes = svc.nodes()
+    out: dict[str, Any] = {"online": f"{sum(1 for n in nodes if n['state'] == 'online')}/"
+                                     f"{len(nodes)}"}
+    a = svc.allocation()
+    if a is not None:
+        out["state"] = a.state
+        out["converters_on"] = sum(1 for v in a.vref.values() if v is not None)
+    out["alarms"] = ",".join(al.kind for al in svc.alarms()) or "none"
+    return out
 
 
 def _title(svc: HostService, name: str, t0: float, stored: int) -> str:

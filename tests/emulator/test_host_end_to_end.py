@@ -53,7 +53,8 @@ class Host:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "powerflow.cli", "run", str(RACK), "--emulate", "--port",
              str(self.port), "--db", str(self.db), *extra], cwd=tmp, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="120"))
+            stderr=open(tmp / f"host-{self.port}.log", "wb"),  # the host's log, never a full pipe
+            env=dict(os.environ, COLUMNS="120"))
 
     def api(self, path: str, **params: Any) -> Any:
         return httpx.get(self.url + "/api/v1" + path, params=params, timeout=5).json()

@@ -97,7 +97,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsHost]:
         [sys.executable, "-m", "powerflow.cli", "run", str(RACK), "--emulate", "--port",
          str(port), "--db", str(tmp / "t.sqlite3"), "--tokens", str(tokens_file(tmp)),
          "--tls-cert", str(chain), "--tls-key", str(key), "--session-timeout", "3",
-         "--max-sessions", "4"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--max-sessions", "4"], cwd=tmp, stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "host.log", "wb"))
     h = TlsHost(f"https://127.0.0.1:{port}", ca, proc, tmp)
     try:
         until(lambda: h.api("/status")["online"] == 4, 60, "four nodes online over HTTPS")

@@ -75,7 +75,8 @@ class RunningHost:
             [sys.executable, "-m", "powerflow.cli", "run", str(rack), "--emulate", "--port",
              str(self.port), "--db", str(folder / f"telemetry-{self.port}.sqlite3"),
              "--physics-log", str(self.log), *extra],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=folder, stdout=subprocess.DEVNULL,
+            stderr=open(folder / f"host-{self.port}.log", "wb"),  # its log, never a full pipe
             env=dict(os.environ, COLUMNS="120"))
 
     def api(self, path: str, **params: Any) -> Any:
