@@ -108,10 +108,12 @@ def test_the_wheel_in_a_fresh_venv_runs_outside_the_checkout(
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}/api/v1"
-        nodes = wait_for(lambda: [n for n in httpx.get(url + "/nodes", timeout=5).json()
-                                  if n["state"] == "online" and (n["vout"] or 0) > 11.0], 60,
-                         "the four emulated nodes online at the bus voltage, from the wheel")
-        assert len(nodes) == 4, nodes
+        def up() -> list[dict] | None:
+            ns = httpx.get(url + "/nodes", timeout=5).json()
+            ok = [n for n in ns if n["state"] == "online" and (n["vout"] or 0) > 11.0]
+            return ok if len(ok) == 4 else None
+
+        wait_for(up, 60, "the four emulated nodes online at the bus voltage, from the wheel")
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

@@ -110,8 +110,10 @@ def test_setpoint_from_the_cli_reaches_the_node_and_its_telemetry(host: Host) ->
     r = host.cli("nodes", "--json")
     rows = json.loads(r.stdout)
     assert {row["id"] for row in rows} == {1, 2, 3, 4}
-    hist = json.loads(host.cli("history", "3", "READ_VOUT", "--since", "1m", "--json").stdout)
-    assert len(hist["points"]) > 3 and all(10 < v < 13 for _, v in hist["points"][-3:])
+    hist = wait_for(lambda: (h := json.loads(host.cli("history", "3", "READ_VOUT", "--since",
+                                                     "1m", "--json").stdout))
+                    and len(h["points"]) > 3 and h, 20, "four stored READ_VOUT points")
+    assert all(10 < v < 13 for _, v in hist["points"][-3:])
 
 
 def test_watch_streams_the_nodes(host: Host) -> None:
