@@ -258,6 +258,7 @@ def _start_control(rack: Rack, manager: NodeManager, store: TelemetryStore, emu:
     from powerflow.adapters.boards import BoardsIO
     from powerflow.adapters.devices import EmulatorDevices, PrometheusDevices, Scrape
     from powerflow.control.alarms import Event
+    from powerflow.control.allocate import Allocation
     from powerflow.control.controller import RackController
     from powerflow.control.loop import ControlLoop
 
@@ -272,7 +273,16 @@ def _start_control(rack: Rack, manager: NodeManager, store: TelemetryStore, emu:
             control_log.info(kv(event=ev.kind, node=ev.node if ev.node is not None else "-",
                                 detail=ev.detail))
 
-    loop_ = ControlLoop(io, RackController(rack), on_events=record)
+    def keep(a: Allocation) -> None:
+        """The period's measured and predicted values, for the dashboard's history."""
+        for dev, v in a.devices.items():
+            store.add_series(dev, a.t, {k: v[k] for k in ("measured_w", "forecast_w", "p95_w",
+                                                          "cap_w") if v.get(k) is not None})
+        m = a.measured or {}
+        store.add_series("rack", a.t, {f"bus_{k}": m[k] for k in ("vmin", "vmax")
+                                       if m.get(k) is not None})
+
+    loop_ = ControlLoop(io, RackController(rack), on_events=record, on_period=keep)
     loop_.start()
     return loop_, io
 

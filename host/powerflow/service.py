@@ -302,6 +302,17 @@ class HostService:
                            f"{', '.join(sorted(known)) or 'none yet'}")
         return [(p.t, p.value) for p in self.store.query(node, metric, since, until)]
 
+    def series(self, since: float, until: float | None, max_points: int
+               ) -> dict[str, Any]:
+        """What the control loop measured and predicted each period, per device and for the
+        rack, between two instants (s), at most `max_points` per series."""
+        if until is not None and until <= since:
+            raise Invalid(f"until ({until}) must be after since ({since})")
+        self.store.flush()
+        until_ = time.time() if until is None else until
+        step, sources = self.store.query_series(since, until_, max_points)
+        return {"since": since, "until": until_, "bucket_s": step, "sources": sources}
+
     def events(self, since: float) -> list[dict[str, Any]]:
         self.store.flush()
         return [{"t": t, "node": n, "kind": k, "detail": dt}

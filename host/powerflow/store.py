@@ -7,6 +7,11 @@ with synchronous=NORMAL loses nothing on a process crash, only possibly on a
 power cut of the machine). Raw rows older than `retention_s` are folded into
 one-minute averages (kept `rollup_retention_s`) and deleted.
 
+Beside the nodes' telemetry, `series` keeps what the control loop measured and predicted each
+period (per device: measured, forecast, P95 and cap, W; the rack's measured bus, V) with the
+same retention and roll-ups, so a dashboard opened late still shows the last minutes, hours
+or days.
+
 The audit log keeps every write to the API for `audit_retention_s` and at most
 `audit_max_rows` entries; entries of callers that did not authenticate have their own,
 smaller budget (`audit_max_anonymous`), so a flood of refused requests can neither fill
@@ -30,6 +35,13 @@ CREATE TABLE IF NOT EXISTS telemetry_1m (node INTEGER NOT NULL, metric TEXT NOT 
                                          t REAL NOT NULL, value REAL NOT NULL,
                                          vmin REAL NOT NULL, vmax REAL NOT NULL, n INTEGER NOT NULL,
                                          PRIMARY KEY (node, metric, t));
+CREATE TABLE IF NOT EXISTS series (source TEXT NOT NULL, metric TEXT NOT NULL,
+                                   t REAL NOT NULL, value REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS series_t ON series (t);
+CREATE TABLE IF NOT EXISTS series_1m (source TEXT NOT NULL, metric TEXT NOT NULL,
+                                      t REAL NOT NULL, value REAL NOT NULL,
+                                      vmin REAL NOT NULL, vmax REAL NOT NULL, n INTEGER NOT NULL,
+                                      PRIMARY KEY (source, metric, t));
 CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, node INTEGER, kind TEXT NOT NULL,
                                    detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (t REAL NOT NULL, who TEXT NOT NULL, role TEXT NOT NULL,
@@ -68,6 +80,7 @@ class TelemetryStore:
         self._tx = threading.Lock()  # one transaction at a time on the shared connection
         self._pending: list[tuple[int, str, float, float]] = []
         self._events: list[tuple[float, int | None, str, str]] = []
+        self._series: list[tuple[str, str, float, float]] = []
         self.acked = 0  # rows committed
         # the audit log has its own connection: each entry is committed before the API
         # answers, whatever the telemetry batches are doing
@@ -80,6 +93,11 @@ class TelemetryStore:
         with self._lock:
             self._pending.extend((node, m, t, float(v)) for m, v in metrics.items())
 
+    def add_series(self, source: str, t: float, metrics: dict[str, float]) -> None:
+        """Queue one period's values of a source (a device id, or "rack")."""
+        with self._lock:
+            self._series.extend((source, m, t, float(v)) for m, v in metrics.items())
+
     def event(self, t: float, node: int | None, kind: str, detail: str = "") -> None:
         with self._lock:
             self._events.append((t, node, kind, detail))
@@ -89,13 +107,15 @@ class TelemetryStore:
         with self._lock:
             rows, self._pending = self._pending, []
             evs, self._events = self._events, []
-        if not rows and not evs:
+            ser, self._series = self._series, []
+        if not rows and not evs and not ser:
             return 0
         db = self._db
         with self._tx:  # flushes come from the flusher task and from API calls alike
             db.execute("BEGIN")
             db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?)", rows)
             db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", evs)
+            db.executemany("INSERT INTO series VALUES (?, ?, ?, ?)", ser)
             db.execute("COMMIT")
         self.acked += len(rows)
         return len(rows)
@@ -111,6 +131,39 @@ class TelemetryStore:
                                   "AND t>=? AND t<? ORDER BY t",
                                   (node, metric, since, first)).fetchall()
         return [Point(t, v) for t, v in rolled + raw]
+
+    def query_series(self, since: float, until: float | None = None, max_points: int = 600
+                     ) -> tuple[float, dict[str, dict[str, list[tuple[float, float]]]]]:
+        """Every series between two instants as (bucket s, {source: {metric: [(t, value)]}}):
+        one-minute averages where the raw rows are gone, then averaged into buckets so no
+        series has more than `max_points` points (bucket 0: the points as stored)."""
+        until = time.time() if until is None else until
+        first = self._db.execute("SELECT MIN(t) FROM series").fetchone()[0]
+        first = until if first is None else max(first, since)
+        rows = self._db.execute(
+            "SELECT source, metric, t, value FROM series_1m WHERE t>=? AND t<? UNION ALL "
+            "SELECT source, metric, t, value FROM series WHERE t>=? AND t<=? ORDER BY 3",
+            (since, first, since, until)).fetchall()
+        step = 0.0
+        span = until - since
+        out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        by: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for src, m, t, v in rows:
+            by.setdefault((src, m), []).append((t, v))
+        if any(len(pts) > max_points for pts in by.values()):
+            step = span / max_points
+        for (src, m), pts in by.items():
+            if step:
+                buckets: dict[int, list[float]] = {}
+                for t, v in pts:
+                    b = int((t - since) / step)
+                    acc = buckets.setdefault(b, [0.0, 0.0, 0.0])
+                    acc[0] += t
+                    acc[1] += v
+                    acc[2] += 1
+                pts = [(a[0] / a[2], a[1] / a[2]) for _, a in sorted(buckets.items())]
+            out.setdefault(src, {})[m] = pts
+        return step, out
 
     def metrics(self, node: int) -> list[str]:
         return [r[0] for r in self._db.execute(
@@ -165,17 +218,20 @@ class TelemetryStore:
         db = self._db
         with self._tx:
             db.execute("BEGIN")
-            db.execute("""INSERT INTO telemetry_1m
-                          SELECT node, metric, CAST(t / 60 AS INTEGER) * 60.0 AS m, AVG(value),
+            folded = dropped = 0
+            for table, key in (("telemetry", "node"), ("series", "source")):
+                db.execute(f"""INSERT INTO {table}_1m
+                          SELECT {key}, metric, CAST(t / 60 AS INTEGER) * 60.0 AS m, AVG(value),
                                  MIN(value), MAX(value), COUNT(*)
-                          FROM telemetry WHERE t < ? GROUP BY node, metric, m
-                          ON CONFLICT (node, metric, t) DO UPDATE SET
+                          FROM {table} WHERE t < ? GROUP BY {key}, metric, m
+                          ON CONFLICT ({key}, metric, t) DO UPDATE SET
                             value = (value * n + excluded.value * excluded.n) / (n + excluded.n),
                             vmin = MIN(vmin, excluded.vmin), vmax = MAX(vmax, excluded.vmax),
                             n = n + excluded.n""", (cut,))
-            folded = db.execute("DELETE FROM telemetry WHERE t < ?", (cut,)).rowcount
-            dropped = db.execute("DELETE FROM telemetry_1m WHERE t < ?",
-                                 (now - self.rollup_retention_s,)).rowcount
+                n = db.execute(f"DELETE FROM {table} WHERE t < ?", (cut,)).rowcount
+                folded += n if table == "telemetry" else 0
+                dropped += db.execute(f"DELETE FROM {table}_1m WHERE t < ?",
+                                      (now - self.rollup_retention_s,)).rowcount
             db.execute("COMMIT")
         self.prune_audit(now)
         return folded, dropped

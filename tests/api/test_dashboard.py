@@ -4,6 +4,7 @@ on the page goes through the API (and its audit) and takes effect in the allocat
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,57 @@ def browser():
 
 def updates(browser) -> int:
     return int(browser.find_element(By.ID, "live").get_attribute("data-updates") or 0)
+
+
+def test_history_is_back_filled_at_first_paint_with_axes_and_the_layout_fits(
+        host: Host, browser) -> None:
+    ran = host.api("/control")["periods"]  # periods the store holds before the page opens
+    assert ran >= 3
+    browser.get(host.url + "/")
+    wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+    wait.until(lambda b: b.find_element(By.ID, "charts").get_attribute("data-backfill"))
+    # from the store, not from the stream: every device's chart starts with the past periods
+    # (read in one script: the charts are redrawn every period)
+    got = browser.execute_script("""
+        const c = document.getElementById('chart-gpu0'), b = document.getElementById('chart-bus');
+        return {points: +c.dataset.points, bus: +b.dataset.points,
+                backfill: +document.getElementById('charts').dataset.backfill,
+                ticks: [...c.querySelectorAll('text.tick')].map(t => t.textContent),
+                title: c.textContent, busTitle: b.textContent};""")
+    assert got["points"] >= ran and got["bus"] >= ran - 1, got
+    assert got["backfill"] >= 8 * ran, got
+    assert got["ticks"][:3] == ["0", "150", "300"] and len(got["ticks"]) == 6, got  # W to p_max
+    assert "(W)" in got["title"] and "(V)" in got["busTitle"]
+    legend = browser.find_element(By.CSS_SELECTOR, ".legend").text
+    assert all(k in legend for k in ("measured", "forecast", "P95 band", "cap"))
+    wait.until(lambda b: updates(b) >= 1)
+    # measured bus voltage on each segment, devices on the mesh with their power
+    assert re.fullmatch(r"1[12]\.\d{3} V", browser.find_element(By.ID, "busv-A").text)
+    assert re.fullmatch(r"gpu0 \d+ W", browser.find_element(By.ID, "devw-gpu0").text)
+    # at 1400x1000: the events in view without scrolling, one line per node
+    geo = browser.execute_script(
+        "const e = document.getElementById('events').getBoundingClientRect();"
+        "const r = document.getElementById('noderow-1').getBoundingClientRect();"
+        "return [e.top, e.bottom, window.innerHeight, r.height];")
+    assert geo[1] <= geo[2] and geo[0] < geo[2] - 150, geo
+    assert geo[3] <= 24, geo  # a compact row, not 6-7 wrapped lines
+    # a longer range: hours from the same store (raw periods within the hour)
+    Select(browser.find_element(By.ID, "range")).select_by_visible_text("1 h")
+    wait.until(lambda b: "last 1 h" in b.find_element(By.ID, "charts-title").text)
+    wait.until(lambda b: b.execute_script(
+        "return +document.getElementById('chart-gpu0').dataset.points") >= ran)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-first-paint.png"))
+
+
+def test_api_docs_render_from_the_host_alone(host: Host, browser) -> None:
+    browser.get(host.url + "/docs")
+    wait = WebDriverWait(browser, 20, poll_frequency=0.2)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".opblock")) > 20)
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(u.startswith(host.url) for u in loaded), loaded  # no CDN
+    assert httpx.get(host.url + "/redoc", timeout=5).status_code == 404
 
 
 def test_dashboard_renders_updates_and_takes_operator_actions(host: Host, browser) -> None:

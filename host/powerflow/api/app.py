@@ -24,6 +24,31 @@ from powerflow.api.throttle import Lockout
 from powerflow.service import HostService
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) with its script served by the host itself, from the
+    `fastapi-offline` package's copy: a rack network has no CDN, and the page must not fetch
+    code from the internet. (No /redoc: ReDoc loads its logo from cdn.redoc.ly whatever it
+    is told, which the dashboard test caught.)"""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")),
+              name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
+
+
 def create_app(svc: HostService, tokens: Tokens | None = None,
                session_timeout_s: float = DEFAULT_TIMEOUT_S,
                max_sessions: int = DEFAULT_MAX_SESSIONS,
@@ -35,7 +60,8 @@ def create_app(svc: HostService, tokens: Tokens | None = None,
                               "write is audited. Failed authentications are throttled "
                               "(429 with Retry-After); request bodies are limited to "
                               f"{max_body_bytes} bytes (413).",
-                  responses=COMMON_ERRORS)
+                  responses=COMMON_ERRORS, docs_url=None, redoc_url=None)
+    install_docs(app)
     tokens = tokens or Tokens()
     app.state.service = svc
 

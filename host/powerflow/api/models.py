@@ -129,6 +129,18 @@ class NodeRow(BaseModel):
     excluded_since: float | None = Field(description="Unix time, s")
 
 
+class SeriesOut(BaseModel):
+    """Per-period values of the control loop: for each device `measured_w`, `forecast_w`,
+    `p95_w`, `cap_w` (W; a cap only while capped); for `rack` the measured `bus_vmin` and
+    `bus_vmax` (V). Points are [t (Unix s), value]."""
+
+    since: float = Field(description="Unix time, s")
+    until: float = Field(description="Unix time, s")
+    bucket_s: float = Field(description="s averaged into each point; 0: as stored (one per "
+                                        "period, or per minute where older than an hour)")
+    sources: dict[str, dict[str, list[tuple[float, float]]]]
+
+
 class EventRow(BaseModel):
     t: float = Field(description="Unix time, s")
     node: int | None = Field(description="the node it concerns, null for the rack")

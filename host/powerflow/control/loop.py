@@ -26,11 +26,13 @@ TICK_S = 0.25  # the supervisor looks at the measurements this often (at most)
 
 class ControlLoop:
     def __init__(self, io: RackIO, controller: RackController,
-                 on_events: Callable[[list[Event]], None] | None = None) -> None:
+                 on_events: Callable[[list[Event]], None] | None = None,
+                 on_period: Callable[[Allocation], None] | None = None) -> None:
         self.io = io
         self.ctrl = controller
         self.dispatcher = Dispatcher(controller.rack)
         self.on_events = on_events or (lambda evs: None)
+        self.on_period = on_period or (lambda a: None)  # each period's allocation, dispatched
         self.enabled = True
         self.periods = 0
         self.dispatch_errors = 0
@@ -82,6 +84,7 @@ class ControlLoop:
                                    io.battery(), io.feed_w(), late_s=max(late_s, 0.0))
             await self.dispatch(alloc)
             self.periods += 1
+            self.on_period(alloc)
         self.max_late_s = max(self.max_late_s, late_s)
         self._store_events()
 

@@ -1,13 +1,14 @@
-"""Reads of the rack: status, description, nodes, faults, alarms, history, events, audit."""
+"""Reads of the rack: status, description, nodes, faults, alarms, history, series, events,
+audit."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from powerflow.api.deps import service
 from powerflow.api.errors import errors
 from powerflow.api.models import (Alarm, AuditRow, EventRow, FaultRow, History, NodeDetail,
-                                  NodeRow, RackDescription, Status)
+                                  NodeRow, RackDescription, SeriesOut, Status)
 from powerflow.service import HostService
 
 router = APIRouter()
@@ -64,6 +65,15 @@ def history(node: int, metric: str, since: float, until: float | None = None,
             svc: HostService = Depends(service)) -> History:
     """One node's metric between two instants (Unix time, s)."""
     return History(node=node, metric=metric, points=svc.history(node, metric, since, until))
+
+
+@router.get("/series", responses=errors(422))
+def series(since: float, until: float | None = None,
+           max_points: int = Query(600, ge=10, le=5000),
+           svc: HostService = Depends(service)) -> SeriesOut:
+    """Device demand, forecast, P95 and cap (W) and the measured bus (V) per control period
+    between two instants (Unix time, s), averaged down to `max_points` per series."""
+    return SeriesOut.model_validate(svc.series(since, until, max_points))
 
 
 @router.get("/events")
