@@ -25,6 +25,14 @@ trace_speed = {3600 / HOUR_S}
 load_scale = {LOAD[0]}
 '''
 
+EXPECT = '''# what this scenario must show (`scenario run` prints a verdict on each, exit 1 if one fails)
+[expect]
+feed_limit_violations = 0
+priority1_brownouts = 0
+max_reshare_periods = 2
+loss_saved_vs_droop_pct = ">= 15"  # over the day: 19.8 % measured (bench/RESULTS.md)
+'''
+
 
 def main() -> None:
     out = [HEAD]
@@ -36,6 +44,7 @@ def main() -> None:
         out.append(f'[[event]]\nat_s = {h * HOUR_S}\nkind = "ambient"\ncelsius = {a}\n')
     out.append(f'[[event]]\nat_s = {15.5 * HOUR_S:g}\nkind = "converter-failure"\nnode = 4\n')
     out.append(f'[[event]]\nat_s = {18.5 * HOUR_S:g}\nkind = "converter-repair"\nnode = 4\n')
+    out.append(EXPECT)
     Path(__file__).with_name("mixed-day.toml").write_text("\n".join(out))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 from collections.abc import Callable
 
 
@@ -156,11 +158,22 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
 
     sc = sub.add_parser("scenario", help="scripted scenarios on the emulated rack")
     scs = sc.add_subparsers(dest="scenario_command", required=True, metavar="run")
-    scr = scs.add_parser("run", help="run a scenario (fast mode) and print measured outcomes")
+    scr = scs.add_parser("run", help="run a scenario (fast mode), print measured outcomes and "
+                                     "the verdict on each [expect]; exit 1 if one fails")
     scr.add_argument("file", help="scenario file (.toml), e.g. examples/scenarios/light-load.toml")
     scr.add_argument("--no-baselines", action="store_true",
                      help="skip the two baseline runs (even sharing, droop only)")
-    scr.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    scr.add_argument("--json", action="store_true",
+                     help="print the outcomes and the expectations' verdicts as JSON")
+    scr.add_argument("--report", default=None, metavar="FILE.html",
+                     help="write a self-contained HTML report: plots of bus voltage (V), device "
+                          "demand/forecast/cap (W), converter states, loss (Wh) against the "
+                          "baselines, and the verdicts")
+    scr.add_argument("--csv", default=None, metavar="FILE",
+                     help="write the time series: one row per run and period (t_s in s of rack "
+                          "time, V, W)")
+    scr.add_argument("--quiet", action="store_true",
+                     help="no progress on stderr (it shows rack time done and an ETA)")
     fa = sub.add_parser("fault", help="fault injection (emulated racks only)")
     fsub = fa.add_subparsers(dest="fault_command", required=True, metavar="inject")
     fi = fsub.add_parser("inject", help="inject a fault")
@@ -472,6 +485,36 @@ def _forecast_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """Progress of a scenario on stderr: the run, rack time done, an ETA over all runs. On a
+    terminal one line redrawn a few times a second; otherwise a line every 5 s of wall time."""
+
+    def __init__(self, runs: int, period_s: float) -> None:
+        self.runs, self.period_s = runs, period_s
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+        self.done_runs: list[str] = []
+
+    def __call__(self, mode: str, done: int, total: int) -> None:
+        if done == total:
+            self.done_runs.append(mode)
+        now = time.monotonic()
+        if now - self.last < (0.25 if self.tty else 5.0) and done != total:
+            return
+        self.last = now
+        runs_done = len(self.done_runs) - (1 if done == total else 0)
+        frac = (runs_done + done / total) / self.runs
+        elapsed = now - self.t0
+        eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+        line = (f"{mode}: {done * self.period_s:g} of {total * self.period_s:g} s of rack time "
+                f"(run {runs_done + 1} of {self.runs}), {elapsed:.0f} s elapsed, ETA {eta:.0f} s")
+        if self.tty:
+            print(f"\r\033[K{line}", end="" if frac < 1 else "\n", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
 def _scenario_command(args: argparse.Namespace) -> int:
     import json
 
@@ -484,16 +527,44 @@ def _scenario_command(args: argparse.Namespace) -> int:
     except RackError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
-    out = run(sc, baselines=not args.no_baselines)
+    from powerflow.scenario.report import verdicts, write_csv, write_html
+
+    for opt in ("report", "csv"):  # refuse an unwritable path now, not after the run
+        path = getattr(args, opt)
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            print(f"powerflow: error: --{opt} {path}: no such directory", file=sys.stderr)
+            return 2
+    series: dict = {}
+    progress = None if args.quiet else _Progress(1 if args.no_baselines else 3, sc.period_s)
+    out = run(sc, baselines=not args.no_baselines, progress=progress, series=series)
+    checks = verdicts(sc, out)
+    if args.csv:
+        write_csv(series, args.csv)
+    if args.report:
+        write_html(sc, out, series, checks, args.report)
+    failed = [c for c in checks if c["passed"] is False]
     if args.json:
-        print(json.dumps(out, indent=1))
-        return 0
+        print(json.dumps({**out, "expectations": checks}, indent=1))
+        return 1 if failed else 0
     print(f"{out['scenario']} on rack {out['rack']}: {out['periods']} periods "
           f"({out['duration_s']:g} s of rack time) in {out['elapsed_s']:.1f} s")
     for k, v in out.items():
         if k not in ("scenario", "rack", "periods", "duration_s", "elapsed_s"):
             print(f"  {k:40} {v}")
-    return 0
+    for c in checks:
+        word = "SKIP" if c["passed"] is None else "PASS" if c["passed"] else "FAIL"
+        print(f"{word}  {c['expectation']}  "
+              + ("(a baseline outcome: run without --no-baselines)" if c["passed"] is None
+                 else f"(measured {c['value']})"))
+    if checks:
+        met = sum(c["passed"] is True for c in checks)
+        print(f"{met} of {len(checks)} expectations met" + (
+            f", {len(checks) - met - len(failed)} skipped" if len(checks) - met - len(failed)
+            else ""))
+    for opt, what in (("csv", "time series"), ("report", "report")):
+        if getattr(args, opt):
+            print(f"{what}: {getattr(args, opt)}")
+    return 1 if failed else 0
 
 
 def _emulator_missing() -> str | None:

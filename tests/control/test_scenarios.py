@@ -4,12 +4,14 @@ virtual clock against the rack physics): the outcomes the issue asks for, measur
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from powerflow.model.rack import RackError
+from powerflow.scenario.report import verdicts
 from powerflow.scenario.runner import run
 from powerflow.scenario.spec import load_scenario
 from tests.conftest import ROOT
@@ -18,7 +20,16 @@ SC = ROOT / "examples" / "scenarios"
 
 
 def outcomes(name: str, baselines: bool) -> dict:
-    return run(load_scenario(SC / f"{name}.toml"), baselines=baselines)
+    """The run's outcomes, after checking the scenario file's own [expect] verdicts."""
+    sc = load_scenario(SC / f"{name}.toml")
+    out = run(sc, baselines=baselines)
+    assert sc.expect, f"{name}.toml declares no [expect]"
+    checks = verdicts(sc, out)
+    assert all(c["passed"] is not False for c in checks), checks
+    assert baselines or all(c["passed"] is not None or c["outcome"].startswith(("baseline",
+                                                                                  "loss_saved"))
+                            for c in checks)
+    return out
 
 
 def assert_safe(out: dict, safe_mode_periods: int = 0) -> None:
@@ -55,8 +66,9 @@ def test_cli_scenario_run_json(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "powerflow.cli", "scenario", "run",
                         str(SC / "light-load.toml"), "--no-baselines", "--json"],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, r.stderr  # the expectation on the baselines is skipped
     out = json.loads(r.stdout)
+    assert [c["passed"] for c in out["expectations"]] == [True, True, True, None]
     for key in ("feed_limit_violations", "priority1_brownouts", "max_reshare_periods",
                 "overtemp_trips", "energy_loss_wh", "cycle_ms_p50", "cycle_ms_p99"):
         assert key in out
@@ -89,3 +101,71 @@ def test_bad_scenario_files_are_refused_with_the_place(tmp_path, text, msg) -> N
     r = subprocess.run([sys.executable, "-m", "powerflow.cli", "scenario", "run", str(p)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and msg in r.stderr
+
+
+SHORT = """
+[scenario]
+name = "short failure"
+rack = "../racks/small.toml"
+duration_s = 30
+seed = 3
+[[event]]
+at_s = 10
+kind = "converter-failure"
+node = 2
+[expect]
+feed_limit_violations = 0
+max_reshare_periods = "<= 3"
+loss_saved_vs_droop_pct = ">= 50"
+"""
+
+
+def test_expectations_verdicts_a_report_and_the_time_series(tmp_path) -> None:
+    scen = SC / "short-test.toml"  # beside the examples: its rack path is relative
+    scen.write_text(SHORT)
+    try:
+        r = subprocess.run([sys.executable, "-m", "powerflow.cli", "scenario", "run", str(scen),
+                            "--report", str(tmp_path / "r.html"), "--csv", str(tmp_path / "r.csv"),
+                            "--json"], capture_output=True, text=True, timeout=300)
+    finally:
+        scen.unlink()
+    assert r.returncode == 1, r.stderr  # one expectation cannot hold: 50 % saved
+    out = json.loads(r.stdout)
+    assert [(c["expectation"], c["passed"]) for c in out["expectations"]] == [
+        ("feed_limit_violations <= 0", True), ("max_reshare_periods <= 3", True),
+        ("loss_saved_vs_droop_pct >= 50", False)]
+    assert out["expectations"][2]["value"] == out["loss_saved_vs_droop_pct"]
+    # progress went to stderr, never into the JSON
+    assert "droop: 30 of 30 s of rack time (run 3 of 3)" in r.stderr
+    # the time series: 3 runs x 30 periods; integrating it gives the meters' energies
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert len(rows) == 90 and {row["run"] for row in rows} == {"controlled", "even", "droop"}
+    ctl = [row for row in rows if row["run"] == "controlled"]
+    lost = sum(float(row["loss_w"]) for row in ctl) / 3600.0  # 1 s periods
+    assert lost == pytest.approx(out["energy_loss_wh"], rel=1e-3)
+    even = sum(float(row["loss_w"]) for row in rows if row["run"] == "even") / 3600.0
+    assert even == pytest.approx(out["baseline_even_loss_wh"], rel=1e-3)
+    assert [row["node2.on"] for row in ctl[8:12]] == ["1", "1", "0", "0"]  # failed at 10 s
+    assert ctl[0]["gpu0.forecast_w"] and not rows[-1]["gpu0.forecast_w"]  # none in baselines
+    # the report: self-contained (nothing to fetch), four plots, the verdicts
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("<svg") >= 4 and "1 expectation(s) FAILED" in page
+    assert "<script" not in page and 'src="' not in page
+    assert not [u for u in re.findall(r'href="([^"]+)"', page)
+                if not u.startswith(("#", "data:"))]  # inline images are data: URIs
+    assert "FAIL</td><td>loss_saved_vs_droop_pct &gt;= 50" in page
+
+
+@pytest.mark.parametrize("expect,msg", [
+    ("meteors = 0\n", "[expect]: field 'meteors': not an outcome"),
+    ('feed_limit_violations = "about 0"\n', "expected a number or a string like"),
+    ("feed_limit_violations = true\n", "expected a number or a string like"),
+])
+def test_bad_expectations_are_refused(tmp_path, expect: str, msg: str) -> None:
+    (tmp_path / "r.toml").write_text((ROOT / "examples" / "racks" / "small.toml").read_text())
+    p = tmp_path / "s.toml"
+    p.write_text('[scenario]\nrack = "r.toml"\nduration_s = 10\n[expect]\n' + expect)
+    with pytest.raises(RackError, match=re.escape(msg)):
+        load_scenario(p)

@@ -17,6 +17,7 @@ temperature trips, and the energy lost in conversion and distribution.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +55,19 @@ class Meter:
     feed_peak_w: float = 0.0
 
 
+# per period of a run: scalars (`t_s` at the period's end, s; `bus_vmin_v`/`bus_vmax_v`, the
+# lowest and highest segment at its end, V; `feed_w` and `loss_w`, means over it, W;
+# `converters_on`, and `nodeN.on` per converter) and per device (`demand_w`, `served_w` means, W; `cap_w`, `forecast_w`,
+# `p95_w` from the controller, None in the baselines or when uncapped)
+Series = dict[str, list[Any]]
+Progress = Callable[[str, int, int], None]  # (run, periods done, periods in all)
+
+
 @dataclass
 class RunResult:
     mode: str
     meter: Meter
+    series: Series = field(default_factory=dict)
     cycle_ms: list[float] = field(default_factory=list)
     reshare_periods: list[int] = field(default_factory=list)
     fallbacks: int = 0  # the optimiser's safe allocations (failed, late or unchecked)
@@ -86,6 +96,15 @@ class ScenarioRun:
         self.io = FastRackIO(self.fr, int(LEASE_MS * max(sc.period_s, 1.0)), self._period_obs)
         self.dispatcher = Dispatcher(rack)
         self.result = RunResult(mode, self.meter)
+        self.series: Series = {k: [] for k in ("t_s", "bus_vmin_v", "bus_vmax_v", "feed_w",
+                                               "loss_w", "converters_on")}
+        for n in rack.nodes:
+            self.series[f"node{n.id}.on"] = []  # 1: enabled and its power stage alive
+        for dv in rack.devices:
+            for k in ("demand_w", "served_w", "cap_w", "forecast_w", "p95_w"):
+                self.series[f"{dv.id}.{k}"] = []
+        self._acc = np.zeros(2 * len(rack.devices) + 2)  # demand, served (J), feed, loss (J)
+        self._acc_s = 0.0
 
     # ---- the host's side ----------------------------------------------------------------
     def start(self) -> None:
@@ -136,6 +155,12 @@ class ScenarioRun:
         m.served_j += ph.served * dt
         demand = np.minimum(ph.dev_p, self.p_max)
         vd = ph.v[ph.dev_seg]
+        nd = len(self.device_ids)
+        self._acc[:nd] += demand * dt
+        self._acc[nd:2 * nd] += ph.served * dt
+        self._acc[2 * nd] += feed * dt
+        self._acc[2 * nd + 1] += (loss["conversion"] + loss["distribution"]) * dt
+        self._acc_s += dt
         short = (ph.served < 0.99 * demand) | (vd < BROWNOUT_V_PU * self.sc.rack.bus_voltage)
         if bool(np.any(short & self.p1)):
             m.short_p1 = True
@@ -162,6 +187,29 @@ class ScenarioRun:
         m.served_j[:] = 0.0
         return devs, feed
 
+    def _record(self, t: float, alloc: Allocation | None) -> None:
+        """One period of the time series: what the physics had, what the controller planned."""
+        ph, sr, nd = self.fr.physics, self.series, len(self.device_ids)
+        mean = self._acc / max(self._acc_s, 1e-9)
+        self._acc[:] = 0.0
+        self._acc_s = 0.0
+        sr["t_s"].append(round(t, 3))
+        sr["bus_vmin_v"].append(round(float(ph.v.min()), 4))
+        sr["bus_vmax_v"].append(round(float(ph.v.max()), 4))
+        sr["feed_w"].append(round(float(mean[2 * nd]), 2))
+        sr["loss_w"].append(round(float(mean[2 * nd + 1]), 3))
+        on = [ph.conv[n.id].enabled and not ph.conv[n.id].failed for n in self.sc.rack.nodes]
+        sr["converters_on"].append(sum(on))
+        for n, o in zip(self.sc.rack.nodes, on, strict=True):
+            sr[f"node{n.id}.on"].append(int(o))
+        for k, dev in enumerate(self.device_ids):
+            sr[f"{dev}.demand_w"].append(round(float(mean[k]), 2))
+            sr[f"{dev}.served_w"].append(round(float(mean[nd + k]), 2))
+            plan = alloc.devices.get(dev, {}) if alloc is not None else {}
+            for key in ("cap_w", "forecast_w", "p95_w"):
+                v = plan.get(key)
+                sr[f"{dev}.{key}"].append(None if v is None else round(float(v), 2))
+
     def _apply(self, ev: Event, period: int) -> None:
         f = ev.fault
         apply_fault(self.fr, f, self.device_ids)
@@ -182,7 +230,7 @@ class ScenarioRun:
             return False
         return bool(np.all(ph.served >= 0.99 * np.minimum(ph.dev_p, ph.dev_cap)))
 
-    def run(self) -> RunResult:
+    def run(self, progress: Progress | None = None) -> RunResult:
         self.start()
         sc, fr = self.sc, self.fr
         periods = int(round(sc.duration_s / sc.period_s))
@@ -218,15 +266,26 @@ class ScenarioRun:
                 if body.get(d.K_EVENT) == d.EV_FAULT and body.get(d.K_FAULTS, 0) & d.FAULT_OT:
                     self.meter.ot_trips += 1
             n_events = len(fr.events)
+            self._record(t + sc.period_s, alloc)
+            if progress is not None:
+                progress(self.mode, p + 1, periods)
         self.reshare += [periods - s for s in self.failed_at.values()]  # never re-shared
         self.result.reshare_periods = self.reshare
+        self.result.series = self.series
         return self.result
 
 
-def run(sc: Scenario, baselines: bool = True) -> dict[str, Any]:
-    """Outcomes of a scenario (and of its two baselines unless told not to)."""
+MODES = ("controlled", "even", "droop")
+
+
+def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
+        series: dict[str, Series] | None = None) -> dict[str, Any]:
+    """Outcomes of a scenario (and of its two baselines unless told not to). `progress` is
+    told of every period; `series`, if given, receives each run's time series by mode."""
     t0 = time.perf_counter()
-    res = ScenarioRun(sc, "controlled").run()
+    res = ScenarioRun(sc, "controlled").run(progress)
+    if series is not None:
+        series["controlled"] = res.series
     m = res.meter
     cyc = np.array(res.cycle_ms) if res.cycle_ms else np.zeros(1)
     out: dict[str, Any] = {
@@ -242,7 +301,10 @@ def run(sc: Scenario, baselines: bool = True) -> dict[str, Any]:
     }
     if baselines:
         for mode in ("even", "droop"):
-            b = ScenarioRun(sc, mode).run().meter
+            br = ScenarioRun(sc, mode).run(progress)
+            if series is not None:
+                series[mode] = br.series
+            b = br.meter
             out[f"baseline_{mode}_loss_wh"] = round(b.loss_wh, 3)
             out[f"baseline_{mode}_feed_limit_violations"] = b.feed_violations
             out[f"baseline_{mode}_priority1_brownouts"] = b.p1_brownouts
@@ -253,3 +315,13 @@ def run(sc: Scenario, baselines: bool = True) -> dict[str, Any]:
             100 * (1 - m.loss_wh / max(out["baseline_droop_loss_wh"], 1e-9)), 2)
     out["elapsed_s"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+# what `[expect]` may name: the outcomes above, baselines included
+OUTCOMES = ("feed_limit_violations", "priority1_brownouts", "max_reshare_periods",
+            "overtemp_trips", "energy_loss_wh", "feed_energy_wh", "feed_peak_w",
+            "safe_allocations", "safe_mode_periods", "cycle_ms_p50", "cycle_ms_p99",
+            "loss_saved_vs_even_pct", "loss_saved_vs_droop_pct",
+            *(f"baseline_{m}_{k}" for m in ("even", "droop")
+              for k in ("loss_wh", "feed_limit_violations", "priority1_brownouts",
+                        "overtemp_trips")))

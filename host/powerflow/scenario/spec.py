@@ -5,6 +5,10 @@
                 trace_speed (1.0: device traces run this much faster than rack time, to
                 play a long day in less rack time), ambient_c (25)
     [policy]    overrides of the rack's allocation policy
+    [expect]    what the run must show, checked by `scenario run` (exit 1 if one fails):
+                OUTCOME = NUMBER (at most that: counts and losses are bounds on what is bad)
+                or OUTCOME = ">= X" / "<= X" / "== X" / "> X" / "< X"; OUTCOME is one of
+                the outcomes `scenario run --json` prints (runner.OUTCOMES)
     [[event]]   at_s and a fault in the emulator's one vocabulary (emulator/faults.py),
                 the kinds fast mode has:
                 converter-failure / converter-repair  node
@@ -18,6 +22,8 @@ Errors name the file, the entry and the field, as rack files do.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,24 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    outcome: str
+    op: str  # one of OPS
+    value: float
+
+    def holds(self, got: float) -> bool:
+        return OPS[self.op](got, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.op} {self.value:g}"
+
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b,
+    "<": lambda a, b: a < b, ">": lambda a, b: a > b}
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     rack: Rack
@@ -50,13 +74,14 @@ class Scenario:
     policy: Policy
     events: tuple[Event, ...] = field(default_factory=tuple)
     path: str = ""
+    expect: tuple[Expectation, ...] = field(default_factory=tuple)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     raw = read_toml(p, RackError)
     for key in raw:
-        if key not in ("scenario", "policy", "event"):
+        if key not in ("scenario", "policy", "event", "expect"):
             raise RackError(f"{p}: unknown section [{key}]")
     r = _Reader(str(p), "[scenario]", raw.get("scenario", {}))
     name = r.text("name", p.stem)
@@ -94,4 +119,27 @@ def load_scenario(path: str | Path) -> Scenario:
                             f"one of {', '.join(FAST_KINDS)}")
         events.append(Event(at, f))
     return Scenario(name, rack, duration, period, seed, load_scale, speed, ambient, policy,
-                    tuple(sorted(events, key=lambda e: e.at_s)), str(p))
+                    tuple(sorted(events, key=lambda e: e.at_s)), str(p),
+                    _expectations(p, raw.get("expect", {})))
+
+
+def _expectations(p: Path, raw: Any) -> tuple[Expectation, ...]:
+    from powerflow.scenario.runner import OUTCOMES
+
+    if not isinstance(raw, dict):
+        raise RackError(f"{p}: [expect]: expected a table of OUTCOME = bound")
+    out = []
+    for key, v in raw.items():
+        where = f"{p}: [expect]: field {key!r}"
+        if key not in OUTCOMES:
+            raise RackError(f"{where}: not an outcome; one of {', '.join(OUTCOMES)}")
+        if isinstance(v, bool):
+            raise RackError(f"{where}: expected a number or a string like \">= 5\"; got {v!r}")
+        if isinstance(v, int | float):
+            out.append(Expectation(key, "<=", float(v)))
+            continue
+        m = re.fullmatch(r"\s*(<=|>=|==|<|>)\s*(-?[0-9.]+(?:[eE][-+]?\d+)?)\s*", str(v))
+        if not m:
+            raise RackError(f"{where}: expected a number or a string like \">= 5\"; got {v!r}")
+        out.append(Expectation(key, m.group(1), float(m.group(2))))
+    return tuple(out)
