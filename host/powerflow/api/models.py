@@ -138,7 +138,10 @@ class SeriesOut(BaseModel):
     until: float = Field(description="Unix time, s")
     bucket_s: float = Field(description="s averaged into each point; 0: as stored (one per "
                                         "period, or per minute where older than an hour)")
-    sources: dict[str, dict[str, list[tuple[float, float]]]]
+    # [t, value] pairs as two-number lists: a tuple nested in maps becomes a JSON Schema
+    # (`items` as an array) that OpenAPI 3.1 tools refuse
+    sources: dict[str, dict[str, list[list[float]]]] = Field(
+        description="source (device id or `rack`) -> metric -> [[Unix time (s), value], ...]")
 
 
 class EventRow(BaseModel):
