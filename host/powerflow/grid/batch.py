@@ -63,12 +63,24 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
     k, m = open_sets.shape
     nb = fn.shape[0]
     nn = s.shape[0]
+    # work arrays allocated once and reset per configuration: fewer allocations per tree and
+    # about a third less first compilation (numba types each allocation call separately)
+    closed = np.empty(nb, np.bool_)
+    deg = np.empty(nn + 1, np.int64)
+    nbr = np.empty(2 * nb, np.int64)
+    nbb = np.empty(2 * nb, np.int64)
+    order = np.empty(nn, np.int64)
+    parent = np.empty(nn, np.int64)
+    zp = np.empty(nn, np.complex128)
+    seen = np.empty(nn, np.bool_)
+    v = np.empty(nn, np.complex128)
+    j = np.empty(nn, np.complex128)
     for c in range(k):
-        closed = np.ones(nb, np.bool_)
+        closed[:] = True
         for q in range(m):
             closed[open_sets[c, q]] = False
         # adjacency of the closed branches (compressed rows)
-        deg = np.zeros(nn + 1, np.int64)
+        deg[:] = 0
         for b in range(nb):
             if closed[b]:
                 deg[fn[b] + 1] += 1
@@ -76,8 +88,6 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
         for i in range(nn):
             deg[i + 1] += deg[i]
         fill = deg[:-1].copy()
-        nbr = np.empty(deg[nn], np.int64)
-        nbb = np.empty(deg[nn], np.int64)
         for b in range(nb):
             if closed[b]:
                 nbr[fill[fn[b]]] = tn[b]
@@ -87,10 +97,9 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
                 nbb[fill[tn[b]]] = b
                 fill[tn[b]] += 1
         # breadth-first order from the feed (node 0)
-        order = np.empty(nn, np.int64)
-        parent = np.full(nn, -1, np.int64)
-        zp = np.zeros(nn, np.complex128)
-        seen = np.zeros(nn, np.bool_)
+        parent[:] = -1
+        zp[:] = 0
+        seen[:] = False
         seen[0] = True
         order[0] = 0
         head = 0
@@ -109,8 +118,8 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
         if tail != nn:
             iters[c] = -1  # not a spanning tree
             continue
-        v = np.full(nn, v0, np.complex128)
-        j = np.zeros(nn, np.complex128)
+        v[:] = v0
+        j[:] = 0
         first = 0.0
         ok = False
         it = 0
