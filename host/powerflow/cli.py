@@ -147,10 +147,7 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     for name, help in (("pause", "pause the loop: manual `set` commands are allowed"),
                        ("resume", "hand the setpoints back to the loop"),
                        ("status", "periods run, period, late periods, safe mode")):
-        c = cos.add_parser(name, help=help, description=help)
-        c.add_argument("--host", default=None, metavar="URL",
-                       help="the host's API (default $POWERFLOW_HOST or http://127.0.0.1:8470)")
-        c.add_argument("--json", action="store_true", help=JSON_HELP)
+        _client(cos, name, help)
 
 
 def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
@@ -176,7 +173,7 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
                      help="no progress on stderr (it shows rack time done and an ETA)")
     fa = sub.add_parser("fault", help="fault injection (emulated racks only)")
     fsub = fa.add_subparsers(dest="fault_command", required=True, metavar="inject")
-    fi = fsub.add_parser("inject", help="inject a fault")
+    fi = _client(fsub, "inject", "inject a fault")
     fi.add_argument("kind", choices=FAULT_KINDS, help="what to inject")
     fi.add_argument("--node", type=_count, default=None, metavar="ID",
                     help="the node it acts on (every kind but ambient, load-spike, load-scale)")
@@ -198,9 +195,6 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
                     help="load-spike, node-pause: how long, s (default 5)")
     fi.add_argument("--scale", type=float, default=None, metavar="X",
                     help="load-scale: multiplies every device's demand (0..10)")
-    fi.add_argument("--host", default=None, metavar="URL",
-                    help="the host's API (default $POWERFLOW_HOST or http://127.0.0.1:8470)")
-    fi.add_argument("--json", action="store_true", help=JSON_HELP)
 
     fc = sub.add_parser("forecast", help="demand forecasting")
     fcs = fc.add_subparsers(dest="forecast_command", required=True, metavar="eval")
