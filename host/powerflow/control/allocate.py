@@ -81,6 +81,7 @@ class RackView:
     battery: BatteryView | None = None
     feed_w: float = 0.0  # measured feed draw now, W
     sag: str = ""  # why the bus is in trouble now (a node current-limited or under the band)
+    feed_budget_w: float | None = None  # W a site controller leases the feed (None: no site)
 
 
 @dataclass
@@ -257,7 +258,10 @@ class Allocator:
                          for i in self.node_ids])
         # 1. supply (device side)
         eta = 0.95
-        feed_dev = pol.feed_margin * self.rack.breaker_limit_w * eta
+        # the feed's limit: its breaker, and under a site controller the budget it leases
+        feed_lim = (self.rack.breaker_limit_w if view.feed_budget_w is None
+                    else min(self.rack.breaker_limit_w, view.feed_budget_w))
+        feed_dev = pol.feed_margin * feed_lim * eta
         if pol.ramp_w_per_s > 0 and mem.last_feed_plan_w is not None:
             feed_dev = min(feed_dev, (mem.last_feed_plan_w + pol.ramp_w_per_s * pol.period_s)
                            * eta)
@@ -284,7 +288,7 @@ class Allocator:
             if conv_need > conv_cap and bat.soc > pol.battery_soc_min:
                 battery_w = min(conv_need - conv_cap, bat.p_discharge_max_w)
             elif bat.soc < pol.battery_soc_target:
-                room = pol.recharge_below * self.rack.breaker_limit_w * eta - conv_need
+                room = pol.recharge_below * feed_lim * eta - conv_need
                 battery_w = -min(bat.p_charge_max_w, max(room, 0.0))
             load_hi[self.bat_seg] -= battery_w
             load_mean[self.bat_seg] -= battery_w
@@ -349,6 +353,7 @@ class Allocator:
         predicted = {"loss_conversion_w": round(loss_conv, 3),
                      "loss_distribution_w": round(fl.loss_dist_w, 3),
                      "feed_w": round(feed_plan, 2), "supply_w": round(supply, 2),
+                     "feed_limit_w": round(feed_lim, 2),
                      "demand_p95_w": round(float(upper.sum()), 2),
                      "vmin": round(float(np.min(fl.v)), 4), "vmax": round(float(np.max(fl.v)), 4)}
         flows = [{"id": b.id, "closed": bool(closed[k]),
@@ -358,7 +363,7 @@ class Allocator:
             t=view.t,
             vref={i: (None if not on[k] else float(vref[k])) for k, i in enumerate(self.node_ids)},
             closed=[bool(c) for c in closed], caps=caps, battery_w=float(battery_w),
-            battery_shave_above_w=(pol.shave_at * self.rack.breaker_limit_w if bat is not None
+            battery_shave_above_w=(pol.shave_at * feed_lim if bat is not None
                                    and bat.soc > pol.battery_soc_min else None),
             ok=ok, fallback=fallback, reason=reason + ("; " + tie_why if tie_why else ""),
             predicted=predicted, nodes=nodes, devices=devices,

@@ -24,6 +24,7 @@ from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
 from powerflow.control.allocate import (Allocation, Allocator, BatteryView, DeviceView, Memory,
                                         NodeView, RackView)
+from powerflow.control.budget import SiteBudget
 from powerflow.control.health import HealthJudge, Reading, reading
 from powerflow.control.supervisor import Measured, Supervisor, measure
 from powerflow.control.policy import Policy, PolicyError, rack_policy
@@ -81,6 +82,15 @@ class RackController:
         self.planned_on: dict[int, int] = {n.id: 0 for n in rack.nodes}  # periods in a row
         self.last: Allocation | None = None
         self.cycle_ms: list[float] = []
+        self.site: SiteBudget | None = None  # the site's budget lease (join_site)
+
+    def join_site(self) -> SiteBudget:
+        """Put the rack under a site controller: from now its feed obeys a budget lease,
+        the safe budget of its rack file until the first lease arrives."""
+        if self.site is None:
+            self.site = SiteBudget(self.rack.floor_w, self.rack.safe_budget_w,
+                                   self.rack.breaker_limit_w, self.alarms)
+        return self.site
 
     # ---- policy ------------------------------------------------------------------------
     def candidate_policy(self, changes: dict[str, Any]) -> Policy:
@@ -176,6 +186,10 @@ class RackController:
                 return f"bus at node {i} under {low:.2f} V"
         return ""
 
+    def _budget(self, t: float) -> float | None:
+        """W the site leases the feed now (None: the rack is under no site controller)."""
+        return None if self.site is None else self.site.limit_w(t)
+
     def supervise(self, t: float, nodes: dict[int, NodeObs]) -> bool:
         """A tick of the supervisor (several a period); True when safe mode starts now."""
         self.measured = measure(self.readings(t, nodes))
@@ -205,7 +219,7 @@ class RackController:
             if rd[n.id].mode in (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC):
                 self.run_s[n.id] += pol.period_s
         view = RackView(t, self._views(rd, nodes), self._forecast(devices), battery, feed_w,
-                        self._sag(nodes))
+                        self._sag(nodes), self._budget(t))
         alloc = self.allocator.allocate(view, pol, self.memory, safe=self._safe_reason())
         self._probes(alloc)
         self._report(alloc, m)
@@ -264,7 +278,8 @@ class RackController:
             upper = min(max(f.upper_w.get(1, mean), mean), pmax)
             devs.append(DeviceView(dv.id, mean, upper, self.last_power[dv.id]))
         rd = self.readings(t, nodes)
-        view = RackView(t, self._views(rd, nodes), devs, battery, feed_w, self._sag(nodes))
+        view = RackView(t, self._views(rd, nodes), devs, battery, feed_w, self._sag(nodes),
+                        self._budget(t))
         alloc = self.allocator.allocate(view, self.policy, memory, safe=self._safe_reason())
         self._probes(alloc)
         self._report(alloc, measure(rd))

@@ -4,7 +4,8 @@ engine. `load_rack` checks everything and names the file, the entry and the fiel
 anything wrong, with what was expected.
 
     [rack]      name, bus_voltage (V)
-    [feed]      voltage (V), breaker_limit_w (W)
+    [feed]      voltage (V), breaker_limit_w (W); under a site controller floor_w and
+                safe_budget_w (W, see `Rack`)
     [[segment]] id
     [[node]]    id, segment, link, rating_w, vout_max, iout_max, vout_min (V), r_out (ohm),
                 efficiency = [[load fraction, efficiency], ...], position = [slot, height], key
@@ -99,6 +100,11 @@ class Rack:
     # to check and build (control.policy.rack_policy), not the rack description's
     policy_table: dict[str, Any] = field(default_factory=dict)
     profile_tables: dict[str, Any] = field(default_factory=dict)
+    # Under a site controller (`run --site`): the feed power the rack is always allowed (W; a
+    # budget below it is clamped up) and the budget it falls to when its lease runs out or the
+    # broker is lost (W; never above the last budget granted, never below the floor).
+    floor_w: float = 0.0
+    safe_budget_w: float = 0.0
 
 
 # A bus below this fraction of its nominal voltage feeds its devices less than they ask (a
@@ -133,20 +139,24 @@ def _entries(raw: dict[str, Any], key: str, path: str) -> list[dict[str, Any]]:
     return v
 
 
-class _Reader:
-    def __init__(self, path: str, where: str, data: dict[str, Any]) -> None:
-        self.path, self.where, self.data = path, where, data
+class FieldReader:
+    """The fields of one table of a description file, checked one by one; errors name the
+    file, the entry (`where`) and the field, raised as `error` (rack files: RackError)."""
+
+    def __init__(self, path: str, where: str, data: dict[str, Any],
+                 error: type[ValueError] = RackError) -> None:
+        self.path, self.where, self.data, self.error = path, where, data, error
         self.used: set[str] = set()
 
-    def err(self, key: str, expected: str, got: Any = None) -> RackError:
+    def err(self, key: str, expected: str, got: Any = None) -> ValueError:
         tail = f"; got {got!r}" if got is not None else ""
-        return RackError(f"{self.path}: {self.where}: field '{key}': expected {expected}{tail}")
+        return self.error(f"{self.path}: {self.where}: field '{key}': expected {expected}{tail}")
 
     def get(self, key: str, default: Any = ...) -> Any:
         self.used.add(key)
         if key not in self.data:
             if default is ...:
-                raise RackError(f"{self.path}: {self.where}: field '{key}' is missing")
+                raise self.error(f"{self.path}: {self.where}: field '{key}' is missing")
             return default
         return self.data[key]
 
@@ -177,7 +187,7 @@ class _Reader:
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise RackError(f"{self.path}: {self.where}: unknown field '{unknown[0]}'")
+            raise self.error(f"{self.path}: {self.where}: unknown field '{unknown[0]}'")
 
 
 def load_rack(path: str | Path) -> Rack:
@@ -221,17 +231,19 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
     for name, over in raw.get("profile", {}).items():
         if not isinstance(over, dict):
             raise RackError(f"{path}: [profile.{name}]: expected a table of policy fields")
-    rk = _Reader(path, "[rack]", raw.get("rack", {}))
+    rk = FieldReader(path, "[rack]", raw.get("rack", {}))
     name = rk.text("name", Path(path).stem)
     bus_v = rk.num("bus_voltage", 1.0, 60.0)
     rk.done()
-    fd = _Reader(path, "[feed]", raw.get("feed", {}))
+    fd = FieldReader(path, "[feed]", raw.get("feed", {}))
     feed_v = fd.num("voltage", 1.0, 1000.0)
     breaker = fd.num("breaker_limit_w", 1.0, 1e7)
+    floor = fd.num("floor_w", 0.0, breaker, 0.0)
+    safe_budget = fd.num("safe_budget_w", floor, breaker, floor)
     fd.done()
     segs = []
     for i, s in enumerate(raw.get("segment", [])):
-        r = _Reader(path, f"[[segment]] #{i + 1}", s)
+        r = FieldReader(path, f"[[segment]] #{i + 1}", s)
         sid = r.ident("id")
         if sid in segs:
             raise r.err("id", "a segment id not used before", sid)
@@ -240,7 +252,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
     if not segs:
         raise RackError(f"{path}: no [[segment]]: a rack needs at least one bus segment")
 
-    def seg(r: _Reader, key: str = "segment") -> str:
+    def seg(r: FieldReader, key: str = "segment") -> str:
         v = r.text(key)
         if v not in segs:
             raise r.err(key, f"one of the segment ids {', '.join(segs)}", v)
@@ -248,7 +260,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
 
     nodes: list[Node] = []
     for i, n in enumerate(raw.get("node", [])):
-        r = _Reader(path, f"[[node]] #{i + 1}", n)
+        r = FieldReader(path, f"[[node]] #{i + 1}", n)
         nid = r.int_("id", 1, 0xFFFE)
         if any(x.id == nid for x in nodes):
             raise r.err("id", "a node id not used before", nid)
@@ -290,7 +302,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
         raise RackError(f"{path}: no [[node]]: a rack needs at least one converter node")
     branches: list[Branch] = []
     for i, b in enumerate(raw.get("branch", [])):
-        r = _Reader(path, f"[[branch]] #{i + 1}", b)
+        r = FieldReader(path, f"[[branch]] #{i + 1}", b)
         bid = r.ident("id", f"b{i + 1}")
         if any(x.id == bid for x in branches):
             raise r.err("id", "a branch id not used before", bid)
@@ -318,7 +330,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
         r.done()
     devices: list[Device] = []
     for i, dv in enumerate(raw.get("device", [])):
-        r = _Reader(path, f"[[device]] #{i + 1}", dv)
+        r = FieldReader(path, f"[[device]] #{i + 1}", dv)
         did = r.ident("id")
         if any(x.id == did for x in devices):
             raise r.err("id", "a device id not used before", did)
@@ -342,7 +354,7 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
         r.done()
     battery = None
     if "battery" in raw:
-        r = _Reader(path, "[battery]", raw["battery"])
+        r = FieldReader(path, "[battery]", raw["battery"])
         battery = Battery(seg(r), r.num("capacity_wh", 1.0, 1e7), r.num("p_charge_max_w", 0.0, 1e7),
                           r.num("p_discharge_max_w", 0.0, 1e7), r.num("efficiency", 0.5, 1.0, 0.95),
                           r.num("soc", 0.0, 1.0, 0.5))
@@ -359,4 +371,5 @@ def parse_rack(raw: dict[str, Any], path: str = "<rack>") -> Rack:
                 segments=tuple(segs), nodes=tuple(nodes), branches=tuple(branches),
                 devices=tuple(devices), battery=battery, path=path,
                 policy_table=dict(raw.get("policy", {})),
-                profile_tables=dict(raw.get("profile", {})))
+                profile_tables=dict(raw.get("profile", {})),
+                floor_w=floor, safe_budget_w=safe_budget)

@@ -30,7 +30,7 @@ from typing import Any
 
 from powerflow.control.policy import Policy, PolicyError, load_rack_checked, rack_policy
 from powerflow.emulator.faults import Fault, parse_at, parse_fault
-from powerflow.model.rack import Rack, RackError, _Reader
+from powerflow.model.rack import Rack, RackError, FieldReader
 from powerflow.tomlfile import read_toml
 
 FAST_KINDS = ("converter-failure", "converter-repair", "link-cut", "link-clear", "ambient",
@@ -83,7 +83,7 @@ def load_scenario(path: str | Path) -> Scenario:
     for key in raw:
         if key not in ("scenario", "policy", "event", "expect"):
             raise RackError(f"{p}: unknown section [{key}]")
-    r = _Reader(str(p), "[scenario]", raw.get("scenario", {}))
+    r = FieldReader(str(p), "[scenario]", raw.get("scenario", {}))
     name = r.text("name", p.stem)
     rack = load_rack_checked(p.parent / r.text("rack"))
     duration = r.num("duration_s", 1.0, 7 * 86400.0)
