@@ -1,0 +1,185 @@
+"""A rack's side of the site protocol: report every period, take budget leases, ack them.
+
+`SiteAgent` connects to the site's broker as the rack's client id (its will is its death
+certificate), publishes its birth and, every site period, a report of what the rack
+measures and forecasts (`RackDemand`, from the rack controller or a stand-in's trace). Each
+budget that arrives goes to the rack's `SiteBudget`, which takes, clamps or refuses it; the
+verdict goes back as an ack. Losing the broker changes nothing here but the reconnecting:
+without new leases the budget falls to the safe budget by itself, and a new lease after
+reconnecting lifts it again (no restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from powerflow.control.allocate import Allocation
+from powerflow.control.budget import SiteBudget
+from powerflow.model.rack import Rack
+from powerflow.site.messages import (CLOCK_SKEW_S, Ack, Birth, Budget, ClassDemand,
+                                     MessageError, Report, active_topic, encode, rack_topic)
+from powerflow.site.mqtt import BrokerAddress
+
+log = logging.getLogger("powerflow.site")
+RECONNECT_S = 1.0
+
+
+@dataclass(frozen=True)
+class RackDemand:
+    """What a rack tells the site of itself (W at its feed)."""
+
+    measured_w: float
+    min_w: float
+    headroom_w: float
+    classes: dict[int, ClassDemand]
+
+
+def rack_demand(rack: Rack, alloc: Allocation | None, measured_w: float) -> RackDemand:
+    """A rack controller's demand by priority, from its last allocation: forecast mean and
+    P95 per priority level, the least each level can be capped to (its devices' p_min), all
+    scaled from the devices to the feed by the allocation's own feed/device ratio."""
+    classes: dict[int, list[float]] = {}
+    if alloc is None:
+        for dv in rack.devices:
+            c = classes.setdefault(dv.priority, [0.0, 0.0, 0.0])
+            c[0] += dv.p_nom_w
+            c[1] += dv.p_max_w
+            c[2] += dv.p_min_w
+        ratio, headroom = 1 / 0.95, 0.0
+    else:
+        dev_sum = sum(v["forecast_w"] for v in alloc.devices.values())
+        feed = alloc.predicted.get("feed_w", 0.0)
+        ratio = feed / dev_sum if dev_sum > 1.0 and feed > dev_sum else 1 / 0.95
+        for dv in rack.devices:
+            v = alloc.devices[dv.id]
+            c = classes.setdefault(dv.priority, [0.0, 0.0, 0.0])
+            c[0] += v["forecast_w"]
+            c[1] += v["p95_w"]
+            c[2] += dv.p_min_w
+        on = sum(n["plan_limit_w"] for n in alloc.nodes.values() if n["on"])
+        headroom = max(on - sum(n["share_w"] for n in alloc.nodes.values()), 0.0)
+    out = {p: ClassDemand(mean_w=round(m * ratio, 2), p95_w=round(max(u, lo) * ratio, 2),
+                          min_w=round(lo * ratio, 2)) for p, (m, u, lo) in classes.items()}
+    return RackDemand(measured_w=max(measured_w, 0.0),
+                      min_w=round(sum(c.min_w for c in out.values()), 2),
+                      headroom_w=round(headroom, 2), classes=out)
+
+
+@dataclass
+class SiteAgent:
+    addr: BrokerAddress
+    site: str
+    client: str
+    budget: SiteBudget
+    demand: Callable[[float], RackDemand]  # now -> the rack's demand
+    period_s: float = 2.0
+    clock: Callable[[], float] = time.time
+    seq: int = 0
+    malformed: dict[str, int] = field(default_factory=dict)  # reason -> count
+    connected: bool = False
+    connects: int = 0
+    budgets_seen: int = 0
+
+    def topic(self, what: str) -> str:
+        return rack_topic(self.site, self.client, what)
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq - 1
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Connect, and reconnect after every loss, until `stop` is set (or cancelled)."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            will = aiomqtt.Will(self.topic("death"), encode(_Death(self.client)), qos=1)
+            try:
+                async with self.addr.client(self.client, will) as c:
+                    self.connected, self.connects = True, self.connects + 1
+                    log.info("site: connected to %s:%d as %s", self.addr.host, self.addr.port,
+                             self.client)
+                    await self._session(c, stop)
+            except aiomqtt.MqttError as e:
+                if self.connected:
+                    log.warning("site: broker lost (%s): reconnecting", e)
+                    if self.budget.alarms is not None:
+                        self.budget.alarms.event(self.clock(), "site_broker",
+                                                 f"broker lost: {e}")
+            finally:
+                self.connected = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RECONNECT_S)
+
+    async def _session(self, c: aiomqtt.Client, stop: asyncio.Event) -> None:
+        self.seq = 0  # Sparkplug: sequence numbers start again with each birth
+        await c.subscribe(self.topic("cmd/#"), qos=1)
+        await c.subscribe(active_topic(self.site), qos=1)
+        await self._birth(c)
+        reporter = asyncio.create_task(self._report_every_period(c))
+        try:
+            async for m in c.messages:
+                if stop.is_set():
+                    break
+                await self._handle(c, str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await reporter
+
+    async def _birth(self, c: aiomqtt.Client) -> None:
+        b = self.budget
+        await c.publish(self.topic("birth"), encode(Birth(
+            seq=self._next(), t=self.clock(), floor_w=b.floor_w, safe_w=b.safe_w,
+            feed_limit_w=b.feed_limit_w)), qos=1)
+
+    async def _report_every_period(self, c: aiomqtt.Client) -> None:
+        while True:
+            await self.publish_report(c)
+            await asyncio.sleep(self.period_s)
+
+    async def publish_report(self, c: aiomqtt.Client) -> None:
+        now = self.clock()
+        d = self.demand(now)
+        b = self.budget
+        await c.publish(self.topic("report"), encode(Report(
+            seq=self._next(), t=now, measured_w=d.measured_w, min_w=d.min_w,
+            headroom_w=d.headroom_w, budget_w=b.limit_w(now), lease_valid=b.valid(now),
+            epoch=b.epoch, classes=d.classes)), qos=0)
+
+    def _bad(self, reason: str, detail: str) -> None:
+        self.malformed[reason] = self.malformed.get(reason, 0) + 1
+        if self.budget.alarms is not None:
+            self.budget.alarms.event(self.clock(), "site_message_refused", f"{reason}: {detail}")
+
+    async def _handle(self, c: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        if topic == self.topic("cmd/rebirth"):
+            await self._birth(c)
+            return
+        if topic != self.topic("cmd/budget"):
+            return  # the active state: racks need nothing from it but the epoch in budgets
+        try:
+            msg = Budget.decode(payload)
+        except MessageError as e:
+            self._bad("malformed_budget", str(e))
+            return
+        self.budgets_seen += 1
+        now = self.clock()
+        # the lease runs from when the controller sent it (clocks within CLOCK_SKEW_S): a
+        # budget delayed in flight does not live longer than the controller counts on
+        lease = min(msg.lease_s, msg.t + msg.lease_s + CLOCK_SKEW_S - now)
+        v = self.budget.offer(now, msg.budget_w, lease, msg.epoch, msg.controller, msg.seq)
+        await c.publish(self.topic("ack"), encode(Ack(
+            seq=self._next(), t=now, budget_seq=msg.seq, epoch=msg.epoch,
+            controller=msg.controller, accepted=v.accepted,
+            budget_w=self.budget.limit_w(now), reason=v.reason)), qos=1)
+
+
+@dataclass(frozen=True)
+class _Death:
+    client: str
