@@ -25,7 +25,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_operator(sub)
     _add_scenario_and_faults(sub)
     _add_grid(sub)
+    _add_site(sub)
     return p
+
+
+def _add_site(sub: argparse._SubParsersAction) -> None:
+    si = sub.add_parser("site", help="the site tier: many racks under one power tree (MQTT)")
+    sis = si.add_subparsers(dest="site_command", required=True, metavar="SUBCOMMAND")
+    sr = sis.add_parser("run", help="run a site controller (active, or standby if another is)")
+    sr.add_argument("site", help="site file (.toml), e.g. examples/sites/two-pdus.toml")
+    sr.add_argument("--broker", default=None, metavar="URL",
+                    help="the site's MQTT broker, mqtt://HOST:PORT or mqtts://HOST:PORT "
+                         "(default with --emulate: a Mosquitto of its own on a free port)")
+    sr.add_argument("--id", default="site-1", metavar="ID",
+                    help="this controller's id: its MQTT client id and user name (default "
+                         "site-1)")
+    sr.add_argument("--user", default=None, metavar="USER",
+                    help="MQTT user name (default: the --id)")
+    sr.add_argument("--password-file", default=None, metavar="FILE",
+                    help="file holding the MQTT password (kept out of the process list)")
+    sr.add_argument("--ca", default=None, metavar="FILE", help="CA file to trust (TLS)")
+    sr.add_argument("--emulate", action="store_true",
+                    help="also a rack stand-in for every rack of the site file (demand "
+                         "traces over the site protocol)")
+    sr.add_argument("--duration", type=_positive, default=None, metavar="S",
+                    help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
+    sr.add_argument("--port", type=_tcp_port, default=8480, metavar="PORT",
+                    help="TCP port of the site's read-only API, metrics and dashboard "
+                         "(default 8480; 0: none)")
+    sr.add_argument("--period", type=_positive, default=None, metavar="S",
+                    help="site period (s), overriding the site file's (leases scale with it)")
 
 
 def _add_host(sub: argparse._SubParsersAction) -> None:
@@ -603,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         return _scenario_command(args)
     if args.command == "run":
         return _run_command(args, parser)
+    if args.command == "site":
+        return _site_command(args)
     if args.command == "demo-node":
         from powerflow.demo import run_demo
 
@@ -675,6 +706,40 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                              physics_log=args.physics_log, sock=sock, state=args.state_dir,
                              live=interactive))
     except RackError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _site_command(args: argparse.Namespace) -> int:
+    """`powerflow site run`: the site file and broker options checked, the API port bound,
+    then the controller run."""
+    import asyncio
+
+    from powerflow.logs import setup_logging
+    from powerflow.model.site import SiteError, load_site
+    from powerflow.process import ListenError, listen
+    from powerflow.site.broker import BrokerError
+    from powerflow.site.mqtt import AddressError, BrokerAddress
+    from powerflow.siterun import run_site
+
+    try:
+        load_site(args.site)
+        addr = None
+        if args.broker is not None:
+            addr = BrokerAddress.parse(args.broker, args.user or args.id, args.password_file,
+                                       args.ca)
+        elif not args.emulate:
+            raise AddressError("--broker URL is needed (or --emulate, which starts its own)")
+        sock = listen("127.0.0.1", args.port) if args.port else None
+    except (SiteError, AddressError, ListenError) as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    setup_logging("info")
+    try:
+        asyncio.run(run_site(args.site, addr, args.id, args.emulate, args.duration, sock,
+                             args.period))
+    except BrokerError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -10,6 +10,8 @@ publish budgets and the active state. `Mosquitto` runs Debian's `mosquitto` on a
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -74,8 +76,21 @@ class Mosquitto:
             subprocess.run(["mosquitto_passwd", "-b", str(pw), u, p], check=True,
                            capture_output=True)
         (self.workdir / "acl").write_text(acl_text(self.site, self.controllers))
+        self._hand_over()
         if not self.port:
             self.port = free_port()
+
+    def _hand_over(self) -> None:
+        """Started as root, mosquitto drops to its own user: let that user read its files
+        (and only them: the folder stays closed to everyone else)."""
+        if os.geteuid() != 0:
+            return
+        try:
+            pw = pwd.getpwnam("mosquitto")
+        except KeyError:
+            return
+        for p in [self.workdir, *self.workdir.iterdir()]:
+            os.chown(p, pw.pw_uid, pw.pw_gid)
 
     @property
     def url(self) -> str:
@@ -97,6 +112,7 @@ class Mosquitto:
             "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
             "max_packet_size 65536", "max_inflight_messages 100", "max_queued_messages 1000",
             ""]))
+        self._hand_over()
         log = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log,
                                      start_new_session=True)

@@ -1,0 +1,92 @@
+"""`powerflow site run`: a site controller (active or standby) and its read-only web service;
+with `--emulate`, its own Mosquitto and a rack stand-in for every rack of the site file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from powerflow.logs import kv
+from powerflow.model.site import Site, load_site
+from powerflow.site.agent import SiteAgent
+from powerflow.site.broker import Mosquitto
+from powerflow.site.controller import SiteController
+from powerflow.site.mqtt import BrokerAddress
+from powerflow.site.standin import StandIn, diurnal
+from powerflow.site.web import create_site_app
+
+log = logging.getLogger("powerflow.site")
+DEFAULT_SITE_PORT = 8480
+
+
+async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
+                   emulate: bool = False, duration: float | None = None,
+                   sock: socket.socket | None = None, period_s: float | None = None
+                   ) -> dict[str, Any]:
+    """Run until `duration` s (None: until SIGINT/SIGTERM). Without `addr`, `emulate` starts
+    a broker of its own (with generated passwords and the site's ACL)."""
+    site: Site = load_site(site_path)
+    if period_s is not None:
+        site = replace(site, policy=replace(site.policy, period_s=period_s,
+                                            lease_s=max(site.policy.lease_s * period_s
+                                                        / site.policy.period_s, period_s)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as up:
+        tasks: list[asyncio.Task[None]] = []
+        standins: list[StandIn] = []
+        if addr is None:
+            tmp = Path(up.enter_context(tempfile.TemporaryDirectory(prefix="pf-site-")))
+            broker = Mosquitto(tmp, site.name, [cid], [r.client for r in site.racks])
+            broker.start()
+            up.callback(broker.stop)
+            addr = BrokerAddress.parse(broker.url, cid, str(broker.password_file(cid)))
+            log.info(kv(event="broker", url=broker.url, acl=str(tmp / "acl")))
+            if emulate:
+                for k, r in enumerate(site.racks):
+                    s = StandIn(r, diurnal(0.75, 0.2, 60.0, phase=k))
+                    standins.append(s)
+                    ra = BrokerAddress.parse(broker.url, r.client,
+                                             str(broker.password_file(r.client)))
+                    agent = SiteAgent(ra, site.name, r.client, s.budget, s.demand,
+                                      site.policy.period_s)
+                    tasks.append(asyncio.create_task(agent.run(stop)))
+        ctrl = SiteController(site, addr, cid)
+        tasks.append(asyncio.create_task(ctrl.run(stop)))
+        server = None
+        if sock is not None:
+            server = uvicorn.Server(uvicorn.Config(create_site_app(ctrl), log_level="warning",
+                                                   lifespan="off"))
+            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            host, port = sock.getsockname()[:2]
+            log.info(kv(event="started", site=site.name, controller=cid, racks=len(site.racks),
+                        api=f"http://{host}:{port}/api/v1/site", dashboard=f"http://{host}:{port}/",
+                        metrics=f"http://{host}:{port}/metrics"))
+        t0 = time.monotonic()
+        try:
+            while not stop.is_set():
+                if duration is not None and time.monotonic() - t0 >= duration:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            stop.set()
+            if server is not None:
+                server.should_exit = True
+            for t in tasks[:-1] if server is not None else tasks:
+                t.cancel()  # the MQTT sessions wait on the broker: cancel, do not wait
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return ctrl.tree_state()
+    raise AssertionError("unreachable")
