@@ -52,7 +52,9 @@ def _add_site(sub: argparse._SubParsersAction) -> None:
                     help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
     sr.add_argument("--port", type=_tcp_port, default=8480, metavar="PORT",
                     help="TCP port of the site's read-only API, metrics and dashboard "
-                         "(default 8480; 0: none)")
+                         "(default 8480)")
+    sr.add_argument("--no-api", action="store_true",
+                    help="serve no API (a standby beside the active on one machine)")
     sr.add_argument("--period", type=_positive, default=None, metavar="S",
                     help="site period (s), overriding the site file's (leases scale with it)")
 
@@ -731,7 +733,7 @@ def _site_command(args: argparse.Namespace) -> int:
                                        args.ca)
         elif not args.emulate:
             raise AddressError("--broker URL is needed (or --emulate, which starts its own)")
-        sock = listen("127.0.0.1", args.port) if args.port else None
+        sock = None if args.no_api else listen("127.0.0.1", args.port)
     except (SiteError, AddressError, ListenError) as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2

@@ -51,7 +51,7 @@ async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
             tmp = Path(up.enter_context(tempfile.TemporaryDirectory(prefix="pf-site-")))
             broker = Mosquitto(tmp, site.name, [cid], [r.client for r in site.racks])
             broker.start()
-            up.callback(broker.stop)
+            up.callback(broker.close)
             addr = BrokerAddress.parse(broker.url, cid, str(broker.password_file(cid)))
             log.info(kv(event="broker", url=broker.url, acl=str(tmp / "acl")))
             if emulate:

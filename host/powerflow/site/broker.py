@@ -16,6 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,15 +68,20 @@ class Mosquitto:
             raise BrokerError("mosquitto is not installed: `apt-get install mosquitto` "
                               "(make demo-site and make test install it)")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # what mosquitto itself reads; started as root it drops to its own user, which
+        # cannot pass a caller's private folders: then a folder of its own under /tmp
+        self.confdir = self.workdir
+        if os.geteuid() == 0:
+            self.confdir = Path(tempfile.mkdtemp(prefix="pf-mosquitto-"))
         for u in self.controllers + self.racks:
             self.passwords.setdefault(u, secrets.token_urlsafe(18))
-        pw = self.workdir / "passwd"
+        pw = self.confdir / "passwd"
         pw.write_text("")
         pw.chmod(0o600)
         for u, p in self.passwords.items():
             subprocess.run(["mosquitto_passwd", "-b", str(pw), u, p], check=True,
                            capture_output=True)
-        (self.workdir / "acl").write_text(acl_text(self.site, self.controllers))
+        (self.confdir / "acl").write_text(acl_text(self.site, self.controllers))
         self._hand_over()
         if not self.port:
             self.port = free_port()
@@ -89,7 +95,7 @@ class Mosquitto:
             pw = pwd.getpwnam("mosquitto")
         except KeyError:
             return
-        for p in [self.workdir, *self.workdir.iterdir()]:
+        for p in [self.confdir, *self.confdir.iterdir()]:
             os.chown(p, pw.pw_uid, pw.pw_gid)
 
     @property
@@ -104,10 +110,10 @@ class Mosquitto:
         return p
 
     def start(self, timeout_s: float = 10.0) -> None:
-        conf = self.workdir / "mosquitto.conf"
+        conf = self.confdir / "mosquitto.conf"
         conf.write_text("\n".join([
             "per_listener_settings false", "allow_anonymous false",
-            f"password_file {self.workdir / 'passwd'}", f"acl_file {self.workdir / 'acl'}",
+            f"password_file {self.confdir / 'passwd'}", f"acl_file {self.confdir / 'acl'}",
             f"listener {self.port} 127.0.0.1", "persistence false",
             "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
             "max_packet_size 65536", "max_inflight_messages 100", "max_queued_messages 1000",
@@ -138,9 +144,15 @@ class Mosquitto:
                 self.proc.wait(5)
         self.proc = None
 
+    def close(self) -> None:
+        """Stop, and remove the folder of mosquitto's own files if one was made."""
+        self.stop()
+        if self.confdir != self.workdir:
+            shutil.rmtree(self.confdir, ignore_errors=True)
+
     def __enter__(self) -> Mosquitto:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()

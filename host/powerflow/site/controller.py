@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,9 +230,14 @@ class SiteController:
         self.periods += 1
         for k, r in enumerate(self.site.racks):
             led = self.racks[r.client]
-            if led.birth is None or not led.online:
+            if led.birth is None:
+                # born before we subscribed (or we restarted): Sparkplug's rebirth request
+                await c.publish(rack_topic(self.site.name, r.client, "cmd/rebirth"), b"", qos=1)
                 continue
-            b = Budget(seq=self._next(), t=now, budget_w=round(float(send[k]), 2),
+            if not led.online:
+                continue
+            # rounded down to the centiwatt: a budget never rounds over a limit
+            b = Budget(seq=self._next(), t=now, budget_w=math.floor(float(send[k]) * 100) / 100,
                        lease_s=self.site.policy.lease_s, epoch=self.epoch, controller=self.cid)
             self.note_budget(r.client, b)
             await c.publish(rack_topic(self.site.name, r.client, "cmd/budget"), encode(b), qos=1)
