@@ -7,6 +7,10 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from powerflow.hostrun import SiteOptions
 
 
 JSON_HELP = "print the host's answer as JSON (the API's response, field names as in /docs)"
@@ -115,6 +119,18 @@ def _add_host(sub: argparse._SubParsersAction) -> None:
                      help="Redfish sessions end after S seconds unused (default 1800)")
     run.add_argument("--max-sessions", type=_sessions, default=64, metavar="N", help="Redfish sessions open at once, at most (1..10000; "
                                        "default 64)")
+    run.add_argument("--site", default=None, metavar="URL",
+                     help="join a site: its broker and name, mqtt://HOST:PORT/SITE (mqtts:// "
+                          "for TLS); the allocator then obeys the site's budget lease")
+    run.add_argument("--site-client", default=None, metavar="ID",
+                     help="this rack's client id on the site broker (default: the rack's name)")
+    run.add_argument("--site-user", default=None, metavar="USER",
+                     help="MQTT user name (default: the client id)")
+    run.add_argument("--site-password-file", default=None, metavar="FILE",
+                     help="file holding the MQTT password")
+    run.add_argument("--site-ca", default=None, metavar="FILE", help="CA file to trust (TLS)")
+    run.add_argument("--site-period", type=_positive, default=2.0, metavar="S",
+                     help="how often to report to the site (s, default 2: the site period)")
     run.add_argument("--physics-log", default=None, metavar="FILE",
                      help="with --emulate: append what the rack physics has every 0.1 s "
                           "(bus voltages V, currents A, device demand and served W) as JSON lines")
@@ -687,8 +703,11 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from powerflow.model.rack import RackError
 
     faults = None
+    site = None
     try:
         rk = load_rack_checked(args.rack)
+        if args.site:
+            site = _site_options(args, rk.name)
         if args.faults:
             from powerflow.emulator.faults import load_fault_script
 
@@ -706,11 +725,32 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                              args.db, not args.no_start, telemetry_ms=args.telemetry_ms,
                              faults=faults, control=not args.no_control, api=api,
                              physics_log=args.physics_log, sock=sock, state=args.state_dir,
-                             live=interactive))
+                             live=interactive, site=site))
     except RackError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _site_options(args: argparse.Namespace, rack_name: str) -> SiteOptions:
+    """`--site mqtt://HOST:PORT/SITE` and its credentials, checked (ValueError says what)."""
+    from urllib.parse import urlsplit
+
+    from powerflow.hostrun import SiteOptions
+    from powerflow.model.site import CLIENT_RE
+    from powerflow.site.mqtt import BrokerAddress
+
+    name = urlsplit(args.site).path.strip("/")
+    if not CLIENT_RE.fullmatch(name):
+        raise ValueError(f"--site {args.site}: expected mqtt://HOST:PORT/SITE with the site's "
+                         "name (letters, digits and . _ -) as the path")
+    client = args.site_client or rack_name
+    if not CLIENT_RE.fullmatch(client):
+        raise ValueError(f"--site-client {client!r}: letters, digits and . _ - (at most 64)")
+    addr = BrokerAddress.parse(args.site.rsplit("/", 1)[0] if urlsplit(args.site).path else
+                               args.site, args.site_user or client, args.site_password_file,
+                               args.site_ca)
+    return SiteOptions(addr=addr, site=name, client=client, period_s=args.site_period)
 
 
 def _site_command(args: argparse.Namespace) -> int:

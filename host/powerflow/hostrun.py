@@ -62,6 +62,17 @@ def is_loopback(addr: str) -> bool:
 
 
 @dataclass(frozen=True)
+class SiteOptions:
+    """Under a site controller (`--site mqtt://HOST:PORT/SITE`): the broker, the site's
+    name, this rack's client id (its MQTT user name) and the site period (s)."""
+
+    addr: Any  # powerflow.site.mqtt.BrokerAddress
+    site: str
+    client: str
+    period_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class ApiOptions:
     """How the API is served: who may call it (tokens), where (bind), over what (TLS), and
     the Redfish session limits."""
@@ -149,7 +160,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                    faults: list[tuple[float, Fault]] | None = None, control: bool = True,
                    api: ApiOptions | None = None,
                    physics_log: str | Path | None = None, sock: socket.socket | None = None,
-                   state: str | Path | None = None) -> dict[str, Any]:
+                   state: str | Path | None = None,
+                   site: SiteOptions | None = None) -> dict[str, Any]:
     """Run the host until `duration` s have passed (None: forever) or SIGINT/SIGTERM. `sock`
     is the API's listening socket if the caller bound it already (the CLI binds it before
     anything else, so a port in use fails at once); `state` the state directory (see
@@ -201,6 +213,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
             loop_, io = _start_control(rack, manager, store, emu)
             up.push_async_callback(io.close)
             up.push_async_callback(loop_.stop)
+            if site is not None:
+                up.callback(_join_site(rack, loop_, io, site, stop).cancel)
         svc = HostService(manager, store, control=loop_, emulator=emu,
                           agents=io.agents if io is not None else None)
         app = create_app(svc, api.tokens, session_timeout_s=api.session_timeout_s,
@@ -285,6 +299,22 @@ def _start_control(rack: Rack, manager: NodeManager, store: TelemetryStore, emu:
     loop_ = ControlLoop(io, RackController(rack), on_events=record, on_period=keep)
     loop_.start()
     return loop_, io
+
+
+def _join_site(rack: Rack, loop_: Any, io: Any, site: SiteOptions,
+               stop: asyncio.Event) -> asyncio.Task[None]:
+    """Put the rack under the site controller: its allocator obeys the budget lease (the
+    rack file's safe budget until the first arrives) and the agent reports every site
+    period what the rack measures and forecasts."""
+    from powerflow.site.agent import SiteAgent, rack_demand
+
+    budget = loop_.ctrl.join_site()
+    agent = SiteAgent(site.addr, site.site, site.client, budget,
+                      lambda now: rack_demand(rack, loop_.ctrl.last, io.feed_w()),
+                      site.period_s)
+    log.info(kv(event="site", broker=f"{site.addr.host}:{site.addr.port}", site=site.site,
+                client=site.client, floor_w=budget.floor_w, safe_budget_w=budget.safe_w))
+    return asyncio.create_task(agent.run(stop))
 
 
 def _status(svc: HostService) -> dict[str, Any]:

@@ -251,6 +251,10 @@ class Predicted(BaseModel):
     feed_w: float = Field(description="W drawn from the rack feed")
     supply_w: float = Field(description="W the converters on can supply")
     demand_p95_w: float = Field(description="the devices' P95 demand, W")
+    feed_limit_w: float | None = Field(
+        default=None, description="the feed's limit the plan keeps to, W: the breaker's, or "
+                                  "under a site controller the budget it leases (or the safe "
+                                  "budget when no lease holds)")
     vmin: float = Field(description="V")
     vmax: float = Field(description="V")
 
