@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 STUBS  := $(VENV)/stubs
 
-.PHONY: setup demo test firmware typecheck bench clean sysdeps
+.PHONY: setup demo demo-site test firmware typecheck bench clean sysdeps
 
 setup: $(STAMP)
 
@@ -44,17 +44,24 @@ demo: $(STAMP)
 	$(VENV)/bin/powerflow run examples/racks/small.toml --emulate --duration 30 \
 	  --db build/demo-telemetry.sqlite3
 
+# A site: its own Mosquitto (passwords and ACL generated), a site controller and a rack
+# stand-in for each of the four racks under two PDUs of examples/sites/two-pdus.toml, for 60 s.
+# The dashboard of the tree is at http://127.0.0.1:8480/.
+demo-site: $(STAMP) sysdeps
+	$(VENV)/bin/powerflow site run examples/sites/two-pdus.toml --emulate --duration 60
+
 test: $(STAMP) sysdeps
 	$(MAKE) typecheck
 	$(PY) -m pytest -q
 
 # Debian packages the tests run for real: Chromium and its driver (the dashboard test),
-# Prometheus (scrapes the host's /metrics) and systemd (systemd-analyze checks the example
-# unit). Installed once, when missing (needs root).
-SYSDEPS := chromium chromium-driver prometheus systemd
+# Prometheus (scrapes the host's /metrics), systemd (systemd-analyze checks the example
+# unit) and Mosquitto (the site tier's broker). Installed once, when missing (needs root).
+SYSDEPS := chromium chromium-driver prometheus systemd mosquitto
 sysdeps:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
-	    || ! command -v prometheus >/dev/null || ! command -v systemd-analyze >/dev/null; then \
+	    || ! command -v prometheus >/dev/null || ! command -v systemd-analyze >/dev/null \
+	    || ! command -v mosquitto >/dev/null; then \
 	  echo "installing $(SYSDEPS) with apt-get"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSDEPS); \
 	fi

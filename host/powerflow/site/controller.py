@@ -228,11 +228,13 @@ class SiteController:
         alloc, send, _committed, _ = self.plan(now)
         self.last, self.last_t = alloc, now
         self.periods += 1
+        sends = []
         for k, r in enumerate(self.site.racks):
             led = self.racks[r.client]
             if led.birth is None:
                 # born before we subscribed (or we restarted): Sparkplug's rebirth request
-                await c.publish(rack_topic(self.site.name, r.client, "cmd/rebirth"), b"", qos=1)
+                sends.append(c.publish(rack_topic(self.site.name, r.client, "cmd/rebirth"), b"",
+                                       qos=1))
                 continue
             if not led.online:
                 continue
@@ -240,7 +242,10 @@ class SiteController:
             b = Budget(seq=self._next(), t=now, budget_w=math.floor(float(send[k]) * 100) / 100,
                        lease_s=self.site.policy.lease_s, epoch=self.epoch, controller=self.cid)
             self.note_budget(r.client, b)
-            await c.publish(rack_topic(self.site.name, r.client, "cmd/budget"), encode(b), qos=1)
+            sends.append(c.publish(rack_topic(self.site.name, r.client, "cmd/budget"),
+                                   encode(b), qos=1))
+        # all at once: each QoS 1 publish waits for its PUBACK, a round trip each in turn
+        await asyncio.gather(*sends)
 
     def _next(self) -> int:
         self.seq += 1
