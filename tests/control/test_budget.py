@@ -123,12 +123,14 @@ def test_the_allocator_holds_the_planned_feed_under_the_budget_by_priority(budge
 def test_a_rack_under_a_site_plans_under_its_lease_and_falls_back_when_it_expires() -> None:
     ctrl = RackController(SMALL)
     site = ctrl.join_site()
-    assert site.floor_w == 0.0 and site.feed_limit_w == SMALL.breaker_limit_w
-    site.offer(100.0, 700.0, 4.0, epoch=1, controller="site", seq=1)
+    assert (site.floor_w, site.safe_w) == (SMALL.floor_w, SMALL.safe_budget_w) == (600.0, 1200.0)
+    assert site.feed_limit_w == SMALL.breaker_limit_w
+    assert ctrl.preview(99.0, {}).predicted["feed_limit_w"] == 1200.0  # before any lease
+    site.offer(100.0, 1500.0, 4.0, epoch=1, controller="site", seq=1)
     a = ctrl.preview(101.0, {})
-    assert a.predicted["feed_limit_w"] == 700.0
+    assert a.predicted["feed_limit_w"] == 1500.0
     a = ctrl.preview(105.0, {})
-    assert a.predicted["feed_limit_w"] == 0.0  # the rack file's safe budget (default: floor)
+    assert a.predicted["feed_limit_w"] == 1200.0  # expired: the rack file's safe budget
     assert ctrl.alarms.is_active("site_budget")
 
 
