@@ -59,6 +59,12 @@ def _add_site(sub: argparse._SubParsersAction) -> None:
                          "(default 8480)")
     sr.add_argument("--no-api", action="store_true",
                     help="serve no API (a standby beside the active on one machine)")
+    ss = sis.add_parser("scenario", help="scripted site scenarios (own Mosquitto, stand-ins)")
+    sss = ss.add_subparsers(dest="site_scenario_command", required=True, metavar="SUBCOMMAND")
+    ssr = sss.add_parser("run", help="run a site scenario; exit 1 when an expectation fails")
+    ssr.add_argument("file", help="site scenario (.toml), e.g. "
+                                  "examples/site-scenarios/feed-lost.toml")
+    ssr.add_argument("--json", action="store_true", help="print the outcomes as JSON")
     sr.add_argument("--period", type=_positive, default=None, metavar="S",
                     help="site period (s), overriding the site file's (leases scale with it)")
 
@@ -732,6 +738,31 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
+def _site_scenario(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from powerflow.site.broker import BrokerError
+    from powerflow.site.scenario import SiteScenarioError, load_site_scenario, run_site_scenario
+
+    try:
+        sc = load_site_scenario(args.file)
+        with tempfile.TemporaryDirectory(prefix="pf-site-scenario-") as d:
+            out = run_site_scenario(sc, Path(d))
+    except (SiteScenarioError, BrokerError) as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for k in ("breaker_violations", "priority_inversions", "lease_violations",
+                  "max_failover_s", "stranded_w_mean"):
+            print(f"{k:22s} {out[k]}")
+        for k, v in out["expect"].items():
+            print(f"expect {k} <= {v['at_most']}: {'ok' if v['ok'] else 'FAILED'}")
+    return 0 if out["passed"] else 1
+
+
 def _site_options(args: argparse.Namespace, rack_name: str) -> SiteOptions:
     """`--site mqtt://HOST:PORT/SITE` and its credentials, checked (ValueError says what)."""
     from urllib.parse import urlsplit
@@ -765,6 +796,8 @@ def _site_command(args: argparse.Namespace) -> int:
     from powerflow.site.mqtt import AddressError, BrokerAddress
     from powerflow.siterun import run_site
 
+    if args.site_command == "scenario":
+        return _site_scenario(args)
     try:
         load_site(args.site)
         addr = None

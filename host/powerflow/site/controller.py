@@ -129,6 +129,20 @@ class SiteController:
                             a.epoch)
                 self.role = "standby"
             return
+        if topic.startswith(f"{PREFIX}/{name}/feed/"):
+            # a feed's state from the site's power monitor (a controller-class user)
+            fid = topic.rsplit("/", 1)[-1]
+            try:
+                lost = cbor2.loads(payload)["lost"] if payload else False
+            except Exception:
+                lost = None
+            if fid not in {f.id for f in self.site.feeds} or not isinstance(lost, bool):
+                self._bad("malformed_feed", topic)
+            elif lost:
+                self.lost_feeds.setdefault(fid, now)
+            else:
+                self.lost_feeds.pop(fid, None)
+            return
         if topic.startswith(f"{PREFIX}/{name}/controller/"):
             who = topic.rsplit("/", 1)[-1]
             if who == self.cid and payload:
@@ -192,7 +206,10 @@ class SiteController:
         for f in self.site.feeds:
             if f.id in lost and f.backup is not None and f.backup not in lost:
                 b = tree.ids.index(f.backup)
-                if now - self.lost_feeds[f.id] < tree.overload_s[b]:
+                # the allowance is used only while a cut back to the continuous limit can
+                # still land before it runs out (a lease and a period)
+                margin = self.site.policy.lease_s + self.site.policy.period_s
+                if now - self.lost_feeds[f.id] < tree.overload_s[b] - margin:
                     limit[b] *= 1 + tree.overload_frac[b]
         return tree, limit
 
