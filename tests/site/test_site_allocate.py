@@ -124,10 +124,17 @@ def test_a_lost_feed_moves_its_racks_under_the_backup_within_its_overload_allowa
     site = load_site(ROOT / "examples" / "sites" / "two-pdus.toml")
     tree = compile_tree(site, frozenset({"utility-a"}))
     b = tree.ids.index("utility-b")
+    sb = tree.ids.index("switchboard")
+    floor = np.array([r.floor_w for r in site.racks])
+    p95 = np.full((4, 3), 700.0)          # 8.4 kW asked, the PDUs pass 7.2 kW
+    # the file's allowance: 5 kW x 1.4 = 7 kW, as much as the switchboard passes
     limit = tree.limit_w.copy()
     limit[b] *= 1 + tree.overload_frac[b]
-    floor = np.array([r.floor_w for r in site.racks])
-    p95 = np.full((4, 3), 700.0)
+    assert limit[b] == pytest.approx(7000.0)
+    a = allocate(tree, limit, floor, p95 * 0.2, p95)
+    assert a.load_w[b] == pytest.approx(min(limit[b], limit[sb]))
+    # a smaller allowance (25 %) binds below the switchboard, and every rack is told why
+    limit[b] = tree.limit_w[b] * 1.25
     a = allocate(tree, limit, floor, p95 * 0.2, p95)
     assert a.load_w[b] <= limit[b] + 1e-6
     assert a.load_w[b] == pytest.approx(6250.0)
