@@ -43,7 +43,7 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
 def poll(fn, what: str, timeout_s: float):
     """fn() every 0.25 s until it returns something true; that value."""
     for _ in range(int(timeout_s / 0.25)):
-        with contextlib.suppress(httpx.HTTPError, KeyError, TypeError):
+        with contextlib.suppress(httpx.HTTPError, OSError, KeyError, TypeError):
             v = fn()
             if v:
                 return v

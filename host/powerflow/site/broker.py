@@ -61,6 +61,9 @@ class Mosquitto:
     racks: list[str]
     port: int = 0
     passwords: dict[str, str] = field(default_factory=dict)
+    # more addresses to listen on beside 127.0.0.1 (same port), e.g. the host end of a test
+    # network namespace's link; never a wildcard
+    also_listen: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -85,6 +88,9 @@ class Mosquitto:
         self._hand_over()
         if not self.port:
             self.port = free_port()
+        for a in self.also_listen:
+            if a in ("", "0.0.0.0", "::"):
+                raise BrokerError(f"refusing to listen on the wildcard address {a!r}")
 
     def _hand_over(self) -> None:
         """Started as root, mosquitto drops to its own user: let that user read its files
@@ -114,7 +120,8 @@ class Mosquitto:
         conf.write_text("\n".join([
             "per_listener_settings false", "allow_anonymous false",
             f"password_file {self.confdir / 'passwd'}", f"acl_file {self.confdir / 'acl'}",
-            f"listener {self.port} 127.0.0.1", "persistence false",
+            f"listener {self.port} 127.0.0.1",
+            *(f"listener {self.port} {a}" for a in self.also_listen), "persistence false",
             "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
             "max_packet_size 65536", "max_inflight_messages 100", "max_queued_messages 1000",
             ""]))

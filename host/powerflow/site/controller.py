@@ -253,7 +253,10 @@ class SiteController:
                 sends.append(c.publish(rack_topic(self.site.name, r.client, "cmd/rebirth"), b"",
                                        qos=1))
                 continue
-            if not led.online:
+            if not led.online or (led.report is not None
+                                  and now - led.report_at > self.site.policy.lease_s):
+                # a lease is renewed only on evidence of life: a rack silent for a lease
+                # (cut off, its agent hung) is left to run out to its own fallback
                 continue
             # rounded down to the centiwatt: a budget never rounds over a limit
             b = Budget(seq=self._next(), t=now, budget_w=math.floor(float(send[k]) * 100) / 100,
