@@ -28,10 +28,15 @@ def test_each_site_scenario_meets_its_expectations(path) -> None:
     assert out["passed"], out["expect"]
     assert out["periods"] >= 20 and out["events"]
     for k in ("breaker_violations", "priority_inversions", "lease_violations",
-              "max_failover_s", "stranded_w_mean"):
+              "max_failover_s", "max_reaction_s", "max_reaction_periods", "stranded_w_mean"):
         assert k in out
     if path.stem == "controller-killed":
         assert 0 < out["max_failover_s"] <= 5.0
+    if path.stem == "row-surge":
+        # both surges (up, and back down) moved the neighbours' budgets, within two periods
+        surges = [e for e in out["events"] if e["kind"] == "surge"]
+        assert len(out["reactions_s"]) == len(surges) == 2
+        assert all(r is not None and 0 < r <= 2 * out["period_s"] for r in out["reactions_s"])
 
 
 def test_a_failed_expectation_exits_1(tmp_path) -> None:

@@ -2,7 +2,10 @@
 
 `SiteAgent` connects to the site's broker as the rack's client id (its will is its death
 certificate), publishes its birth and, every site period, a report of what the rack
-measures and forecasts (`RackDemand`, from the rack controller or a stand-in's trace). Each
+measures and forecasts (`RackDemand`, from the rack controller or a stand-in's trace) — and
+at once, between periods, when its P95 demand moves by more than `EXCEPTION_FRAC` of its feed
+limit (Sparkplug's report by exception), so a surge reaches the site within a quarter period
+rather than a whole one. Each
 budget that arrives goes to the rack's `SiteBudget`, which takes, clamps or refuses it; the
 verdict goes back as an ack. Losing the broker changes nothing here but the reconnecting:
 without new leases the budget falls to the safe budget by itself, and a new lease after
@@ -29,6 +32,8 @@ from powerflow.site.mqtt import BrokerAddress
 
 log = logging.getLogger("powerflow.site")
 RECONNECT_S = 1.0
+EXCEPTION_FRAC = 0.05  # of the feed limit: a P95 move that is reported before its period
+LOOKS_PER_PERIOD = 4  # how often the demand is looked at between reports
 
 
 @dataclass(frozen=True)
@@ -139,18 +144,29 @@ class SiteAgent:
             feed_limit_w=b.feed_limit_w)), qos=1)
 
     async def _report_every_period(self, c: aiomqtt.Client) -> None:
+        look = self.period_s / LOOKS_PER_PERIOD
         while True:
-            await self.publish_report(c)
-            await asyncio.sleep(self.period_s)
+            last = await self.publish_report(c)
+            sent = [sum(x.p95_w for x in last.classes.values())]
+            for _ in range(LOOKS_PER_PERIOD - 1):
+                await asyncio.sleep(look)
+                d = self.demand(self.clock())
+                p95 = sum(x.p95_w for x in d.classes.values())
+                if abs(p95 - sent[-1]) > EXCEPTION_FRAC * self.budget.feed_limit_w:
+                    await self.publish_report(c, d)
+                    sent.append(p95)
+            await asyncio.sleep(look)
 
-    async def publish_report(self, c: aiomqtt.Client) -> None:
+    async def publish_report(self, c: aiomqtt.Client, d: RackDemand | None = None) -> RackDemand:
+        """Publish a report of `d` (None: the demand now); what was reported."""
         now = self.clock()
-        d = self.demand(now)
+        d = d if d is not None else self.demand(now)
         b = self.budget
         await c.publish(self.topic("report"), encode(Report(
             seq=self._next(), t=now, measured_w=d.measured_w, min_w=d.min_w,
             headroom_w=d.headroom_w, budget_w=b.limit_w(now), lease_valid=b.valid(now),
             epoch=b.epoch, classes=d.classes)), qos=0)
+        return d
 
     def _bad(self, reason: str, detail: str) -> None:
         self.malformed[reason] = self.malformed.get(reason, 0) + 1

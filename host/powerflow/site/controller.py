@@ -95,6 +95,8 @@ class SiteController:
     max_epoch_seen: int = -1
     _synced: asyncio.Event = field(default_factory=asyncio.Event)
     _takeover: asyncio.Event = field(default_factory=asyncio.Event)
+    _make_due: bool = False  # an ack released budget that a planned increase waits for
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)  # takeover or make due
 
     def __post_init__(self) -> None:
         self.by_client = {r.client: k for k, r in enumerate(self.site.racks)}
@@ -156,6 +158,7 @@ class SiteController:
                     and self.role == "standby"):
                 log.warning("site: active controller %s is gone: taking over", who)
                 self._takeover.set()
+                self._wake.set()
             return
         parsed = parse_rack_topic(name, topic)
         if parsed is None:
@@ -179,10 +182,17 @@ class SiteController:
                 ack = Ack.decode(payload)
                 key = (ack.epoch, ack.controller, ack.budget_seq)
                 if ack.accepted:
+                    before = led.committed_w(now, self.site.racks[k].floor_w)
                     led.acked = key
                     led.last_granted_w = ack.budget_w
                     # every older budget is superseded at the rack: it obeys this one
                     led.sent = [s for s in led.sent if s[:3] >= key]
+                    if (self.role == "active"
+                            and led.committed_w(now, self.site.racks[k].floor_w) < before):
+                        # break confirmed: the increases it waited for can be made now,
+                        # not a period later
+                        self._make_due = True
+                        self._wake.set()
                 else:
                     led.refused[ack.reason] = led.refused.get(ack.reason, 0) + 1
         except MessageError as e:
@@ -253,10 +263,7 @@ class SiteController:
                 sends.append(c.publish(rack_topic(self.site.name, r.client, "cmd/rebirth"), b"",
                                        qos=1))
                 continue
-            if not led.online or (led.report is not None
-                                  and now - led.report_at > self.site.policy.lease_s):
-                # a lease is renewed only on evidence of life: a rack silent for a lease
-                # (cut off, its agent hung) is left to run out to its own fallback
+            if not self._renewable(led, now):
                 continue
             # rounded down to the centiwatt: a budget never rounds over a limit
             b = Budget(seq=self._next(), t=now, budget_w=math.floor(float(send[k]) * 100) / 100,
@@ -265,6 +272,38 @@ class SiteController:
             sends.append(c.publish(rack_topic(self.site.name, r.client, "cmd/budget"),
                                    encode(b), qos=1))
         # all at once: each QoS 1 publish waits for its PUBACK, a round trip each in turn
+        await asyncio.gather(*sends)
+
+    def _renewable(self, led: RackLedger, now: float) -> bool:
+        """A lease is renewed only on evidence of life: a rack silent for a lease (cut off,
+        its agent hung) is left to run out to its own fallback."""
+        return led.online and (led.report is None
+                               or now - led.report_at <= self.site.policy.lease_s)
+
+    async def make(self, c: aiomqtt.Client) -> None:
+        """Between periods, after a rack took a lower budget: send the increases of the last
+        plan that now fit (break-before-make, with the make as soon as the break is
+        acknowledged)."""
+        if self.last is None:
+            return
+        now = self.clock()
+        tree, limit = self.limits(now)
+        committed = np.array([self.racks[r.client].committed_w(now, r.floor_w)
+                              for r in self.site.racks])
+        send = dispatch(tree, limit, self.last.budget_w, committed)
+        sends = []
+        for k, r in enumerate(self.site.racks):
+            led = self.racks[r.client]
+            if not led.sent or led.birth is None or not self._renewable(led, now):
+                continue
+            newest = max(led.sent, key=lambda x: x[:3])[3]
+            w = math.floor(float(send[k]) * 100) / 100
+            if w > newest + 0.5:
+                b = Budget(seq=self._next(), t=now, budget_w=w, lease_s=self.site.policy.lease_s,
+                           epoch=self.epoch, controller=self.cid)
+                self.note_budget(r.client, b)
+                sends.append(c.publish(rack_topic(self.site.name, r.client, "cmd/budget"),
+                                       encode(b), qos=1))
         await asyncio.gather(*sends)
 
     def _next(self) -> int:
@@ -324,6 +363,10 @@ class SiteController:
                         self._takeover.clear()
                         await self._take_over(c)
                         next_t = time.monotonic()
+                    self._wake.clear()
+                    if self.role == "active" and self._make_due:
+                        self._make_due = False
+                        await self.make(c)
                     if self.role == "active" and time.monotonic() >= next_t:
                         await self.period(c)
                         next_t += period
@@ -331,7 +374,7 @@ class SiteController:
                             next_t = time.monotonic() + period
                     wait = max(next_t - time.monotonic(), 0.0) if self.role == "active" else period
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._takeover.wait(), min(wait, 0.5))
+                        await asyncio.wait_for(self._wake.wait(), min(wait, 0.5))
                 if reader.done() and reader.exception() is not None:
                     raise reader.exception()  # type: ignore[misc]
             finally:

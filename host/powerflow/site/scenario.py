@@ -10,7 +10,7 @@ on a timeline, and what was measured.
                 heal | kill_active; feed (lose/restore), rack (surge, partition, heal),
                 factor (surge, default 2)
     [expect]    breaker_violations, priority_inversions, lease_violations (at most),
-                max_failover_s, stranded_w_mean (at most)
+                max_failover_s, max_reaction_periods, stranded_w_mean (at most)
 
 Outcomes, counted per site period from what the stand-ins draw (not what was planned):
 - breaker_violations: periods in which any feed or breaker carried more than its limit, or
@@ -22,6 +22,10 @@ Outcomes, counted per site period from what the stand-ins draw (not what was pla
 - lease_violations: periods in which a rack drew above the budget it held (its lease, or
   without one its fallback);
 - max_failover_s: from a kill_active to every rack holding a lease of the new controller;
+- max_reaction_s, max_reaction_periods: from a surge at one rack to the first budget of
+  every neighbour (the racks under the same breaker) that differs from the one it held by
+  more than the hysteresis — the budgets that make room — in s and in site periods (None:
+  never within the run);
 - stranded_w_mean: the mean over periods of the demand left unmet at capped racks that
   unused budget under the same feed could have met (W).
 """
@@ -55,7 +59,7 @@ from powerflow.tomlfile import read_toml
 KINDS = ("lose_feed", "restore_feed", "surge", "broker_restart", "partition", "heal",
          "kill_active")
 OUTCOMES = ("breaker_violations", "priority_inversions", "lease_violations", "max_failover_s",
-            "stranded_w_mean")
+            "max_reaction_periods", "stranded_w_mean")
 SAMPLES_PER_PERIOD = 5
 MONITOR = "feed-monitor"  # the user that publishes feed states (a controller-class user)
 
@@ -159,7 +163,8 @@ def served(st: StandIn, t: float, draw: float) -> dict[int, tuple[float, float, 
 class _Run:
     def __init__(self, sc: SiteScenario, workdir: Path) -> None:
         self.sc, self.site = sc, sc.site
-        self.lease_s = self.site.policy.lease_s * sc.period_s / self.site.policy.period_s
+        self.lease_s = max(self.site.policy.lease_s * sc.period_s / self.site.policy.period_s,
+                           sc.period_s)  # as `site run --period` scales it
         self.broker = Mosquitto(workdir / "broker", self.site.name,
                                 ["site-a", "site-b", MONITOR], [r.client for r in self.site.racks])
         lv, sw, cyc = sc.load
@@ -177,6 +182,10 @@ class _Run:
         self.stranded: list[float] = []
         self.failovers: list[float] = []
         self.kill: tuple[float, str] | None = None
+        # surges being watched: (at s, {neighbour index: budget W held at the surge},
+        # {neighbour index: when its first different budget arrived, s})
+        self.surges: list[tuple[float, dict[int, float], dict[int, float]]] = []
+        self.reactions: list[float | None] = []
         self.t0 = 0.0
 
     def addr(self, user: str) -> BrokerAddress:
@@ -274,7 +283,12 @@ class _Run:
             self.lost.pop(ev.feed, None)
             await self.publish_feed(ev.feed, False)
         elif ev.kind == "surge":
-            self.standins[self.index[ev.rack or ""]].surge = ev.factor
+            k = self.index[ev.rack or ""]
+            self.standins[k].surge = ev.factor
+            parent = self.standins[k].rack.parent
+            near = [j for j, s in enumerate(self.standins)
+                    if s.rack.parent == parent and j != k] or [k]
+            self.surges.append((now, {j: self._granted(j) for j in near}, {}))
         elif ev.kind == "broker_restart":
             self.broker.stop()
             self.broker.start()
@@ -297,6 +311,20 @@ class _Run:
                 os.killpg(proc.pid, signal.SIGKILL)
                 self.kill = (time.time(), active)
 
+    def _granted(self, k: int) -> float:
+        lease = self.standins[k].budget.lease
+        return float("nan") if lease is None else lease.budget_w
+
+    def watch_reactions(self) -> None:
+        """Note each neighbour's first budget that moved since its surge (by its arrival
+        time: a lease arrives lease_s before it expires)."""
+        for _at, before, moved in self.surges:
+            for j, w in before.items():
+                lease = self.standins[j].budget.lease
+                if (j not in moved and lease is not None
+                        and not abs(lease.budget_w - w) <= self.site.policy.hysteresis_w):
+                    moved[j] = lease.expires_at - self.lease_s
+
     async def run(self) -> dict[str, Any]:
         self.broker.start()
         try:
@@ -317,6 +345,7 @@ class _Run:
                     while pending and time.time() - self.t0 >= pending[0].at_s:
                         await self.event(pending.pop(0))
                     self.sample(flags)
+                    self.watch_reactions()
                     target = self.t0 + k * period + (j + 1) * period / SAMPLES_PER_PERIOD
                     await asyncio.sleep(max(target - time.time(), 0.0))
                 for name in self.counts:
@@ -347,6 +376,18 @@ class _Run:
         else:
             outcomes["max_failover_s"] = (round(max(self.failovers), 3) if self.failovers
                                           else 0.0)
+        reactions: list[float | None] = [
+            max(moved.values()) - at if len(moved) == len(before) else None
+            for at, before, moved in self.surges]
+        if not reactions:
+            outcomes["max_reaction_s"] = outcomes["max_reaction_periods"] = 0.0
+        elif any(r is None for r in reactions):
+            outcomes["max_reaction_s"] = outcomes["max_reaction_periods"] = None
+        else:
+            worst = max(r for r in reactions if r is not None)
+            outcomes["max_reaction_s"] = round(worst, 3)
+            outcomes["max_reaction_periods"] = round(worst / self.sc.period_s, 2)
+        outcomes["reactions_s"] = [None if r is None else round(r, 3) for r in reactions]
         outcomes["stranded_w_mean"] = round(float(np.mean(self.stranded)), 1)
         verdict = {}
         for k, lim in self.sc.expect.items():
