@@ -1,7 +1,9 @@
 """Site tier figures: allocation time for 100, 1,000 and 10,000 racks (in-process, p50/p99 of
 the whole period's work: allocate + break-before-make dispatch), and over a real Mosquitto
 the budget message rate a site controller sustains and the failover time after the active
-controller is SIGKILLed (whole processes as a user runs them).
+controller is SIGKILLed (whole processes as a user runs them), and the reaction from a
+demand surge in one rack to new budgets in its neighbours (the row-surge site scenario: a
+real broker, controllers as processes, stand-ins), in s and in site periods.
 
     .venv/bin/python bench/bench_site.py [--quick]
 """
@@ -166,6 +168,16 @@ def main() -> None:
             took = asyncio.run(bench_failover(broker, two))
         print(f"failover: active site controller SIGKILLed -> every rack on the standby's "
               f"budget: {took:.2f} s (whole processes, 0.5 s period)")
+        from powerflow.site.scenario import load_site_scenario, run_site_scenario
+        sc = load_site_scenario(ROOT / "examples" / "site-scenarios" / "row-surge.toml")
+        for period in (0.5,) if args.quick else (0.5, 2.0):
+            run = replace(sc, period_s=period, duration_s=sc.duration_s * period / 0.5,
+                          events=tuple(replace(e, at_s=e.at_s * period / 0.5)
+                                       for e in sc.events))
+            out = run_site_scenario(run, wd / f"surge-{period}")
+            print(f"reaction: surge in one rack -> new budgets for its neighbours, "
+                  f"{period} s period: {out['reactions_s']} s, worst "
+                  f"{out['max_reaction_periods']} periods (goal <= 2)")
 
 
 def site_toml(n: int) -> str:
