@@ -44,8 +44,9 @@ demo: $(STAMP)
 	$(VENV)/bin/powerflow run examples/racks/small.toml --emulate --duration 30 \
 	  --db build/demo-telemetry.sqlite3
 
-# A site: its own Mosquitto (passwords and ACL generated), a site controller and a rack
-# stand-in for each of the four racks under two PDUs of examples/sites/two-pdus.toml, for 60 s.
+# A site: its own Mosquitto (passwords and ACL generated), a site controller and the four
+# racks under two PDUs of examples/sites/two-pdus.toml, each an emulated rack (fast mode) under
+# its own rack controller in a process of its own, for 60 s.
 # The dashboard of the tree is at http://127.0.0.1:8480/.
 demo-site: $(STAMP) sysdeps
 	$(VENV)/bin/powerflow site run examples/sites/two-pdus.toml --emulate --duration 60

@@ -50,8 +50,9 @@ def _add_site(sub: argparse._SubParsersAction) -> None:
                     help="file holding the MQTT password (kept out of the process list)")
     sr.add_argument("--ca", default=None, metavar="FILE", help="CA file to trust (TLS)")
     sr.add_argument("--emulate", action="store_true",
-                    help="also a rack stand-in for every rack of the site file (demand "
-                         "traces over the site protocol)")
+                    help="also the racks, with a Mosquitto of its own: each rack with a `rack` "
+                         "file a process of its own (fast mode under its own rack "
+                         "controller), the others stand-ins over demand traces")
     sr.add_argument("--duration", type=_positive, default=None, metavar="S",
                     help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
     sr.add_argument("--port", type=_tcp_port, default=8480, metavar="PORT",
@@ -65,6 +66,16 @@ def _add_site(sub: argparse._SubParsersAction) -> None:
     ssr.add_argument("file", help="site scenario (.toml), e.g. "
                                   "examples/site-scenarios/feed-lost.toml")
     ssr.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    ssr.add_argument("--broker", default=None, metavar="URL",
+                     help="a broker of your own, mqtt://HOST:PORT or mqtts://HOST:PORT (default: "
+                          "a Mosquitto of its own on a free port); needs --password-dir, and "
+                          "the file's events may not restart it")
+    ssr.add_argument("--password-dir", default=None, metavar="DIR",
+                     help="with --broker: a folder of USER.password files, one for each user "
+                          "the scenario connects as (site-a, site-b, feed-monitor, every "
+                          "rack's client id)")
+    ssr.add_argument("--ca", default=None, metavar="FILE", help="with --broker: CA file to "
+                                                                 "trust (TLS)")
     sr.add_argument("--period", type=_positive, default=None, metavar="S",
                     help="site period (s), overriding the site file's (leases scale with it)")
 
@@ -743,20 +754,32 @@ def _site_scenario(args: argparse.Namespace) -> int:
     import tempfile
 
     from powerflow.site.broker import BrokerError
-    from powerflow.site.scenario import SiteScenarioError, load_site_scenario, run_site_scenario
+    from powerflow.site.mqtt import AddressError, BrokerAddress
+    from powerflow.site.scenario import (ExternalBroker, SiteScenarioError, load_site_scenario,
+                                         run_site_scenario)
 
     try:
+        broker = None
+        if args.broker is not None:
+            BrokerAddress.parse(args.broker, ca=args.ca)  # the URL and CA checked now
+            if args.password_dir is None or not Path(args.password_dir).is_dir():
+                raise AddressError("--broker needs --password-dir DIR: a folder of "
+                                   "USER.password files")
+            broker = ExternalBroker(args.broker, Path(args.password_dir), args.ca)
+        elif args.password_dir is not None or args.ca is not None:
+            raise AddressError("--password-dir and --ca go with --broker")
         sc = load_site_scenario(args.file)
         with tempfile.TemporaryDirectory(prefix="pf-site-scenario-") as d:
-            out = run_site_scenario(sc, Path(d))
-    except (SiteScenarioError, BrokerError) as e:
+            out = run_site_scenario(sc, Path(d), broker)
+    except (SiteScenarioError, BrokerError, AddressError) as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         for k in ("breaker_violations", "priority_inversions", "lease_violations",
-                  "max_failover_s", "stranded_w_mean"):
+                  "max_failover_s", "max_reaction_s", "max_reaction_periods",
+                  "stranded_w_mean"):
             print(f"{k:22s} {out[k]}")
         for k, v in out["expect"].items():
             print(f"expect {k} <= {v['at_most']}: {'ok' if v['ok'] else 'FAILED'}")
@@ -789,7 +812,9 @@ def _site_command(args: argparse.Namespace) -> int:
     then the controller run."""
     import asyncio
 
+    from powerflow.control.policy import load_rack_checked
     from powerflow.logs import setup_logging
+    from powerflow.model.rack import RackError
     from powerflow.model.site import SiteError, load_site
     from powerflow.process import ListenError, listen
     from powerflow.site.broker import BrokerError
@@ -799,15 +824,22 @@ def _site_command(args: argparse.Namespace) -> int:
     if args.site_command == "scenario":
         return _site_scenario(args)
     try:
-        load_site(args.site)
+        site = load_site(args.site)
         addr = None
+        if args.emulate and args.broker is not None:
+            raise AddressError("--emulate starts a broker of its own (with the racks' "
+                               "passwords): leave out --broker")
+        if args.emulate:
+            for r in site.racks:  # every rack file readable before anything starts
+                if r.rack_file is not None:
+                    load_rack_checked(r.rack_file)
         if args.broker is not None:
             addr = BrokerAddress.parse(args.broker, args.user or args.id, args.password_file,
                                        args.ca)
         elif not args.emulate:
             raise AddressError("--broker URL is needed (or --emulate, which starts its own)")
         sock = None if args.no_api else listen("127.0.0.1", args.port)
-    except (SiteError, AddressError, ListenError) as e:
+    except (SiteError, AddressError, ListenError, RackError) as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     setup_logging("info")

@@ -1,13 +1,19 @@
 """`powerflow site run`: a site controller (active or standby) and its read-only web service;
-with `--emulate`, its own Mosquitto and a rack stand-in for every rack of the site file."""
+with `--emulate`, its own Mosquitto and the racks too: each rack with a rack file a process
+of its own (`powerflow.site.emulated`: the rack in fast mode under its own rack controller,
+obeying its lease), each rack without one a stand-in that speaks the site protocol over a
+demand trace."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -53,9 +59,14 @@ async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
             broker.start()
             up.callback(broker.close)
             addr = BrokerAddress.parse(broker.url, cid, str(broker.password_file(cid)))
-            log.info(kv(event="broker", url=broker.url, acl=str(tmp / "acl")))
+            log.info(kv(event="broker", url=broker.url, logs=str(tmp)))
             if emulate:
                 for k, r in enumerate(site.racks):
+                    if r.rack_file is not None:
+                        up.callback(_stop_process, _start_rack(
+                            r.rack_file, broker, site.name, r.client, site.policy.period_s,
+                            k, tmp))
+                        continue
                     s = StandIn(r, diurnal(0.75, 0.2, 60.0, phase=k))
                     standins.append(s)
                     ra = BrokerAddress.parse(broker.url, r.client,
@@ -90,3 +101,31 @@ async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
             await asyncio.gather(*tasks, return_exceptions=True)
         return ctrl.tree_state()
     raise AssertionError("unreachable")
+
+
+def _start_rack(rack_file: str, broker: Mosquitto, site: str, client: str, period_s: float,
+                seed: int, logdir: Path) -> subprocess.Popen[bytes]:
+    """An emulated rack under the site: a process of its own, logging to `logdir`."""
+    out = (logdir / f"{client}.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "powerflow.site.emulated", rack_file, "--broker", broker.url,
+         "--site", site, "--client", client,
+         "--password-file", str(broker.password_file(client)), "--period", str(period_s),
+         "--seed", str(seed)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    out.close()
+    log.info(kv(event="rack-started", client=client, rack=rack_file, pid=proc.pid,
+                log=str(logdir / f"{client}.log")))
+    return proc
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to its process group, SIGKILL if it has not ended within 5 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

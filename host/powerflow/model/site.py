@@ -17,7 +17,9 @@ field of anything wrong, with what was expected.
     [[breaker]] id, parent (a feed or breaker), limit_w, overload_frac, overload_s
     [[rack]]    id, parent, client (the rack controller's identity on the broker: its MQTT
                 client id and user name), feed_limit_w (W, its own breaker), floor_w (W it
-                is always allowed)
+                is always allowed), rack (optional: its rack file, relative to the site
+                file; `site run --emulate` runs such a rack emulated under its own rack
+                controller, a rack without one as a stand-in of the site protocol)
 
 Power is measured at the racks' feeds (W, positive drawn). The floors under every feed and
 breaker must fit its continuous limit, so the site can always grant them.
@@ -81,6 +83,7 @@ class SiteRack:
     client: str
     feed_limit_w: float
     floor_w: float = 0.0
+    rack_file: str | None = None  # its rack file (a path as given, resolved from the site's)
 
 
 @dataclass(frozen=True)
@@ -243,8 +246,14 @@ def parse_site(raw: dict[str, Any], path: str = "<site>") -> Site:
         clients.add(client)
         lim = r.num("feed_limit_w", 1.0, 1e9)
         floor = r.num("floor_w", 0.0, lim, 0.0)
+        rack_file = None
+        if "rack" in k:
+            given = r.text("rack")
+            rack_file = str(Path(path).parent / given) if path else given
+            if not Path(rack_file).is_file():
+                raise r.err("rack", "a rack file (relative to the site file)", given)
         r.done()
-        racks.append(SiteRack(rid, parent, client, lim, floor))
+        racks.append(SiteRack(rid, parent, client, lim, floor, rack_file))
     if not racks:
         raise SiteError(f"{path}: no [[rack]]: a site needs at least one rack")
 

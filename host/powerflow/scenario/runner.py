@@ -105,6 +105,7 @@ class ScenarioRun:
                 self.series[f"{dv.id}.{k}"] = []
         self._acc = np.zeros(2 * len(rack.devices) + 2)  # demand, served (J), feed, loss (J)
         self._acc_s = 0.0
+        self._events = list(sc.events)  # still to come
 
     # ---- the host's side ----------------------------------------------------------------
     def start(self) -> None:
@@ -120,6 +121,7 @@ class ScenarioRun:
             if b.port is not None:
                 self.io.set_port(b.port[0], b.port[1], b.closed)
         fr.run(1.0)  # soft-start and settle before the first period
+        self._n_events = len(fr.events)  # the node events counted from the first period on
 
     def _dispatch(self, a: Allocation) -> None:
         """The one dispatcher's commands, carried out by the fast rack's RackIO."""
@@ -230,43 +232,50 @@ class ScenarioRun:
             return False
         return bool(np.all(ph.served >= 0.99 * np.minimum(ph.dev_p, ph.dev_cap)))
 
+    def step(self, p: int, t_ctrl: float | None = None) -> Allocation | None:
+        """Period `p`: its events, a period of rack time, then what the host does at its end
+        (the controller's decision in `controlled` mode, the baselines' otherwise). The
+        controller is told the time `t_ctrl` (s; default the rack time at the period's end:
+        a rack that runs in step with the wall clock passes the wall clock, so leases it
+        holds run on the same clock as whoever granted them)."""
+        sc, fr, io = self.sc, self.fr, self.io
+        t = p * sc.period_s
+        while self._events and self._events[0].at_s <= t:
+            self._apply(self._events.pop(0), p)
+        fr.run(sc.period_s, on_step=self._on_step)
+        self._end_period()
+        io.service()
+        io.collect()
+        alloc = None
+        if self.ctrl is not None:
+            alloc = self.ctrl.step(t + sc.period_s if t_ctrl is None else t_ctrl,
+                                   io.observe_nodes(), io.observe_devices(), io.battery(),
+                                   io.feed_w())
+            self.result.cycle_ms.append(alloc.elapsed_ms)
+            self.result.fallbacks += alloc.fallback and alloc.state != "safe"
+            self.result.safe_mode_periods += alloc.state == "safe"
+            self._dispatch(alloc)
+        elif self.mode == "even":
+            self._even()
+        else:
+            for n in sc.rack.nodes:
+                io.set_output(n.id, sc.rack.bus_voltage)
+        for nid, since in list(self.failed_at.items()):
+            if self._reshared(nid, alloc):
+                self.reshare.append(p + 1 - since)
+                del self.failed_at[nid]
+        for _, _, body in fr.events[self._n_events:]:
+            if body.get(d.K_EVENT) == d.EV_FAULT and body.get(d.K_FAULTS, 0) & d.FAULT_OT:
+                self.meter.ot_trips += 1
+        self._n_events = len(fr.events)
+        self._record(t + sc.period_s, alloc)
+        return alloc
+
     def run(self, progress: Progress | None = None) -> RunResult:
         self.start()
-        sc, fr = self.sc, self.fr
-        periods = int(round(sc.duration_s / sc.period_s))
-        events = list(sc.events)
-        n_events = len(fr.events)
+        periods = int(round(self.sc.duration_s / self.sc.period_s))
         for p in range(periods):
-            t = p * sc.period_s
-            while events and events[0].at_s <= t:
-                self._apply(events.pop(0), p)
-            fr.run(sc.period_s, on_step=self._on_step)
-            self._end_period()
-            io = self.io
-            io.service()
-            io.collect()
-            alloc = None
-            if self.ctrl is not None:
-                alloc = self.ctrl.step(t + sc.period_s, io.observe_nodes(), io.observe_devices(),
-                                       io.battery(), io.feed_w())
-                self.result.cycle_ms.append(alloc.elapsed_ms)
-                self.result.fallbacks += alloc.fallback and alloc.state != "safe"
-                self.result.safe_mode_periods += alloc.state == "safe"
-                self._dispatch(alloc)
-            elif self.mode == "even":
-                self._even()
-            else:
-                for n in sc.rack.nodes:
-                    io.set_output(n.id, sc.rack.bus_voltage)
-            for nid, since in list(self.failed_at.items()):
-                if self._reshared(nid, alloc):
-                    self.reshare.append(p + 1 - since)
-                    del self.failed_at[nid]
-            for _, _, body in fr.events[n_events:]:
-                if body.get(d.K_EVENT) == d.EV_FAULT and body.get(d.K_FAULTS, 0) & d.FAULT_OT:
-                    self.meter.ot_trips += 1
-            n_events = len(fr.events)
-            self._record(t + sc.period_s, alloc)
+            self.step(p)
             if progress is not None:
                 progress(self.mode, p + 1, periods)
         self.reshare += [periods - s for s in self.failed_at.values()]  # never re-shared

@@ -160,13 +160,53 @@ def served(st: StandIn, t: float, draw: float) -> dict[int, tuple[float, float, 
     return out
 
 
+@dataclass(frozen=True)
+class ExternalBroker:
+    """A broker the scenario does not run (`site scenario run --broker`): its URL and a
+    folder of `USER.password` files, one for each user the scenario connects as."""
+
+    url: str
+    password_dir: Path
+    ca: str | None = None
+
+    def password_file(self, user: str) -> Path:
+        return self.password_dir / f"{user}.password"
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def check(self, sc: SiteScenario) -> None:
+        """Refuse what cannot be done on a broker of someone else's: a restart, and users
+        without a password file. SiteScenarioError says which."""
+        for ev in sc.events:
+            if ev.kind == "broker_restart":
+                raise SiteScenarioError(
+                    f"{sc.path}: [[event]] at {ev.at_s:g} s: broker_restart needs the "
+                    "scenario's own broker (leave out --broker)")
+        users = ["site-a"] + (["site-b"] if sc.controllers == 2 else [])
+        if any(ev.kind in ("lose_feed", "restore_feed") for ev in sc.events):
+            users.append(MONITOR)
+        users += [r.client for r in sc.site.racks]
+        missing = [u for u in users if not self.password_file(u).is_file()]
+        if missing:
+            raise SiteScenarioError(
+                f"--password-dir {self.password_dir}: no password file for "
+                f"{', '.join(missing)} (expected {self.password_file(missing[0]).name})")
+
+
 class _Run:
-    def __init__(self, sc: SiteScenario, workdir: Path) -> None:
+    def __init__(self, sc: SiteScenario, workdir: Path,
+                 broker: ExternalBroker | None = None) -> None:
         self.sc, self.site = sc, sc.site
         self.lease_s = max(self.site.policy.lease_s * sc.period_s / self.site.policy.period_s,
                            sc.period_s)  # as `site run --period` scales it
-        self.broker = Mosquitto(workdir / "broker", self.site.name,
-                                ["site-a", "site-b", MONITOR], [r.client for r in self.site.racks])
+        self.external = broker
+        self.broker: Mosquitto | ExternalBroker = broker or Mosquitto(
+            workdir / "broker", self.site.name, ["site-a", "site-b", MONITOR],
+            [r.client for r in self.site.racks])
         lv, sw, cyc = sc.load
         self.standins = [StandIn(r, diurnal(lv, sw, cyc, phase=k))
                          for k, r in enumerate(self.site.racks)]
@@ -189,7 +229,8 @@ class _Run:
         self.t0 = 0.0
 
     def addr(self, user: str) -> BrokerAddress:
-        return BrokerAddress.parse(self.broker.url, user, str(self.broker.password_file(user)))
+        return BrokerAddress.parse(self.broker.url, user, str(self.broker.password_file(user)),
+                                   self.external.ca if self.external is not None else None)
 
     def start_agent(self, s: StandIn) -> None:
         a = SiteAgent(self.addr(s.rack.client), self.site.name, s.rack.client, s.budget,
@@ -201,7 +242,8 @@ class _Run:
             [sys.executable, "-m", "powerflow.cli", "site", "run", self.site.path,
              "--broker", self.broker.url, "--id", cid,
              "--password-file", str(self.broker.password_file(cid)), "--no-api",
-             "--period", str(self.sc.period_s)],
+             "--period", str(self.sc.period_s),
+             *(["--ca", self.external.ca] if self.external and self.external.ca else [])],
             stdout=(self.workdir / f"{cid}.log").open("ab"), stderr=subprocess.STDOUT,
             start_new_session=True)
 
@@ -290,6 +332,7 @@ class _Run:
                     if s.rack.parent == parent and j != k] or [k]
             self.surges.append((now, {j: self._granted(j) for j in near}, {}))
         elif ev.kind == "broker_restart":
+            assert isinstance(self.broker, Mosquitto)  # refused with an external broker
             self.broker.stop()
             self.broker.start()
         elif ev.kind == "partition":
@@ -398,6 +441,10 @@ class _Run:
                 "expect": verdict, "passed": all(v["ok"] for v in verdict.values())}
 
 
-def run_site_scenario(sc: SiteScenario, workdir: Path) -> dict[str, Any]:
-    """Run `sc` with a Mosquitto of its own (files under `workdir`); the outcomes."""
-    return asyncio.run(_Run(sc, workdir).run())
+def run_site_scenario(sc: SiteScenario, workdir: Path,
+                      broker: ExternalBroker | None = None) -> dict[str, Any]:
+    """Run `sc` on `broker`, or on a Mosquitto of its own (files under `workdir`); the
+    outcomes."""
+    if broker is not None:
+        broker.check(sc)
+    return asyncio.run(_Run(sc, workdir, broker).run())
