@@ -72,7 +72,7 @@ def rack_demand(rack: Rack, alloc: Allocation | None, measured_w: float) -> Rack
         headroom = max(on - sum(n["share_w"] for n in alloc.nodes.values()), 0.0)
     out = {p: ClassDemand(mean_w=round(m * ratio, 2), p95_w=round(max(u, lo) * ratio, 2),
                           min_w=round(lo * ratio, 2)) for p, (m, u, lo) in classes.items()}
-    return RackDemand(measured_w=max(measured_w, 0.0),
+    return RackDemand(measured_w=round(max(measured_w, 0.0), 2),
                       min_w=round(sum(c.min_w for c in out.values()), 2),
                       headroom_w=round(headroom, 2), classes=out)
 

@@ -425,7 +425,7 @@ class SiteController:
             racks.append({
                 "id": r.id, "client": r.client, "parent": r.parent, "online": led.online,
                 "floor_w": r.floor_w, "feed_limit_w": r.feed_limit_w,
-                "measured_w": None if rep is None else rep.measured_w,
+                "measured_w": None if rep is None else round(rep.measured_w, 1),
                 "demand_p95_w": None if rep is None else round(
                     sum(c.p95_w for c in rep.classes.values()), 1),
                 "budget_w": None if a is None or k >= nr else round(float(a.budget_w[k]), 1),

@@ -17,6 +17,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 KEEPALIVE_S = 2
+PENDING_WARN = 100_000  # QoS 1 publishes awaiting their PUBACK before aiomqtt warns
 
 
 class AddressError(ValueError):
@@ -61,7 +62,11 @@ class BrokerAddress:
             tls = ssl.create_default_context(cafile=self.ca)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0  # nothing queued for a client that is away
-        return aiomqtt.Client(self.host, self.port, identifier=client_id, username=self.user,
-                              password=self.password, protocol=aiomqtt.ProtocolVersion.V5,
-                              will=will, keepalive=KEEPALIVE_S, tls_context=tls,
-                              clean_start=True, properties=props, timeout=5)
+        c = aiomqtt.Client(self.host, self.port, identifier=client_id, username=self.user,
+                           password=self.password, protocol=aiomqtt.ProtocolVersion.V5,
+                           will=will, keepalive=KEEPALIVE_S, tls_context=tls,
+                           clean_start=True, properties=props, timeout=5)
+        # a site controller publishes a period's budgets at once, one per rack: that many
+        # PUBACKs outstanding is the design, not a backlog worth a warning line each
+        c.pending_calls_threshold = PENDING_WARN
+        return c
