@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from powerflow.hostrun import SiteOptions
@@ -278,7 +278,9 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_grid(sub: argparse._SubParsersAction) -> None:
-    case_help = "MATPOWER .m file, rack .toml file, or built-in (ieee33)"
+    case_help = ("MATPOWER .m file, rack .toml file, built-in (ieee33), or a pandapower net: "
+                 "pandapower:NAME (of pandapower.networks, e.g. pandapower:mv_oberrhein) or a "
+                 "pandapower .json file")
     flow = sub.add_parser("flow", help="load flow of a case")
     flow.add_argument("case", help=case_help)
     flow.add_argument("--method", choices=("auto", "bibc", "newton"), default="auto",
@@ -293,10 +295,15 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
                      help="list the K best configurations found (default 5)")
     rec.add_argument("--vmin", type=_pu, default=None, metavar="PU",
                      help="lowest bus voltage allowed, p.u. (> 0 and < 2; default: none)")
-    rec.add_argument("--method", choices=("auto", "enumerate", "misocp", "scip"), default="auto",
+    rec.add_argument("--method", choices=("auto", "enumerate", "misocp", "scip", "exchange"),
+                     default="auto",
                      help="enumerate: every radial configuration, exactly; misocp: PowerFlow's "
                           "branch-and-bound on a convex relaxation; scip: the SCIP solver; "
+                          "exchange: branch exchange, a local optimum (no gap proved); "
                           "auto: enumerate when there are few enough, else misocp (default)")
+    rec.add_argument("--write-net", default=None, metavar="OUT.json",
+                     help="a pandapower net: write it with the chosen switch states "
+                          "(pandapower JSON)")
     rec.add_argument("--time-limit", type=_positive, default=60.0, metavar="S",
                      help="seconds the searches may take (default 60)")
     rec.add_argument("--gap", type=_percent, default=1e-3, metavar="PCT",
@@ -424,13 +431,40 @@ def _print(obj: dict, as_json: bool, lines: list[str]) -> None:
         print("\n".join(lines))
 
 
+def _net_names(source: Any, open_branches: Any) -> dict[str, Any]:
+    """The open branches as pandapower names them: line and trafo indices."""
+    els = [source.map.elements[int(b)] for b in open_branches]
+    return {"open_lines": sorted(i for k, i in els if k == "line"),
+            "open_trafos": sorted(i for k, i in els if k == "trafo")}
+
+
+def _write_net(source: Any, case: Any, open_branches: Any, path: str) -> None:
+    import warnings
+
+    import pandapower as pp
+
+    from powerflow.grid.case import CaseError
+    from powerflow.grid.pandapower_io import write_net
+
+    net = write_net(source.net, source.map, case, open_branches)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pp.to_json(net, path)
+    except OSError as e:
+        raise CaseError(f"--write-net {path}: {e.strerror or e}") from None
+
+
 def _grid_command(args: argparse.Namespace) -> int:
     from powerflow.grid import report
     from powerflow.grid.case import CaseError
-    from powerflow.grid.cases import load_case, with_flex
+    from powerflow.grid.cases import load_case_and_source, with_flex
 
     try:
-        case = load_case(args.case)
+        case, source = load_case_and_source(args.case)
+        if getattr(args, "write_net", None) and source is None:
+            raise CaseError("--write-net needs a pandapower net (pandapower:NAME or a .json "
+                            "file)")
         if args.command == "flow":
             from powerflow.grid.loadflow import solve
 
@@ -441,6 +475,8 @@ def _grid_command(args: argparse.Namespace) -> int:
                 case = case.with_open([b - 1 for b in args.open])
             r = solve(case, args.method)
             out = report.flow_report(r)
+            if source is not None and r.converged:
+                out.update(_net_names(source, (~case.closed).nonzero()[0]))
             lines = [f"{case.name}: " + (f"loss {_power(out['loss_kw'])}, {out['loss_kvar']:.3f} kvar; "
                                          f"Vmin {out['vmin_pu']:.5f} p.u. at bus {out['vmin_bus']} "
                                          f"({r.method}, {r.iterations} iterations)"
@@ -452,12 +488,21 @@ def _grid_command(args: argparse.Namespace) -> int:
 
             res = reconfigure(case, args.top, args.vmin, args.method, args.time_limit, args.gap)
             out = report.reconfig_report(res)
+            if source is not None and res.best is not None:
+                out.update(_net_names(source, res.best.open_branches))
+                if args.write_net:
+                    _write_net(source, case, res.best.open_branches, args.write_net)
+                    out["written"] = args.write_net
             if res.best is None:
                 lines = [f"{case.name}: {res.message}"]
             else:
-                lines = [f"{case.name}: open {out['open_branches']}: loss {_power(out['loss_kw'])}, "
+                shown = (f"lines {out['open_lines']}" if source is not None
+                         else str(out["open_branches"]))
+                gap = ("not proved" if out["optimality_gap"] is None
+                       else f"{res.optimality_gap:.2%}")
+                lines = [f"{case.name}: open {shown}: loss {_power(out['loss_kw'])}, "
                          f"Vmin {out['vmin_pu']:.5f} p.u.; {res.radial_configurations:,} radial "
-                         f"configurations, {res.evaluated:,} evaluated, gap {res.optimality_gap:.2%}, "
+                         f"configurations, {res.evaluated:,} evaluated, gap {gap}, "
                          f"{res.elapsed_s:.2f} s ({res.method})"]
                 lines += [f"  #{i + 1} open {t['open_branches']}: {_power(t['loss_kw'])}, "
                           f"Vmin {t['vmin_pu']:.5f}" for i, t in enumerate(out["top"])]

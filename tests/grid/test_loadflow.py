@@ -51,7 +51,7 @@ def test_meshed_cases_agree_with_pandapower(name: str) -> None:
 def test_pandapower_loader_on_pandapowers_own_ieee33() -> None:
     net = pn.case33bw()
     pp.runpp(net, tolerance_mva=1e-12)
-    r = solve(from_pandapower(net))
+    r = solve(from_pandapower(net)[0])
     assert np.max(np.abs(r.vm - net.res_bus.vm_pu.to_numpy())) < 1e-6
     assert r.loss_kw == pytest.approx(net.res_line.pl_mw.sum() * 1e3, rel=1e-6)
 

@@ -1,10 +1,18 @@
 """Network case data, in the spirit of MATPOWER's case struct: data only, no solver.
 
-Per-unit on `base_mva`; loads are consumption (positive P, Q draw power).
-Branch `closed` is the state a study starts from (MATPOWER's BR_STATUS: ties
-are the branches normally open); `switchable` says which branches
-reconfiguration may change. DC networks (every X = 0, no reactive power) are
-the same structure with the imaginary parts zero.
+Per-unit on `base_mva` (each bus on its own base voltage); loads are consumption
+(positive P, Q draw power; a generator is a negative load). Branch `closed` is the state a
+study starts from (MATPOWER's BR_STATUS: ties are the branches normally open);
+`switchable` says which branches reconfiguration may change. DC networks (every X = 0, no
+reactive power) are the same structure with the imaginary parts zero.
+
+Transformers and line charging (from pandapower nets) add what MATPOWER's branch model
+has: an off-nominal ratio `tap` at the from end (V_from / tap drives the series impedance)
+and shunt admittances at both ends (`y_from`, inside the tap, and `y_to`), plus bus shunts
+`y_bus`; all p.u. and consumption-positive (G > 0 draws power, B > 0 is capacitive). A
+case without them is *plain* and takes the fast paths (the batch kernel, the relaxations).
+An open branch with `keep_end` >= 0 stays connected at that bus (a line switched at one end
+only, as pandapower models it): its shunts, seen through its impedance, stay there.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
-from powerflow.model.arrays import Bools, Floats, Ints
+from powerflow.model.arrays import Bools, Complexes, Floats, Ints
 
 
 
@@ -54,6 +62,39 @@ class Case:
     vmin: Floats  # p.u. limits used by reconfiguration and optimisation
     vmax: Floats
     flex: tuple[FlexBus, ...] = field(default=())
+    tap: Floats | None = None  # per branch, off-nominal ratio at the from end (1: none)
+    y_from: Complexes | None = None  # per branch, shunt at the from end (inside the tap), p.u.
+    y_to: Complexes | None = None  # per branch, shunt at the to end, p.u.
+    y_bus: Complexes | None = None  # per bus, shunt admittance, p.u.
+    keep_end: Ints | None = None  # per branch: bus index still connected when open, or -1
+    labels: tuple[str, ...] = ()  # per branch, what it is in the source (e.g. "line 12")
+
+    @property
+    def plain(self) -> bool:
+        """No transformer ratio and no shunt anywhere: series impedances only."""
+        return (self.tap is None or bool(np.all(self.tap == 1.0))) and not any(
+            a is not None and bool(np.any(a != 0)) for a in (self.y_from, self.y_to,
+                                                              self.y_bus))
+
+    def taps(self) -> Floats:
+        return np.ones(self.n_branch) if self.tap is None else self.tap
+
+    def shunts(self) -> Complexes:
+        """Each bus's shunt admittance in the present configuration (p.u.): its own, the
+        end shunts of its closed branches (the from end's seen through the tap), and what
+        an open branch kept at this end leaves there (its far shunt through its impedance)."""
+        y = np.zeros(self.n_bus, complex) if self.y_bus is None else self.y_bus.astype(complex)
+        yf = np.zeros(self.n_branch, complex) if self.y_from is None else self.y_from
+        yt = np.zeros(self.n_branch, complex) if self.y_to is None else self.y_to
+        t = self.taps()
+        on = self.closed
+        np.add.at(y, self.f[on], yf[on] / t[on] ** 2)
+        np.add.at(y, self.t[on], yt[on])
+        if self.keep_end is not None:
+            for k in np.flatnonzero(~on & (self.keep_end >= 0)):
+                near, far = (yf[k], yt[k]) if self.keep_end[k] == self.f[k] else (yt[k], yf[k])
+                y[self.keep_end[k]] += near + (1 / (self.z[k] + 1 / far) if far != 0 else 0)
+        return y
 
     @property
     def n_bus(self) -> int:

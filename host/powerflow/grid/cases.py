@@ -1,12 +1,17 @@
-"""Finding a case by name: a built-in, a MATPOWER file, or (later) a rack file."""
+"""Finding a case by name: a built-in, a MATPOWER file, a rack file, or a pandapower net
+(`pandapower:NAME` from `pandapower.networks`, or a pandapower JSON file)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from powerflow.grid.case import Case, CaseError, FlexBus
 from powerflow.grid.matpower import load_matpower
+
+if TYPE_CHECKING:
+    from powerflow.grid.pandapower_io import NetMap
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -40,8 +45,32 @@ def builtin(name: str) -> Case:
 BUILTINS = ("ieee33",)
 
 
+@dataclass(frozen=True)
+class NetSource:
+    """A case read from a pandapower net: the net, and where each branch comes from."""
+
+    net: Any
+    map: NetMap
+
+
+def load_case_and_source(spec: str) -> tuple[Case, NetSource | None]:
+    """`load_case`, and for a pandapower net the net and its branch map (to report
+    pandapower's indices and to write the net back)."""
+    if spec.startswith("pandapower:") or Path(spec).suffix == ".json":
+        from powerflow.grid.pandapower_io import from_pandapower, load_net
+
+        net = load_net(spec)
+        name = spec.split(":", 1)[1] if spec.startswith("pandapower:") else Path(spec).stem
+        case, nmap = from_pandapower(net, name)
+        return case, NetSource(net, nmap)
+    return load_case(spec), None
+
+
 def load_case(spec: str) -> Case:
-    """`spec` is a built-in name, or a path to a MATPOWER `.m` file."""
+    """`spec` is a built-in name, a path to a MATPOWER `.m` file or a rack `.toml` file, or
+    a pandapower net (`pandapower:NAME` or a `.json` file)."""
+    if spec.startswith("pandapower:") or Path(spec).suffix == ".json":
+        return load_case_and_source(spec)[0]
     if spec in BUILTINS:
         return builtin(spec)
     p = Path(spec)
@@ -53,4 +82,5 @@ def load_case(spec: str) -> Case:
         from powerflow.grid.rackcase import load_rack_case
 
         return load_rack_case(p)
-    raise CaseError(f"{spec}: not a built-in case ({', '.join(BUILTINS)}) nor a .m or .toml file")
+    raise CaseError(f"{spec}: not a built-in case ({', '.join(BUILTINS)}), pandapower:NAME, "
+                    "nor a .m, .toml or pandapower .json file")

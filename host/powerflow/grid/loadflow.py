@@ -37,8 +37,30 @@ class FlowResult:
 
     @property
     def loss(self) -> complex:
-        """Series losses, p.u. (P + jQ)."""
-        return complex(np.sum(np.abs(self.i_branch) ** 2 * self.case.z))
+        """Losses in the branches, p.u. (P + jQ): series losses, and on a case that is not
+        plain the branches' shunts too (iron losses, line charging), as pandapower's
+        `pl_mw`/`ql_mvar` count them. Bus shunts are loads, not losses."""
+        if self.case.plain:
+            return complex(np.sum(np.abs(self.i_branch) ** 2 * self.case.z))
+        return complex(self.branch_losses().sum())
+
+    def branch_losses(self) -> Complexes:
+        """Each branch's losses, p.u. (S entering at both ends; an open branch kept at one
+        end: what it draws there)."""
+        c, v = self.case, self.v
+        t = c.taps()
+        yf = np.zeros(c.n_branch, complex) if c.y_from is None else c.y_from
+        yt = np.zeros(c.n_branch, complex) if c.y_to is None else c.y_to
+        i_s = self.i_branch
+        s_f = v[c.f] * np.conj(i_s / t + yf / t ** 2 * v[c.f])
+        s_t = v[c.t] * np.conj(-i_s + yt * v[c.t])
+        out = np.where(c.closed, s_f + s_t, 0j)
+        if c.keep_end is not None:
+            for k in np.flatnonzero(~c.closed & (c.keep_end >= 0)):
+                near, far = (yf[k], yt[k]) if c.keep_end[k] == c.f[k] else (yt[k], yf[k])
+                y = near + (1 / (c.z[k] + 1 / far) if far != 0 else 0)
+                out[k] = np.conj(y) * abs(v[c.keep_end[k]]) ** 2
+        return out
 
     @property
     def loss_kw(self) -> float:
@@ -72,9 +94,17 @@ def _no_solution(case: Case, method: str, message: str, iterations: int = 0) -> 
 
 
 def ybus(case: Case) -> sp.csr_matrix:
-    """Bus admittance matrix of the closed branches (series impedance only)."""
+    """Bus admittance matrix of the closed branches, with their ratios and every shunt
+    (MATPOWER's model: Yff = ys/t^2, Yft = Ytf = -ys/t, Ytt = ys, t real)."""
     on = case.closed
-    return laplacian_sparse(case.n_bus, case.f[on], case.t[on], 1.0 / case.z[on])
+    if case.plain:
+        return laplacian_sparse(case.n_bus, case.f[on], case.t[on], 1.0 / case.z[on])
+    f, t_, ys, tap = case.f[on], case.t[on], 1.0 / case.z[on], case.taps()[on]
+    n = case.n_bus
+    rows = np.concatenate([f, f, t_, t_, np.arange(n)])
+    cols = np.concatenate([f, t_, f, t_, np.arange(n)])
+    vals = np.concatenate([ys / tap ** 2, -ys / tap, -ys / tap, ys, case.shunts()])
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
 
 
 def mismatch(case: Case, v: Complexes) -> float:
@@ -168,6 +198,8 @@ def solve_radial(case: Case, tol: float = 1e-10, max_iter: int = 100) -> FlowRes
     if len(set(np.round(case.v_slack, 12))) > 1:
         raise CaseError(f"{case.name}: feeds at different voltages need the Newton method")
     tree = orient(case)
+    if not case.plain:
+        return _sweep(case, tree, tol, max_iter)
     dlf, buses = dlf_matrix(case, tree)
     v0 = complex(case.v_slack[0])
     s = case.s_load[buses]
@@ -185,6 +217,54 @@ def solve_radial(case: Case, tol: float = 1e-10, max_iter: int = 100) -> FlowRes
     else:
         return _no_solution(case, "bibc", f"no convergence in {max_iter} iterations", it)
     return _finish(case, tree, buses, v, v0, it)
+
+
+def _sweep(case: Case, tree: Tree, tol: float, max_iter: int) -> FlowResult:
+    """Backward/forward sweep for a radial case with ratios and shunts. Each bus draws its
+    load's current and its shunts'; the current into a subtree crosses its parent branch's
+    series impedance, and a ratio t at the from end scales voltage by 1/t and current by t
+    (as the Y-bus above has it). Checked like every other answer by the residual."""
+    n = case.n_bus
+    v0 = complex(case.v_slack[0])
+    v = np.full(n, v0, complex)
+    v[case.slack] = case.v_slack
+    ysh = case.shunts()
+    tap = case.taps()
+    order = tree.order
+    kids = order[tree.parent[order] >= 0]
+    br = tree.parent_branch[kids]
+    down = tree.sign[kids] > 0  # the parent is the from end: the ratio is on its side
+    t_k = tap[br]
+    z_k = case.z[br]
+    s = case.s_load
+    it = 0
+    for it in range(1, max_iter + 1):
+        i_draw = np.conj(s / v) + ysh * v  # each bus's own current
+        i_sub = i_draw.copy()
+        i_ser = np.zeros(len(kids), complex)  # series current, parent side -> child side
+        for k in range(len(kids) - 1, -1, -1):
+            b = kids[k]
+            i_ser[k] = i_sub[b] if down[k] else i_sub[b] * t_k[k]
+            i_sub[tree.parent[b]] += i_ser[k] / t_k[k] if down[k] else i_ser[k]
+        v_new = v.copy()
+        for k in range(len(kids)):
+            b, p = kids[k], tree.parent[kids[k]]
+            v_new[b] = (v_new[p] / t_k[k] - z_k[k] * i_ser[k] if down[k]
+                        else t_k[k] * (v_new[p] - z_k[k] * i_ser[k]))
+        if not np.all(np.isfinite(v_new)) or np.min(np.abs(v_new[kids])) < V_COLLAPSE:
+            return _no_solution(case, "bibc", "voltage collapse (no load-flow solution)", it)
+        step = np.max(np.abs(v_new - v))
+        v = v_new
+        if step < tol:
+            break
+    else:
+        return _no_solution(case, "bibc", f"no convergence in {max_iter} iterations", it)
+    i_br = np.zeros(case.n_branch, complex)
+    i_br[br] = np.where(down, i_ser, -i_ser)  # f -> t through the series impedance
+    res = mismatch(case, v)
+    if res > RESIDUAL_TOL:
+        return _no_solution(case, "bibc", f"residual {res:.2e} p.u. after {it} iterations", it)
+    return FlowResult(case, True, v, i_br, it, "bibc")
 
 
 def _finish(case: Case, tree: Tree, buses: NDArray[np.int64], v_nonroot: Complexes, v0: complex,
@@ -251,7 +331,7 @@ def solve_newton(case: Case, tol: float = 1e-10, max_iter: int = 30) -> FlowResu
     res = mismatch(case, v)
     if res > RESIDUAL_TOL:
         return _no_solution(case, "newton", f"residual {res:.2e} p.u.", it)
-    i_br = np.where(case.closed, (v[case.f] - v[case.t]) / case.z, 0)
+    i_br = np.where(case.closed, (v[case.f] / case.taps() - v[case.t]) / case.z, 0)
     return FlowResult(case, True, v, i_br, it, "newton")
 
 

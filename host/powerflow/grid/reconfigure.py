@@ -22,6 +22,8 @@ from powerflow.grid.loadflow import FlowResult, solve_radial
 from powerflow.grid.topology import count_radial, enumerate_radial
 
 ENUMERATION_LIMIT = 5_000_000  # candidate open-branch sets we are willing to test
+# with transformers and line charging each configuration is one exact load flow (~1-4 ms)
+EXACT_ENUMERATION_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -60,26 +62,35 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
                 time_limit: float = 60.0, gap: float = 1e-3) -> ReconfigResult:
     """Least-loss radial configuration, with `vmin` (p.u.) as a lower voltage limit if given.
 
-    `method`: "enumerate", "misocp" (branch-and-bound), "scip", or "auto" (enumerate
-    when feasible, else "misocp"). The searches stop once the optimality gap they prove
-    is at most `gap` (a fraction: 1e-3 is 0.1 %) or after `time_limit` (s).
+    `method`: "enumerate", "misocp" (branch-and-bound), "scip", "exchange" (branch
+    exchange from several starts: a local optimum, no proved gap), or "auto" (enumerate
+    when feasible, else "misocp"; on a case with transformers or line charging, which the
+    relaxations do not model yet, "exchange"). The searches stop once the optimality gap
+    they prove is at most `gap` (a fraction: 1e-3 is 0.1 %) or after `time_limit` (s).
     """
     if not 0.0 <= gap < 1.0:
         raise ValueError(f"gap {gap} must be a fraction in [0, 1)")
     t0 = time.perf_counter()
     total = count_radial(case)
+    limit = ENUMERATION_LIMIT if case.plain else EXACT_ENUMERATION_LIMIT
     if method == "auto":
         try:
-            open_sets = enumerate_radial(case, ENUMERATION_LIMIT)
+            open_sets = enumerate_radial(case, limit)
             method = "enumerate"
         except CaseError:
-            method = "misocp"
+            method = "misocp" if case.plain else "exchange"
     elif method == "enumerate":
-        open_sets = enumerate_radial(case, ENUMERATION_LIMIT)
+        open_sets = enumerate_radial(case, limit)
+    if method in ("misocp", "scip") and not case.plain:
+        raise CaseError(f"{case.name}: the proved searches (misocp, scip) do not model "
+                        "transformers and line charging yet; use enumerate (up to "
+                        f"{EXACT_ENUMERATION_LIMIT:,} configurations) or exchange")
     if method in ("misocp", "scip"):
         return _optimise(case, method, vmin, time_limit, gap, total, t0)
+    if method == "exchange":
+        return _exchange(case, vmin, total, t0)
     if method != "enumerate":
-        raise ValueError(f"unknown method {method!r} (auto, enumerate, misocp, scip)")
+        raise ValueError(f"unknown method {method!r} (auto, enumerate, misocp, scip, exchange)")
     res = batch.evaluate(case, open_sets)
     score = res.loss_pu.copy()
     if vmin is not None:
@@ -99,6 +110,24 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
                           if vmin is not None else "no radial configuration has a load-flow solution")
     return ReconfigResult(top[0] if top else None, top, total, len(open_sets),
                           int(res.converged.sum()), 0.0, "enumeration", time.perf_counter() - t0, msg)
+
+
+def _exchange(case: Case, vmin: float | None, total: int, t0: float) -> ReconfigResult:
+    """Branch exchange from the case's configuration and four random ones: a local
+    optimum, its gap not proved (reported as infinite)."""
+    from powerflow.grid.exchange import search
+
+    start, _, evaluated = search(case, starts=4, vmin=vmin)
+    ob = tuple(int(b) for b in start)
+    fl = exact(case, ob)
+    elapsed = time.perf_counter() - t0
+    if not fl.converged or (vmin is not None and fl.vmin_pu < vmin - 1e-9):
+        return ReconfigResult(None, [], total, evaluated, 0, float("inf"), "branch-exchange",
+                              elapsed, "no radial configuration found that meets the limits")
+    best = Configuration(ob, fl)
+    return ReconfigResult(best, [best], total, evaluated, evaluated, float("inf"),
+                          "branch-exchange", elapsed,
+                          "a local optimum of branch exchange: no optimality gap proved")
 
 
 def _optimise(case: Case, method: str, vmin: float | None, time_limit: float, gap: float,

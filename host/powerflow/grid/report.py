@@ -20,7 +20,7 @@ def flow_report(r: FlowResult) -> dict[str, Any]:
         out["message"] = r.message
         return out
     out.update({
-        "loss_kw": r.loss_kw, "loss_kvar": r.loss_kvar, "vmin_pu": r.vmin_pu,
+        "loss_kw": r.loss_kw, "loss_kvar": r.loss_kvar, **_lines_loss(r), "vmin_pu": r.vmin_pu,
         "vmin_bus": r.vmin_bus,
         "open_branches": [int(b) + 1 for b in np.flatnonzero(~c.closed)],
         "voltages_pu": {str(int(b)): float(v) for b, v in zip(c.bus_ids, r.vm, strict=True)},
@@ -28,10 +28,22 @@ def flow_report(r: FlowResult) -> dict[str, Any]:
     return out
 
 
+def _lines_loss(r: FlowResult) -> dict[str, float]:
+    """On a case whose branches are labelled (a pandapower net): the lines' losses alone
+    (kW), beside the total that includes the transformers'."""
+    c = r.case
+    if not c.labels:
+        return {}
+    lines = np.array([lab.startswith("line ") for lab in c.labels])
+    return {"loss_lines_kw": float(r.branch_losses().real[lines].sum() * c.base_mva * 1e3)}
+
+
 def reconfig_report(r: ReconfigResult) -> dict[str, Any]:
     out: dict[str, Any] = {
         "method": r.method, "radial_configurations": r.radial_configurations,
-        "evaluated": r.evaluated, "solved": r.solved, "optimality_gap": r.optimality_gap,
+        "evaluated": r.evaluated, "solved": r.solved,
+        # not proved (a heuristic's answer): null
+        "optimality_gap": r.optimality_gap if np.isfinite(r.optimality_gap) else None,
         "elapsed_s": r.elapsed_s,
     }
     if r.best is None:
@@ -40,11 +52,14 @@ def reconfig_report(r: ReconfigResult) -> dict[str, Any]:
         return out
     out.update({
         "open_branches": [b + 1 for b in r.best.open_branches], "loss_kw": r.best.loss_kw,
+        **_lines_loss(r.best.flow),
         "vmin_pu": r.best.vmin_pu, "vmin_bus": r.best.flow.vmin_bus,
         "top": [{"open_branches": [b + 1 for b in c.open_branches], "loss_kw": c.loss_kw,
                  "vmin_pu": c.vmin_pu} for c in r.top],
     })
     out.update({k: v for k, v in r.extra.items()})
+    if r.message:
+        out["message"] = r.message
     return out
 
 
