@@ -233,3 +233,25 @@ def test_bad_nets_are_refused_naming_the_element(tmp_path) -> None:
             r.stderr
     r = cli("reconfigure", "ieee33", "--write-net", str(tmp_path / "o.json"))
     assert r.returncode == 2 and "needs a pandapower net" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["mv_oberrhein", "feeder1", "cigre_mv_all_der"])
+def test_the_batch_kernel_agrees_with_the_exact_load_flow(name) -> None:
+    """The kernel that evaluates configurations in bulk (ratios, end shunts, lines kept at
+    one end) against the exact sweep, configuration by configuration."""
+    from powerflow.grid import batch
+    from powerflow.grid.exchange import neighbours
+    from powerflow.grid.topology import enumerate_radial
+
+    net = random_feeder(1) if name == "feeder1" else NETS[name]()
+    case, _ = from_pandapower(net, name)
+    cur = np.flatnonzero(~case.closed)
+    sets = (np.vstack([cur[None, :], neighbours(case, cur)]) if name == "mv_oberrhein"
+            else enumerate_radial(case, 10_000))
+    fast = batch.evaluate(case, sets)
+    ref = batch._evaluate_exact(case, sets)
+    assert np.array_equal(fast.converged, ref.converged)
+    ok = ref.converged
+    assert ok.sum() >= 1
+    assert np.max(np.abs(fast.loss_pu[ok] - ref.loss_pu[ok]) / ref.loss_pu[ok]) < 1e-6
+    assert np.max(np.abs(fast.vmin_pu[ok] - ref.vmin_pu[ok])) < 1e-8

@@ -166,7 +166,7 @@ def evaluate(case: Case, open_sets: NDArray[np.int64], tol: float = 1e-9,
              max_iter: int = 100) -> BatchResult:
     """Losses and minimum voltage of every configuration in `open_sets` (K x m)."""
     if not case.plain:
-        return _evaluate_exact(case, open_sets)
+        return _evaluate_general(case, open_sets, tol, max_iter)
     node = merged_nodes(case)
     nn = int(node.max()) + 1
     s = np.zeros(nn, complex)
@@ -200,9 +200,8 @@ def evaluate(case: Case, open_sets: NDArray[np.int64], tol: float = 1e-9,
 
 
 def _evaluate_exact(case: Case, open_sets: NDArray[np.int64]) -> BatchResult:
-    """The same for a case with ratios and shunts (transformers, line charging), which the
-    kernel does not model: the exact load flow, one configuration at a time (~1-4 ms each
-    on the pandapower grids)."""
+    """The same, one configuration at a time by the exact load flow (~1-4 ms each on the
+    pandapower grids): the reference the general kernel is tested against."""
     from powerflow.grid.loadflow import solve_radial
 
     k = open_sets.shape[0]
@@ -222,3 +221,181 @@ def _evaluate_exact(case: Case, open_sets: NDArray[np.int64]) -> BatchResult:
             vbus[i] = int(np.argmin(r.vm))
     ok = np.isfinite(loss)
     return BatchResult(np.asarray(open_sets), ok, loss, vmin, vbus, iters)
+
+
+@numba.njit(cache=True, nogil=True)
+def _kernel_general(open_sets, fn, tn, z, tap, sh_f, sh_t, keep, sh_open, s, y_node, v0, tol,
+                    max_iter, vcollapse, loss, vmin, vmin_node, iters):
+    """`_kernel` for branches with ratios and end shunts: a closed branch puts its end
+    shunts on its nodes (`sh_f` is the from end's as seen from the bus, y/t^2), an open one
+    kept at one end (`keep` >= 0) leaves `sh_open` there. The sweep carries the ratio: from
+    the from end down, v = v_parent / t - z i and the parent draws i / t; up, v = t (v_parent
+    - z i') with i' = t i. Loss: what enters at the feed less what the loads and the bus
+    shunts take (so series and branch-shunt losses, as the exact load flow counts them)."""
+    k, m = open_sets.shape
+    nb = fn.shape[0]
+    nn = s.shape[0]
+    closed = np.empty(nb, np.bool_)
+    deg = np.empty(nn + 1, np.int64)
+    nbr = np.empty(2 * nb, np.int64)
+    nbb = np.empty(2 * nb, np.int64)
+    order = np.empty(nn, np.int64)
+    parent = np.empty(nn, np.int64)
+    pb = np.empty(nn, np.int64)
+    down = np.empty(nn, np.bool_)
+    seen = np.empty(nn, np.bool_)
+    v = np.empty(nn, np.complex128)
+    j = np.empty(nn, np.complex128)
+    ysh = np.empty(nn, np.complex128)
+    for c in range(k):
+        closed[:] = True
+        for q in range(m):
+            closed[open_sets[c, q]] = False
+        deg[:] = 0
+        ysh[:] = y_node
+        for b in range(nb):
+            if closed[b]:
+                deg[fn[b] + 1] += 1
+                deg[tn[b] + 1] += 1
+                ysh[fn[b]] += sh_f[b]
+                ysh[tn[b]] += sh_t[b]
+            elif keep[b] >= 0:
+                ysh[keep[b]] += sh_open[b]
+        for i in range(nn):
+            deg[i + 1] += deg[i]
+        fill = deg[:-1].copy()
+        for b in range(nb):
+            if closed[b]:
+                nbr[fill[fn[b]]] = tn[b]
+                nbb[fill[fn[b]]] = b
+                fill[fn[b]] += 1
+                nbr[fill[tn[b]]] = fn[b]
+                nbb[fill[tn[b]]] = b
+                fill[tn[b]] += 1
+        parent[:] = -1
+        seen[:] = False
+        seen[0] = True
+        order[0] = 0
+        head = 0
+        tail = 1
+        while head < tail:
+            u = order[head]
+            head += 1
+            for e in range(deg[u], deg[u + 1]):
+                w = nbr[e]
+                if not seen[w]:
+                    seen[w] = True
+                    parent[w] = u
+                    pb[w] = nbb[e]
+                    down[w] = fn[nbb[e]] == u
+                    order[tail] = w
+                    tail += 1
+        if tail != nn:
+            iters[c] = -1
+            continue
+        v[:] = v0
+        first = 0.0
+        ok = False
+        it = 0
+        for it in range(1, max_iter + 1):
+            for i in range(nn):
+                j[i] = np.conj(s[i] / v[i]) + ysh[i] * v[i] if i > 0 else ysh[i] * v[i]
+            for p in range(nn - 1, 0, -1):
+                i = order[p]
+                t = tap[pb[i]]
+                j[parent[i]] += j[i] / t if down[i] else j[i] * t
+            step = 0.0
+            low = 1e9
+            for p in range(1, nn):
+                i = order[p]
+                b = pb[i]
+                t = tap[b]
+                if down[i]:
+                    vi = v[parent[i]] / t - z[b] * j[i]
+                else:
+                    vi = t * (v[parent[i]] - z[b] * j[i] * t)
+                d = abs(vi - v[i])
+                if d > step:
+                    step = d
+                v[i] = vi
+                a = abs(vi)
+                if a < low:
+                    low = a
+            if it == 1:
+                first = step
+            if not np.isfinite(step) or low < vcollapse or step > first:
+                break
+            if step < tol:
+                ok = True
+                break
+        iters[c] = it
+        if ok:
+            for i in range(nn):
+                j[i] = np.conj(s[i] / v[i]) + ysh[i] * v[i] if i > 0 else ysh[i] * v[i]
+            for p in range(nn - 1, 0, -1):
+                i = order[p]
+                t = tap[pb[i]]
+                j[parent[i]] += j[i] / t if down[i] else j[i] * t
+            fed = (v[0] * np.conj(j[0])).real
+            taken = 0.0
+            low = 1e9
+            arg = 0
+            for i in range(nn):
+                a = abs(v[i])
+                taken += s[i].real + y_node[i].real * a * a
+                if a < low:
+                    low = a
+                    arg = i
+            loss[c] = fed - taken
+            vmin[c] = low
+            vmin_node[c] = arg
+
+
+def _evaluate_general(case: Case, open_sets: NDArray[np.int64], tol: float,
+                      max_iter: int) -> BatchResult:
+    """`evaluate` on a case with ratios and shunts, by `_kernel_general`."""
+    node = merged_nodes(case)
+    nn = int(node.max()) + 1
+    if len(set(np.round(case.v_slack, 12))) > 1:
+        raise ValueError(f"{case.name}: feeds at different voltages cannot be merged")
+    s = np.zeros(nn, complex)
+    np.add.at(s, node, case.s_load)
+    s[0] = 0
+    y_node = np.zeros(nn, complex)
+    if case.y_bus is not None:
+        np.add.at(y_node, node, case.y_bus)
+    tap = case.taps().astype(np.float64)
+    zeros = np.zeros(case.n_branch, complex)
+    yf = case.y_from if case.y_from is not None else zeros
+    yt = case.y_to if case.y_to is not None else zeros
+    keep = np.full(case.n_branch, -1, np.int64) if case.keep_end is None else case.keep_end
+    sh_open = np.zeros(case.n_branch, complex)
+    for b in np.flatnonzero(keep >= 0):
+        near, far = (yf[b], yt[b]) if keep[b] == case.f[b] else (yt[b], yf[b])
+        sh_open[b] = near + (1 / (case.z[b] + 1 / far) if far != 0 else 0)
+    keep_node = np.where(keep >= 0, node[np.maximum(keep, 0)], -1).astype(np.int64)
+    k = open_sets.shape[0]
+    loss = np.full(k, np.nan)
+    vmin = np.full(k, np.nan)
+    vnode = np.zeros(k, np.int64)
+    iters = np.zeros(k, np.int64)
+    sets = np.ascontiguousarray(open_sets, np.int64)
+    args = (node[case.f], node[case.t], case.z.astype(np.complex128), tap,
+            (yf / tap ** 2).astype(np.complex128), yt.astype(np.complex128), keep_node,
+            sh_open, s, y_node, complex(case.v_slack[0]), tol, max_iter, V_COLLAPSE)
+
+    def run(a: int, b: int) -> None:
+        _kernel_general(sets[a:b], *args, loss[a:b], vmin[a:b], vnode[a:b], iters[a:b])
+
+    workers = min(os.cpu_count() or 1, max(1, k // MIN_PER_THREAD))
+    if workers == 1:
+        run(0, k)
+    else:
+        cuts = np.linspace(0, k, workers + 1).astype(int)
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, cuts[:-1], cuts[1:]))
+    first = np.zeros(nn, np.int64)
+    first[node[::-1]] = np.arange(case.n_bus)[::-1]
+    ok = np.isfinite(loss)
+    return BatchResult(np.asarray(open_sets), ok, loss, vmin, first[vnode],
+                       int(iters.max(initial=0)))

@@ -22,8 +22,6 @@ from powerflow.grid.loadflow import FlowResult, solve_radial
 from powerflow.grid.topology import count_radial, enumerate_radial
 
 ENUMERATION_LIMIT = 5_000_000  # candidate open-branch sets we are willing to test
-# with transformers and line charging each configuration is one exact load flow (~1-4 ms)
-EXACT_ENUMERATION_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
         raise ValueError(f"gap {gap} must be a fraction in [0, 1)")
     t0 = time.perf_counter()
     total = count_radial(case)
-    limit = ENUMERATION_LIMIT if case.plain else EXACT_ENUMERATION_LIMIT
+    limit = ENUMERATION_LIMIT
     if method == "auto":
         try:
             open_sets = enumerate_radial(case, limit)
@@ -84,7 +82,7 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
     if method in ("misocp", "scip") and not case.plain:
         raise CaseError(f"{case.name}: the proved searches (misocp, scip) do not model "
                         "transformers and line charging yet; use enumerate (up to "
-                        f"{EXACT_ENUMERATION_LIMIT:,} configurations) or exchange")
+                        f"{ENUMERATION_LIMIT:,} configurations) or exchange")
     if method in ("misocp", "scip"):
         return _optimise(case, method, vmin, time_limit, gap, total, t0)
     if method == "exchange":
