@@ -162,6 +162,12 @@ def test_reconfiguration_with_dg_matches_exhaustive_pandapower(seed) -> None:
     assert res.radial_configurations == len(sets)
     assert res.best is not None and best is not None
     assert res.best.loss_kw == pytest.approx(best[0], rel=1e-6)
+    # the branch-and-bound (its relaxation with ratios, shunts and DG) finds it too, and
+    # proves it: its lower bound may not exceed the true optimum
+    bb = reconfigure(case, method="misocp", time_limit=60, gap=1e-3)
+    assert bb.best is not None and bb.extra["proved_optimal"] == 1.0
+    assert bb.extra["lower_bound_kw"] <= best[0] * (1 + 1e-9)
+    assert bb.best.loss_kw <= best[0] * (1 + 1e-3)
     # and the configuration written back is what pandapower solves to the same figures
     w = write_net(net, nmap, case, res.best.open_branches)
     assert_agrees(case.with_open(list(res.best.open_branches)), res.best.flow, w)

@@ -9,6 +9,14 @@ one active arc coming in (its parent), and n - 1 branches are closed (Jabr et al
 Per arc k (tail -> head): real and reactive power P, Q leaving the tail (p.u.), squared
 current l (p.u.), and per bus the squared voltage w (p.u.). Loads are positive.
 
+Transformers and line charging (cases that are not plain) enter as MATPOWER's model has
+them: an arc whose tail is its branch's from end sees the tail's voltage through the ratio
+(w_tail / t^2 drives the impedance; `alpha_tail`), an arc the other way delivers through it
+(`alpha_head`); shunts are consumption at their nodes, g w and -b w. A switchable branch's
+end shunts are there only while it is closed, so each is g (w z) with z its closedness and
+w z a variable of its own (`EndShunt`, bounded by McCormick's envelope: exact at z = 0, 1);
+a line kept at one end when open leaves its shunt there, w (1 - z) = w - w z.
+
 With loads only (no injection anywhere but the feed), an active arc delivers to its head
 that bus's load plus its whole subtree's, never less: P - r l >= p_head a, and likewise
 for Q. Without it a relaxation may run power around a loop against the arcs' direction;
@@ -32,6 +40,17 @@ Floats = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
+class EndShunt:
+    """A switchable branch's shunt at one of its nodes: `y` while the branch is closed,
+    `y_open` while it is open (a line kept at that end), p.u., consumption-positive."""
+
+    branch: int
+    node: int
+    y: complex
+    y_open: complex = 0j
+
+
+@dataclass(frozen=True)
 class BranchFlowData:
     n_node: int  # node 0 is the feed (all slack buses merged)
     p: Floats  # net load per node, p.u. (0 at the feed)
@@ -50,11 +69,22 @@ class BranchFlowData:
     x: Floats
     cycles: list[Ints]  # branches of each fundamental cycle
     base_kw: float  # p.u. losses -> kW
+    alpha_tail: Floats | None = None  # per arc: w_tail x this drives the impedance (1/t^2 or 1)
+    alpha_head: Floats | None = None  # per arc: w_head x this is what arrives (1 or 1/t^2)
+    y_node: NDArray[np.complex128] | None = None  # per node, shunts always there (p.u.)
+    g_loss: Floats | None = None  # per node, the part of y_node.real that is a branch's (a loss)
+    end_shunts: tuple[EndShunt, ...] = ()
+    must_close: NDArray[np.bool_] | None = None  # per branch: not switchable (closed always)
 
     @property
     def loads_only(self) -> bool:
-        """No bus injects power (no negative P or Q load): flows run away from the feed."""
-        return _loads_only(self.p, self.q)
+        """No bus injects power (no negative P or Q load, no capacitive or generating shunt):
+        flows run away from the feed."""
+        caps = [e.y for e in self.end_shunts] + [e.y_open for e in self.end_shunts]
+        shunts_draw = (self.y_node is None or bool(np.all(self.y_node.real >= 0)
+                                                   and np.all(self.y_node.imag <= 0))) and all(
+            y.real >= 0 and y.imag <= 0 for y in caps)
+        return _loads_only(self.p, self.q) and shunts_draw
 
     @property
     def n_arc(self) -> int:
@@ -111,11 +141,52 @@ def branchflow_data(case: Case, vmin: float | None = None, vmax: float = 1.1) ->
             head += [t, u]
             fixed += [False, False]
     ab = np.array(br, np.int64)
+    tails = np.array(tail, np.int64)
+    tap = case.taps()[ab]
+    down = fn[ab] == tails  # the arc runs from its branch's from end (the ratio's side)
+    y_node, g_loss, ends = _shunts(case, node, nn, cyc.masks == 0)
+    if not case.plain:  # taps may lift a voltage above the feed's: the case's ceiling holds
+        w_hi = max(vmax, v0) ** 2
     return BranchFlowData(nn, p, q, v0 ** 2, w_lo, w_hi, p_max, q_max,
-                          (p_max ** 2 + q_max ** 2) / w_lo, ab, np.array(tail, np.int64),
+                          (p_max ** 2 + q_max ** 2) / w_lo, ab, tails,
                           np.array(head, np.int64), np.array(fixed, bool),
                           case.r[ab].astype(float), case.x[ab].astype(float),
-                          [np.asarray(m, np.int64) for m in cyc.members], case.base_mva * 1e3)
+                          [np.asarray(m, np.int64) for m in cyc.members], case.base_mva * 1e3,
+                          alpha_tail=np.where(down, 1 / tap ** 2, 1.0),
+                          alpha_head=np.where(down, 1.0, 1 / tap ** 2),
+                          y_node=y_node, g_loss=g_loss, end_shunts=ends,
+                          must_close=~case.switchable)
+
+
+def _shunts(case: Case, node: Ints, nn: int, bridge: NDArray[np.bool_]
+            ) -> tuple[NDArray[np.complex128], Floats, tuple[EndShunt, ...]]:
+    """The shunts per node that are always there (bus shunts, and the end shunts of branches
+    that are always closed), the branch part of their conductance (losses), and those that
+    come and go with a switchable branch."""
+    y_node = np.zeros(nn, complex)
+    g_loss = np.zeros(nn)
+    if case.y_bus is not None:
+        np.add.at(y_node, node, case.y_bus)
+    if case.plain:
+        return y_node, g_loss, ()
+    zeros = np.zeros(case.n_branch, complex)
+    yf = (case.y_from if case.y_from is not None else zeros) / case.taps() ** 2
+    yt = case.y_to if case.y_to is not None else zeros
+    keep = np.full(case.n_branch, -1) if case.keep_end is None else case.keep_end
+    ends: list[EndShunt] = []
+    for b in range(case.n_branch):
+        always = bridge[b] or not case.switchable[b]
+        for bus, y in ((int(case.f[b]), yf[b]), (int(case.t[b]), yt[b])):
+            if always:
+                y_node[node[bus]] += y
+                g_loss[node[bus]] += y.real
+            y_open = 0j
+            if not always and keep[b] == bus:
+                far_y = yt[b] if bus == case.f[b] else yf[b]
+                y_open = y + (1 / (case.z[b] + 1 / far_y) if far_y != 0 else 0)
+            if not always and (y != 0 or y_open != 0):
+                ends.append(EndShunt(b, int(node[bus]), complex(y), complex(y_open)))
+    return y_node, g_loss, tuple(ends)
 
 
 def _loads_only(p: Floats, q: Floats) -> bool:

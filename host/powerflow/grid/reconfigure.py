@@ -62,8 +62,7 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
 
     `method`: "enumerate", "misocp" (branch-and-bound), "scip", "exchange" (branch
     exchange from several starts: a local optimum, no proved gap), or "auto" (enumerate
-    when feasible, else "misocp"; on a case with transformers or line charging, which the
-    relaxations do not model yet, "exchange"). The searches stop once the optimality gap
+    when feasible, else "misocp"). The searches stop once the optimality gap
     they prove is at most `gap` (a fraction: 1e-3 is 0.1 %) or after `time_limit` (s).
     """
     if not 0.0 <= gap < 1.0:
@@ -76,13 +75,12 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
             open_sets = enumerate_radial(case, limit)
             method = "enumerate"
         except CaseError:
-            method = "misocp" if case.plain else "exchange"
+            method = "misocp"
     elif method == "enumerate":
         open_sets = enumerate_radial(case, limit)
-    if method in ("misocp", "scip") and not case.plain:
-        raise CaseError(f"{case.name}: the proved searches (misocp, scip) do not model "
-                        "transformers and line charging yet; use enumerate (up to "
-                        f"{ENUMERATION_LIMIT:,} configurations) or exchange")
+    if method == "scip" and not case.plain:
+        raise CaseError(f"{case.name}: the SCIP model does not have transformers and line "
+                        "charging; use misocp (PowerFlow's branch-and-bound has them)")
     if method in ("misocp", "scip"):
         return _optimise(case, method, vmin, time_limit, gap, total, t0)
     if method == "exchange":

@@ -6,6 +6,13 @@ of the loss. The loss of each switchable arc is therefore written in perspective
 P^2 + Q^2 <= s l with s <= w_hi a and s <= w_tail - w_lo (1 - a) (the McCormick
 envelope of a w_tail), so that splitting a flow over fractional arcs saves nothing
 locally. Voltage drops on switchable arcs hold only when active (big-M on w_hi - w_lo).
+
+On a case with ratios and shunts (see `branchflow`): the drop reads alpha_head w_head =
+alpha_tail w_tail - 2 (r P + x Q) + |z|^2 l, the cone P^2 + Q^2 <= s l with s = alpha_tail
+w_tail when active, the node balances take the shunts' consumption, and the objective is
+every branch's loss (series, and the conductance of its shunts), as the exact load flow
+counts it: every configuration's exact solution is a point of this model, so its optimum
+bounds them all from below.
 """
 
 from __future__ import annotations
@@ -60,7 +67,13 @@ class Relaxation:
         A = nn + np.arange(na)
         P, Q, L, S = A + na, A + 2 * na, A + 3 * na, A + 4 * na
         self._a, self._p = A, P
-        nv = nn + 5 * na
+        ne = len(d.end_shunts)
+        U = nn + 5 * na + np.arange(ne)  # w x (the branch is closed), per end shunt
+        nv = nn + 5 * na + ne
+        a_t = d.alpha_tail if d.alpha_tail is not None else np.ones(na)
+        a_h = d.alpha_head if d.alpha_head is not None else np.ones(na)
+        y_node = d.y_node if d.y_node is not None else np.zeros(nn, complex)
+        arcs_of = d.arcs_by_branch()
         eq, le, cones = _Rows(), _Rows(), _Rows()
         eq.add({W[0]: 1.0}, d.w_feed)
         for i in range(nn):
@@ -69,31 +82,49 @@ class Relaxation:
                 eq.add({A[k]: 1.0 for k in ks}, 0.0 if i == 0 else 1.0)
         eq.add({A[k]: 1.0 for k in range(na)}, nn - 1.0)  # n - 1 closed branches
         for i in range(1, nn):
-            for flow, imp, load in ((P, d.r, d.p[i]), (Q, d.x, d.q[i])):
+            # inflow - outflow - (shunt consumption: g w for P, -b w for Q) = load
+            for flow, imp, load, part in ((P, d.r, d.p[i], -1.0), (Q, d.x, d.q[i], 1.0)):
                 coef: dict[int, float] = {}
                 for k in d.into(i):
                     coef[flow[k]] = coef.get(flow[k], 0.0) + 1.0
                     coef[L[k]] = coef.get(L[k], 0.0) - imp[k]
                 for k in np.flatnonzero(d.arc_tail == i):
                     coef[flow[k]] = coef.get(flow[k], 0.0) - 1.0
+                comp = (lambda y: y.real) if part < 0 else (lambda y: y.imag)
+                if y_node[i] != 0:
+                    coef[W[i]] = coef.get(W[i], 0.0) + part * comp(y_node[i])
+                for e, es in enumerate(d.end_shunts):
+                    if es.node == i:
+                        # y while closed (w z), y_open while open (w - w z)
+                        coef[U[e]] = coef.get(U[e], 0.0) + part * (comp(es.y) - comp(es.y_open))
+                        if es.y_open != 0:
+                            coef[W[i]] = coef.get(W[i], 0.0) + part * comp(es.y_open)
                 eq.add(coef, load)
+        for e, es in enumerate(d.end_shunts):  # McCormick: U = w z, exact at z = 0 and 1
+            z = {A[k]: 1.0 for k in arcs_of[es.branch]}
+            w = W[es.node]
+            le.add({U[e]: -1.0, **{c: d.w_lo for c in z}}, 0.0)  # U >= w_lo z
+            le.add({U[e]: -1.0, w: 1.0, **{c: d.w_hi for c in z}}, d.w_hi)  # U >= w - w_hi(1-z)
+            le.add({U[e]: 1.0, **{c: -d.w_hi for c in z}}, 0.0)  # U <= w_hi z
+            le.add({U[e]: 1.0, w: -1.0, **{c: -d.w_lo for c in z}}, -d.w_lo)  # U <= w - w_lo(1-z)
         for i in range(nn):
             le.add({W[i]: 1.0}, d.w_hi)
             le.add({W[i]: -1.0}, -d.w_lo)
-        big = d.w_hi - d.w_lo
         loads_only = d.loads_only
         self._lower_row: dict[int, int] = {}
         self._upper_row: dict[int, int] = {}
         for k in range(na):
             t, h, r, x = int(d.arc_tail[k]), int(d.arc_head[k]), d.r[k], d.x[k]
-            drop = {W[h]: 1.0, W[t]: -1.0, P[k]: 2 * r, Q[k]: 2 * x, L[k]: -(r * r + x * x)}
+            drop = {W[h]: a_h[k], W[t]: -a_t[k], P[k]: 2 * r, Q[k]: 2 * x,
+                    L[k]: -(r * r + x * x)}
+            big = max(a_h[k], a_t[k]) * d.w_hi - min(a_h[k], a_t[k]) * d.w_lo
             le.add({L[k]: -1.0}, 0.0)
             if loads_only:  # delivers at least the head's load when active (branchflow)
                 le.add({P[k]: -1.0, L[k]: r, A[k]: d.p[h]}, 0.0)
                 le.add({Q[k]: -1.0, L[k]: x, A[k]: d.q[h]}, 0.0)
             if d.arc_fixed[k]:
                 eq.add({A[k]: 1.0}, 1.0)
-                eq.add({S[k]: 1.0, W[t]: -1.0}, 0.0)
+                eq.add({S[k]: 1.0, W[t]: -a_t[k]}, 0.0)
                 eq.add(drop, 0.0)
             else:
                 self._lower_row[k] = le.add({A[k]: -1.0}, 0.0)
@@ -107,17 +138,19 @@ class Relaxation:
                     row[A[k]] = big
                     le.add(row, big)
                 le.add({S[k]: -1.0}, 0.0)
-                le.add({S[k]: 1.0, A[k]: -d.w_hi}, 0.0)
-                le.add({S[k]: 1.0, W[t]: -1.0, A[k]: -d.w_lo}, -d.w_lo)
+                le.add({S[k]: 1.0, A[k]: -a_t[k] * d.w_hi}, 0.0)
+                le.add({S[k]: 1.0, W[t]: -a_t[k], A[k]: -a_t[k] * d.w_lo}, -a_t[k] * d.w_lo)
             # rotated cone P^2 + Q^2 <= s l  as  ||(2P, 2Q, s - l)|| <= s + l
             cones.add({S[k]: -1.0, L[k]: -1.0}, 0.0)
             cones.add({P[k]: -2.0}, 0.0)
             cones.add({Q[k]: -2.0}, 0.0)
             cones.add({S[k]: -1.0, L[k]: 1.0}, 0.0)
-        arcs_of = d.arcs_by_branch()
-        for pair in arcs_of.values():  # a branch is closed in one direction at most
+        for b, pair in arcs_of.items():  # a branch is closed in one direction at most
             if len(pair) == 2:
-                le.add({A[k]: 1.0 for k in pair}, 1.0)
+                if d.must_close is not None and d.must_close[b]:  # not switchable: closed
+                    eq.add({A[k]: 1.0 for k in pair}, 1.0)
+                else:
+                    le.add({A[k]: 1.0 for k in pair}, 1.0)
         for members in d.cycles:  # some branch of every loop is open
             le.add({A[k]: 1.0 for b in members.tolist() for k in arcs_of[b]}, len(members) - 1.0)
         rows = [eq, le, cones]
@@ -132,6 +165,12 @@ class Relaxation:
             [clarabel.SecondOrderConeT(4)] * na
         self.q = np.zeros(nv)
         self.q[L] = d.r
+        # the branches' shunt conductance is loss too (bus shunts are loads: not counted)
+        if d.g_loss is not None:
+            self.q[W] += d.g_loss
+        for e, es in enumerate(d.end_shunts):
+            self.q[U[e]] += es.y.real - es.y_open.real
+            self.q[W[es.node]] += es.y_open.real
         self.P = sp.csc_matrix((nv, nv))
         self.settings = clarabel.DefaultSettings()
         self.settings.verbose = False
