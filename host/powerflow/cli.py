@@ -301,6 +301,18 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
                           "branch-and-bound on a convex relaxation; scip: the SCIP solver; "
                           "exchange: branch exchange, a local optimum (no gap proved); "
                           "auto: enumerate when there are few enough, else misocp (default)")
+    rec.add_argument("--profiles", default=None, metavar="FILE.csv",
+                     help="plan a day: a configuration per interval (rows: a time, then scale "
+                          "factors load, sgen, or load.N/sgen.N of a pandapower net)")
+    rec.add_argument("--interval-h", type=_positive, default=None, metavar="H",
+                     help="with --profiles: hours each row lasts (default 24 / rows)")
+    rec.add_argument("--switch-cost", type=_nonneg, default=0.0, metavar="KWH",
+                     help="with --profiles: cost of one switching operation, in kWh of loss "
+                          "(default 0)")
+    rec.add_argument("--max-ops-day", type=_count0, default=None, metavar="N",
+                     help="with --profiles: switching operations allowed in the day")
+    rec.add_argument("--max-ops-switch", type=_count0, default=None, metavar="N",
+                     help="with --profiles: operations allowed per switch in the day")
     rec.add_argument("--write-net", default=None, metavar="OUT.json",
                      help="a pandapower net: write it with the chosen switch states "
                           "(pandapower JSON)")
@@ -367,6 +379,7 @@ def _whole_in(lo: int, hi: int) -> Callable[[str], int]:
 
 _tcp_port = _whole_in(1, 65535)
 _count = _whole_in(1, 1_000_000)
+_count0 = _whole_in(0, 1_000_000)
 _index = _whole_in(0, 7)
 _telemetry_ms = _whole_in(10, 60000)
 _sessions = _whole_in(1, 10000)
@@ -455,6 +468,48 @@ def _write_net(source: Any, case: Any, open_branches: Any, path: str) -> None:
         raise CaseError(f"--write-net {path}: {e.strerror or e}") from None
 
 
+def _plan_day(args: argparse.Namespace, case: Any, source: Any) -> int:
+    """`reconfigure --profiles`: the day's plan, against the base and the best static one."""
+    from powerflow.grid.day import plan_day, read_profiles
+
+    prof = read_profiles(args.profiles, case, source, args.interval_h)
+    plan = plan_day(case, prof, args.switch_cost, args.max_ops_day, args.max_ops_switch,
+                    args.vmin, time_limit=args.time_limit)
+
+    def names(opened: Any) -> Any:
+        return (_net_names(source, opened)["open_lines"] if source is not None
+                else [b + 1 for b in opened])
+
+    key = "open_lines" if source is not None else "open_branches"
+    switches = {(f"{source.map.elements[b][0]} {source.map.elements[b][1]}"
+                 if source is not None else f"branch {b + 1}"): n
+                for b, n in sorted(plan.per_switch.items())}
+    out = {"case": case.name, "intervals": [
+        {"time": lab, key: names(o), "loss_kw": round(w, 3)}
+        for lab, o, w in zip(prof.labels, plan.open_sets, plan.loss_kw, strict=True)],
+        "interval_h": prof.interval_h, "energy_kwh": plan.energy_kwh,
+        "operations": plan.operations, "operations_per_switch": switches,
+        "cost_kwh": plan.cost_kwh, "base_kwh": plan.base_kwh, "static_kwh": plan.static_kwh,
+        f"static_{key}": None if plan.static_open is None else names(plan.static_open),
+        "saved_vs_base_kwh": None if plan.base_kwh is None else plan.base_kwh - plan.energy_kwh,
+        "saved_vs_static_kwh": (None if plan.static_kwh is None
+                                else plan.static_kwh - plan.energy_kwh),
+        "lower_bound_kwh": plan.lower_bound_kwh, "exact": plan.exact,
+        "candidates": plan.candidates}
+    lines = [f"{case.name}: {len(prof.labels)} intervals of {prof.interval_h:g} h: "
+             f"{plan.energy_kwh:.1f} kWh lost, {plan.operations} switching operations "
+             f"(cost {plan.cost_kwh:.1f} kWh); base configuration all day "
+             + (f"{plan.base_kwh:.1f} kWh" if plan.base_kwh is not None else "infeasible")
+             + "; best static " + (f"{plan.static_kwh:.1f} kWh" if plan.static_kwh is not None
+                                   else "infeasible")
+             + ("; exact" if plan.exact else f"; {plan.candidates} candidate configurations")]
+    changes = [i for i in range(len(plan.open_sets))
+               if i == 0 or plan.open_sets[i] != plan.open_sets[i - 1]]
+    lines += [f"  from {prof.labels[i]}: open {names(plan.open_sets[i])}" for i in changes]
+    _print(out, args.json, lines)
+    return 0
+
+
 def _grid_command(args: argparse.Namespace) -> int:
     from powerflow.grid import report
     from powerflow.grid.case import CaseError
@@ -483,6 +538,8 @@ def _grid_command(args: argparse.Namespace) -> int:
                                          if r.converged else f"no solution: {r.message}")]
             _print(out, args.json, lines)
             return 0 if r.converged else 1
+        if args.command == "reconfigure" and args.profiles is not None:
+            return _plan_day(args, case, source)
         if args.command == "reconfigure":
             from powerflow.grid.reconfigure import reconfigure
 

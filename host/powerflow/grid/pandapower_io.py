@@ -22,7 +22,7 @@ plain case into a net, for the tests' independent solver.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class NetMap:
 
     elements: tuple[tuple[str, int], ...]
     switches: tuple[tuple[int, ...], ...]
+    bus_node: dict[int, int] = field(default_factory=dict)  # pandapower bus -> case bus index
 
     def lines(self, branches: list[int] | tuple[int, ...]) -> list[int]:
         """The pandapower line indices of these branches (transformers left out)."""
@@ -128,17 +129,9 @@ def from_pandapower(net: Any, name: str = "pandapower") -> tuple[Case, NetMap]:
 
     p = np.zeros(n)
     q = np.zeros(n)
-    for key, sign in (("load", 1.0), ("storage", 1.0), ("sgen", -1.0)):
-        df = getattr(net, key, None)
-        if df is None or not len(df):
-            continue
-        df = _in_service(df)
-        for k, e in df.iterrows():
-            if int(e.bus) not in known:
-                continue  # on a bus out of service: not energised
-            scale = float(e.get("scaling", 1.0))
-            p[node[int(e.bus)]] += sign * float(e.p_mw) * scale / sn
-            q[node[int(e.bus)]] += sign * float(e.get("q_mvar", 0.0)) * scale / sn
+    for _kind, _idx, i, pe, qe in _injections(net, node, sn):
+        p[i] += pe
+        q[i] += qe
     y_bus = np.zeros(n, complex)
     if len(getattr(net, "shunt", [])):
         for k, e in _in_service(net.shunt).iterrows():
@@ -249,7 +242,31 @@ def from_pandapower(net: Any, name: str = "pandapower") -> tuple[Case, NetMap]:
         y_bus=y_bus, keep_end=np.array(keep, np.int64),
         labels=tuple(f"{e} {i}" for e, i in elements)).validate()
     _check_fed(case, name)
-    return case, NetMap(tuple(elements), tuple(switches))
+    return case, NetMap(tuple(elements), tuple(switches), node)
+
+
+def _injections(net: Any, node: dict[int, int], sn: float
+                ) -> list[tuple[str, int, int, float, float]]:
+    """Every load, storage and static generator on an energised bus: (element, index, case
+    bus, P, Q) in p.u., consumption-positive (a generator negative), scaling applied."""
+    out = []
+    for key, sign in (("load", 1.0), ("storage", 1.0), ("sgen", -1.0)):
+        df = getattr(net, key, None)
+        if df is None or not len(df):
+            continue
+        for k, e in _in_service(df).iterrows():
+            if int(e.bus) not in node:
+                continue  # on a bus out of service: not energised
+            scale = float(e.get("scaling", 1.0))
+            out.append((key, int(k), node[int(e.bus)], sign * float(e.p_mw) * scale / sn,
+                        sign * float(e.get("q_mvar", 0.0)) * scale / sn))
+    return out
+
+
+def net_injections(net: Any, nmap: NetMap, sn: float
+                   ) -> list[tuple[str, int, int, float, float]]:
+    """`_injections` of a net already read (for profiles that scale its elements)."""
+    return _injections(net, nmap.bus_node, sn)
 
 
 def _trafo_pi(tr: Any, vn_hv_bus: float, vn_lv_bus: float, sn: float, name: str, k: int
