@@ -66,6 +66,11 @@ def load_case_and_source(spec: str) -> tuple[Case, NetSource | None]:
     return load_case(spec), None
 
 
+def load(spec: str) -> tuple[Case, NetSource | None]:
+    """A case by name (see `load_case`), and the pandapower net it came from if any."""
+    return load_case_and_source(spec)
+
+
 def load_case(spec: str) -> Case:
     """`spec` is a built-in name, a path to a MATPOWER `.m` file or a rack `.toml` file, or
     a pandapower net (`pandapower:NAME` or a `.json` file)."""

@@ -14,7 +14,7 @@ configuration when there are at most `exact_limit` (the plan is then exact: ever
 plan was weighed); else, when every configuration can still be evaluated in every interval,
 each interval's ten best and the base, with `lower_bound_kwh` (every interval at its best of
 all, switching free) bounding what the plan leaves on the table; else the base and each
-interval's branch-exchange optimum (no bound). The plan is the best over the candidates. A per-switch limit is kept
+interval's branch-exchange optimum with its ten best neighbours there (no bound). The plan is the best over the candidates. A per-switch limit is kept
 on each state's best path (exact when it does not bind; a restriction when it does).
 
 Reported beside the plan: the base configuration all day, and the best single static
@@ -156,8 +156,8 @@ def _candidates(case: Case, prof: Profiles, vmin: float | None, exact_limit: int
     """Candidate configurations, whether they are all the radial ones (an exact plan), and
     when every radial configuration was weighed, each interval's least loss over all of
     them (kW; for the lower bound). Every one when few enough; else, when they can be
-    enumerated, each interval's `top` best and the base; else the base and each interval's
-    branch-exchange optimum."""
+    enumerated, each interval's `top` best and the base; else the base, and each interval's
+    branch-exchange optimum with its `top` best neighbours."""
     from powerflow.grid.reconfigure import ENUMERATION_LIMIT
 
     total = count_radial(case)
@@ -170,6 +170,7 @@ def _candidates(case: Case, prof: Profiles, vmin: float | None, exact_limit: int
         keep = set(np.argsort(loss, axis=1)[:, :top].ravel().tolist())
         keep |= {k for k in range(len(every)) if tuple(every[k]) == base}
         return every[sorted(keep)], False, loss.min(axis=1)
+    from powerflow.grid.exchange import neighbours
     from powerflow.grid.reconfigure import reconfigure
 
     found = {base}
@@ -178,7 +179,16 @@ def _candidates(case: Case, prof: Profiles, vmin: float | None, exact_limit: int
         c = case.with_loads(prof.p_load[t], prof.q_load[t])
         r = reconfigure(c, top_k=1, vmin=vmin, method="exchange", time_limit=per)
         if r.best is not None:
-            found.add(tuple(sorted(r.best.open_branches)))
+            best = np.array(sorted(r.best.open_branches), np.int64)
+            found.add(tuple(best.tolist()))
+            # and its best neighbours there: the plan may prefer one a switch pair away
+            nb = neighbours(c, best)
+            if len(nb):
+                ev = batch.evaluate(c, nb)
+                score = np.where(ev.converged, ev.loss_pu, np.inf)
+                for k in np.argsort(score)[:top]:
+                    if np.isfinite(score[k]):
+                        found.add(tuple(sorted(int(b) for b in nb[k])))
     m = max(len(x) for x in found)
     return np.array(sorted(x for x in found if len(x) == m), np.int64), False, None
 
