@@ -34,7 +34,7 @@ from powerflow.grid.flex import solve_flex, solve_joint  # noqa: E402
 from powerflow.grid.loadflow import solve_newton, solve_radial  # noqa: E402
 from powerflow.grid.matpower import load_matpower  # noqa: E402
 from powerflow.grid.pandapower_io import to_pandapower  # noqa: E402
-from powerflow.grid.reconfigure import reconfigure  # noqa: E402
+from powerflow.grid.reconfiguration import reconfigure  # noqa: E402
 from powerflow.grid.topology import enumerate_radial  # noqa: E402
 
 

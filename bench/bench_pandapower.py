@@ -26,7 +26,7 @@ from powerflow.grid import batch
 from powerflow.grid.day import Profiles, plan_day
 from powerflow.grid.loadflow import solve_radial
 from powerflow.grid.pandapower_io import from_pandapower, net_injections
-from powerflow.grid.reconfigure import reconfigure
+from powerflow.grid.reconfiguration import reconfigure
 
 warnings.filterwarnings("ignore")
 
@@ -102,9 +102,11 @@ def main() -> None:
         return
     prof = day_profiles(net, case, nmap)
     t = time.perf_counter()
+    t = time.perf_counter()
     free = plan_day(case, prof, switch_cost_kwh=0.0)
     print(f"\nmv_oberrhein, a day of 96 quarter hours, switching free: {free.energy_kwh:.0f} kWh "
-          f"lost with {free.operations} operations")
+          f"lost with {free.operations} operations ({time.perf_counter() - t:.0f} s)")
+    t = time.perf_counter()
     plan = plan_day(case, prof, switch_cost_kwh=5.0, max_ops_day=8)
     print(f"\nmv_oberrhein, a day of 96 quarter hours (switching 5 kWh an operation, at most 8): "
           f"{plan.energy_kwh:.0f} kWh lost with {plan.operations} operations; base all day "

@@ -541,7 +541,7 @@ def _grid_command(args: argparse.Namespace) -> int:
         if args.command == "reconfigure" and args.profiles is not None:
             return _plan_day(args, case, source)
         if args.command == "reconfigure":
-            from powerflow.grid.reconfigure import reconfigure
+            from powerflow.grid.reconfiguration import reconfigure
 
             res = reconfigure(case, args.top, args.vmin, args.method, args.time_limit, args.gap)
             out = report.reconfig_report(res)

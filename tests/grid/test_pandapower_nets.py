@@ -19,7 +19,7 @@ import pytest
 from powerflow.grid.case import CaseError
 from powerflow.grid.loadflow import solve
 from powerflow.grid.pandapower_io import from_pandapower, write_net
-from powerflow.grid.reconfigure import reconfigure
+from powerflow.grid.reconfiguration import reconfigure
 
 warnings.filterwarnings("ignore", module="pandapower")
 

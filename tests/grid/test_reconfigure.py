@@ -15,7 +15,7 @@ from powerflow.grid.case import CaseError
 from powerflow.grid.cases import load_case
 from powerflow.grid.exchange import search
 from powerflow.grid.loadflow import is_radial, solve_radial
-from powerflow.grid.reconfigure import reconfigure
+from powerflow.grid.reconfiguration import reconfigure
 from powerflow.grid.relaxation import Relaxation
 from powerflow.grid.topology import count_radial, enumerate_radial
 from tests.grid.netgen import random_case

@@ -26,7 +26,7 @@ _EXPORTS = {
     "builtin": "powerflow.grid.cases", "with_flex": "powerflow.grid.cases",
     "NetSource": "powerflow.grid.cases",
     "solve": "powerflow.grid.loadflow", "FlowResult": "powerflow.grid.loadflow",
-    "reconfigure": "powerflow.grid.reconfigure", "ReconfigResult": "powerflow.grid.reconfigure",
+    "reconfigure": "powerflow.grid.reconfiguration", "ReconfigResult": "powerflow.grid.reconfiguration",
     "solve_flex": "powerflow.grid.flex", "solve_joint": "powerflow.grid.flex",
     "from_pandapower": "powerflow.grid.pandapower_io", "write_net": "powerflow.grid.pandapower_io",
     "load_net": "powerflow.grid.pandapower_io",

@@ -76,15 +76,25 @@ class BranchFlowData:
     end_shunts: tuple[EndShunt, ...] = ()
     must_close: NDArray[np.bool_] | None = None  # per branch: not switchable (closed always)
 
+    def _shunts(self) -> list[complex]:
+        ys = [e.y for e in self.end_shunts] + [e.y_open for e in self.end_shunts]
+        return ys + ([] if self.y_node is None else list(self.y_node))
+
+    @property
+    def p_rows(self) -> bool:
+        """No bus injects real power (no negative P load, no shunt of negative conductance):
+        an active arc delivers at least its head's P load."""
+        return bool((self.p >= 0).all()) and all(y.real >= 0 for y in self._shunts())
+
+    @property
+    def q_rows(self) -> bool:
+        """Likewise for reactive power (no capacitive shunt: no line charging)."""
+        return bool((self.q >= 0).all()) and all(y.imag <= 0 for y in self._shunts())
+
     @property
     def loads_only(self) -> bool:
-        """No bus injects power (no negative P or Q load, no capacitive or generating shunt):
-        flows run away from the feed."""
-        caps = [e.y for e in self.end_shunts] + [e.y_open for e in self.end_shunts]
-        shunts_draw = (self.y_node is None or bool(np.all(self.y_node.real >= 0)
-                                                   and np.all(self.y_node.imag <= 0))) and all(
-            y.real >= 0 and y.imag <= 0 for y in caps)
-        return _loads_only(self.p, self.q) and shunts_draw
+        """No bus injects power, real or reactive: flows run away from the feed."""
+        return self.p_rows and self.q_rows
 
     @property
     def n_arc(self) -> int:

@@ -158,7 +158,7 @@ def _candidates(case: Case, prof: Profiles, vmin: float | None, exact_limit: int
     them (kW; for the lower bound). Every one when few enough; else, when they can be
     enumerated, each interval's `top` best and the base; else the base, and each interval's
     branch-exchange optimum with its `top` best neighbours."""
-    from powerflow.grid.reconfigure import ENUMERATION_LIMIT
+    from powerflow.grid.reconfiguration import ENUMERATION_LIMIT
 
     total = count_radial(case)
     if total <= exact_limit:
@@ -171,7 +171,7 @@ def _candidates(case: Case, prof: Profiles, vmin: float | None, exact_limit: int
         keep |= {k for k in range(len(every)) if tuple(every[k]) == base}
         return every[sorted(keep)], False, loss.min(axis=1)
     from powerflow.grid.exchange import neighbours
-    from powerflow.grid.reconfigure import reconfigure
+    from powerflow.grid.reconfiguration import reconfigure
 
     found = {base}
     per = max(time_limit / len(prof.labels), 1.0)

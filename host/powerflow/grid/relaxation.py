@@ -70,6 +70,17 @@ class Relaxation:
         ne = len(d.end_shunts)
         U = nn + 5 * na + np.arange(ne)  # w x (the branch is closed), per end shunt
         nv = nn + 5 * na + ne
+        # with injections (DG), P splits into two commodities: demand flowing down (Pd, with
+        # the losses and the shunts' conductance) and generation flowing up (Pg), P = Pd - Pg;
+        # then an active arc still delivers at least its head's demand and carries its
+        # head's generation up: the rows loads-only networks have, kept valid with DG
+        # (Q is not split: on mv_oberrhein, whose charging is its only reactive injection,
+        # splitting Q left the root bound where it was at twice the solve time)
+        split = not d.p_rows
+        Pd = nv + np.arange(na)
+        Pg = Pd + na
+        if split:
+            nv += 2 * na
         a_t = d.alpha_tail if d.alpha_tail is not None else np.ones(na)
         a_h = d.alpha_head if d.alpha_head is not None else np.ones(na)
         y_node = d.y_node if d.y_node is not None else np.zeros(nn, complex)
@@ -81,25 +92,72 @@ class Relaxation:
             if len(ks):
                 eq.add({A[k]: 1.0 for k in ks}, 0.0 if i == 0 else 1.0)
         eq.add({A[k]: 1.0 for k in range(na)}, nn - 1.0)  # n - 1 closed branches
+        def consumption(i: int, part: str) -> list[tuple[float, dict[int, float]]]:
+            """Node i's shunts as (coefficient, linear expression) pairs: G (or -B) times w,
+            w z (a switched branch's end shunt while closed) or w - w z (while open)."""
+            comp = (lambda y: y.real) if part == "p" else (lambda y: -y.imag)
+            out = []
+            if y_node[i] != 0:
+                out.append((comp(y_node[i]), {int(W[i]): 1.0}))
+            for e, es in enumerate(d.end_shunts):
+                if es.node == i:
+                    out.append((comp(es.y), {int(U[e]): 1.0}))
+                    if es.y_open != 0:
+                        out.append((comp(es.y_open), {int(W[i]): 1.0, int(U[e]): -1.0}))
+            return out
+
+        def add_terms(coef: dict[int, float], terms: list[tuple[float, dict[int, float]]],
+                      scale: float) -> None:
+            for g, expr in terms:
+                for col, c in expr.items():
+                    coef[col] = coef.get(col, 0.0) - scale * g * c
+
         for i in range(1, nn):
-            # inflow - outflow - (shunt consumption: g w for P, -b w for Q) = load
-            for flow, imp, load, part in ((P, d.r, d.p[i], -1.0), (Q, d.x, d.q[i], 1.0)):
+            # inflow - outflow - shunt consumption (G w; -B w for Q) = load
+            for flow, imp, load, part in ((P, d.r, d.p[i], "p"), (Q, d.x, d.q[i], "q")):
+                if part == "p" and split:
+                    continue  # the two commodities' balances below add up to it
                 coef: dict[int, float] = {}
                 for k in d.into(i):
                     coef[flow[k]] = coef.get(flow[k], 0.0) + 1.0
                     coef[L[k]] = coef.get(L[k], 0.0) - imp[k]
                 for k in np.flatnonzero(d.arc_tail == i):
                     coef[flow[k]] = coef.get(flow[k], 0.0) - 1.0
-                comp = (lambda y: y.real) if part < 0 else (lambda y: y.imag)
-                if y_node[i] != 0:
-                    coef[W[i]] = coef.get(W[i], 0.0) + part * comp(y_node[i])
-                for e, es in enumerate(d.end_shunts):
-                    if es.node == i:
-                        # y while closed (w z), y_open while open (w - w z)
-                        coef[U[e]] = coef.get(U[e], 0.0) + part * (comp(es.y) - comp(es.y_open))
-                        if es.y_open != 0:
-                            coef[W[i]] = coef.get(W[i], 0.0) + part * comp(es.y_open)
+                add_terms(coef, consumption(i, part), 1.0)
                 eq.add(coef, load)
+        for on, flow, dflow, gflow, imp, part, net in ((split, P, Pd, Pg, d.r, "p", d.p),):
+            if not on:
+                continue
+            demand, gen = np.maximum(net, 0.0), np.maximum(-net, 0.0)
+            for i in range(1, nn):
+                # the demand commodity (with the losses and consuming shunts) flows down ...
+                coef = {}
+                for k in d.into(i):
+                    coef[dflow[k]] = coef.get(dflow[k], 0.0) + 1.0
+                    coef[L[k]] = coef.get(L[k], 0.0) - imp[k]
+                for k in np.flatnonzero(d.arc_tail == i):
+                    coef[dflow[k]] = coef.get(dflow[k], 0.0) - 1.0
+                add_terms(coef, [(g, e) for g, e in consumption(i, part) if g > 0], 1.0)
+                eq.add(coef, demand[i])
+                # ... generation (and generating shunts, |G| w or B w) flows up
+                coef = {gflow[k]: 1.0 for k in d.into(i)}
+                for k in np.flatnonzero(d.arc_tail == i):
+                    coef[gflow[k]] = coef.get(gflow[k], 0.0) - 1.0
+                add_terms(coef, [(-g, e) for g, e in consumption(i, part) if g < 0], 1.0)
+                eq.add(coef, gen[i])
+            g_tot = float(gen.sum()) * 1.0001 + 1e-9 + 2 * d.w_hi * sum(
+                max(-g, 0.0) for i in range(nn) for g, _ in consumption(i, part))
+            d_max = d.p_max
+            for k in range(na):
+                h = int(d.arc_head[k])
+                eq.add({flow[k]: 1.0, dflow[k]: -1.0, gflow[k]: 1.0}, 0.0)
+                le.add({dflow[k]: -1.0}, 0.0)
+                le.add({gflow[k]: -1.0}, 0.0)
+                # an active arc delivers at least its head's demand, carries up its generation
+                le.add({dflow[k]: -1.0, L[k]: imp[k], A[k]: demand[h]}, 0.0)
+                le.add({gflow[k]: -1.0, A[k]: gen[h]}, 0.0)
+                le.add({dflow[k]: 1.0, A[k]: -(d_max + g_tot)}, 0.0)
+                le.add({gflow[k]: 1.0, A[k]: -g_tot}, 0.0)
         for e, es in enumerate(d.end_shunts):  # McCormick: U = w z, exact at z = 0 and 1
             z = {A[k]: 1.0 for k in arcs_of[es.branch]}
             w = W[es.node]
@@ -110,7 +168,7 @@ class Relaxation:
         for i in range(nn):
             le.add({W[i]: 1.0}, d.w_hi)
             le.add({W[i]: -1.0}, -d.w_lo)
-        loads_only = d.loads_only
+        p_rows, q_rows = d.p_rows, d.q_rows
         self._lower_row: dict[int, int] = {}
         self._upper_row: dict[int, int] = {}
         for k in range(na):
@@ -119,8 +177,10 @@ class Relaxation:
                     L[k]: -(r * r + x * x)}
             big = max(a_h[k], a_t[k]) * d.w_hi - min(a_h[k], a_t[k]) * d.w_lo
             le.add({L[k]: -1.0}, 0.0)
-            if loads_only:  # delivers at least the head's load when active (branchflow)
+            # delivers at least the head's load when active (branchflow), where that holds
+            if p_rows:
                 le.add({P[k]: -1.0, L[k]: r, A[k]: d.p[h]}, 0.0)
+            if q_rows:
                 le.add({Q[k]: -1.0, L[k]: x, A[k]: d.q[h]}, 0.0)
             if d.arc_fixed[k]:
                 eq.add({A[k]: 1.0}, 1.0)

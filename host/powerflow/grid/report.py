@@ -9,7 +9,7 @@ import numpy as np
 if TYPE_CHECKING:  # the types only: `flow` and `reconfigure` need not import the flex solver
     from powerflow.grid.flex import FlexResult
     from powerflow.grid.loadflow import FlowResult
-    from powerflow.grid.reconfigure import ReconfigResult
+    from powerflow.grid.reconfiguration import ReconfigResult
 
 
 def flow_report(r: FlowResult) -> dict[str, Any]:
