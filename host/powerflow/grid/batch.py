@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -59,6 +60,48 @@ def _currents(s, v, order, parent, j):
 
 
 @numba.njit(cache=True, nogil=True)
+def _spanning_order(closed, fn, tn, deg, nbr, nbb, order, parent, pb, seen):
+    """Breadth-first order of the closed branches from the feed (node 0), each node's parent
+    and parent branch; the number of nodes reached (all of them: a spanning tree)."""
+    nb = fn.shape[0]
+    nn = order.shape[0]
+    deg[:] = 0
+    for b in range(nb):
+        if closed[b]:
+            deg[fn[b] + 1] += 1
+            deg[tn[b] + 1] += 1
+    for i in range(nn):
+        deg[i + 1] += deg[i]
+    fill = deg[:-1].copy()
+    for b in range(nb):
+        if closed[b]:
+            nbr[fill[fn[b]]] = tn[b]
+            nbb[fill[fn[b]]] = b
+            fill[fn[b]] += 1
+            nbr[fill[tn[b]]] = fn[b]
+            nbb[fill[tn[b]]] = b
+            fill[tn[b]] += 1
+    parent[:] = -1
+    seen[:] = False
+    seen[0] = True
+    order[0] = 0
+    head = 0
+    tail = 1
+    while head < tail:
+        u = order[head]
+        head += 1
+        for e in range(deg[u], deg[u + 1]):
+            w = nbr[e]
+            if not seen[w]:
+                seen[w] = True
+                parent[w] = u
+                pb[w] = nbb[e]
+                order[tail] = w
+                tail += 1
+    return tail
+
+
+@numba.njit(cache=True, nogil=True)
 def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, vmin_node, iters):
     k, m = open_sets.shape
     nb = fn.shape[0]
@@ -71,6 +114,7 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
     nbb = np.empty(2 * nb, np.int64)
     order = np.empty(nn, np.int64)
     parent = np.empty(nn, np.int64)
+    pb = np.empty(nn, np.int64)
     zp = np.empty(nn, np.complex128)
     seen = np.empty(nn, np.bool_)
     v = np.empty(nn, np.complex128)
@@ -79,42 +123,10 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
         closed[:] = True
         for q in range(m):
             closed[open_sets[c, q]] = False
-        # adjacency of the closed branches (compressed rows)
-        deg[:] = 0
-        for b in range(nb):
-            if closed[b]:
-                deg[fn[b] + 1] += 1
-                deg[tn[b] + 1] += 1
-        for i in range(nn):
-            deg[i + 1] += deg[i]
-        fill = deg[:-1].copy()
-        for b in range(nb):
-            if closed[b]:
-                nbr[fill[fn[b]]] = tn[b]
-                nbb[fill[fn[b]]] = b
-                fill[fn[b]] += 1
-                nbr[fill[tn[b]]] = fn[b]
-                nbb[fill[tn[b]]] = b
-                fill[tn[b]] += 1
-        # breadth-first order from the feed (node 0)
-        parent[:] = -1
-        zp[:] = 0
-        seen[:] = False
-        seen[0] = True
-        order[0] = 0
-        head = 0
-        tail = 1
-        while head < tail:
-            u = order[head]
-            head += 1
-            for e in range(deg[u], deg[u + 1]):
-                w = nbr[e]
-                if not seen[w]:
-                    seen[w] = True
-                    parent[w] = u
-                    zp[w] = z[nbb[e]]
-                    order[tail] = w
-                    tail += 1
+        tail = _spanning_order(closed, fn, tn, deg, nbr, nbb, order, parent, pb, seen)
+        zp[0] = 0
+        for p in range(1, tail):
+            zp[order[p]] = z[pb[order[p]]]
         if tail != nn:
             iters[c] = -1  # not a spanning tree
             continue
@@ -164,11 +176,12 @@ def _kernel(open_sets, fn, tn, z, s, v0, tol, max_iter, vcollapse, loss, vmin, v
 
 def evaluate(case: Case, open_sets: NDArray[np.int64], tol: float = 1e-9,
              max_iter: int = 100) -> BatchResult:
-    """Losses and minimum voltage of every configuration in `open_sets` (K x m)."""
-    if not case.plain:
-        return _evaluate_general(case, open_sets, tol, max_iter)
+    """Losses and minimum voltage of every configuration in `open_sets` (K x m): by
+    `_kernel` on a plain case, by `_kernel_general` on one with ratios and shunts."""
     node = merged_nodes(case)
     nn = int(node.max()) + 1
+    if len(set(np.round(case.v_slack, 12))) > 1:
+        raise ValueError(f"{case.name}: feeds at different voltages cannot be merged")
     s = np.zeros(nn, complex)
     np.add.at(s, node, case.s_load)
     s[0] = 0
@@ -177,14 +190,17 @@ def evaluate(case: Case, open_sets: NDArray[np.int64], tol: float = 1e-9,
     vmin = np.full(k, np.nan)
     vnode = np.zeros(k, np.int64)
     iters = np.zeros(k, np.int64)
-    if len(set(np.round(case.v_slack, 12))) > 1:
-        raise ValueError(f"{case.name}: feeds at different voltages cannot be merged")
     sets = np.ascontiguousarray(open_sets, np.int64)
     fn, tn, z, v0 = node[case.f], node[case.t], case.z.astype(np.complex128), complex(case.v_slack[0])
+    tail = (v0, tol, max_iter, V_COLLAPSE)
+    kernel: Any
+    if case.plain:
+        kernel, args = _kernel, (fn, tn, z, s, *tail)
+    else:
+        kernel, args = _kernel_general, (fn, tn, z, *_general_args(case, node, nn), s, *tail)
 
     def run(a: int, b: int) -> None:  # rows a..b-1: contiguous slices, written in place
-        _kernel(sets[a:b], fn, tn, z, s, v0, tol, max_iter, V_COLLAPSE, loss[a:b], vmin[a:b],
-                vnode[a:b], iters[a:b])
+        kernel(sets[a:b], *args, loss[a:b], vmin[a:b], vnode[a:b], iters[a:b])
 
     workers = min(os.cpu_count() or 1, max(1, k // MIN_PER_THREAD))
     if workers == 1:
@@ -199,32 +215,8 @@ def evaluate(case: Case, open_sets: NDArray[np.int64], tol: float = 1e-9,
     return BatchResult(np.asarray(open_sets), ok, loss, vmin, first[vnode], int(iters.max(initial=0)))
 
 
-def _evaluate_exact(case: Case, open_sets: NDArray[np.int64]) -> BatchResult:
-    """The same, one configuration at a time by the exact load flow (~1-4 ms each on the
-    pandapower grids): the reference the general kernel is tested against."""
-    from powerflow.grid.loadflow import solve_radial
-
-    k = open_sets.shape[0]
-    loss = np.full(k, np.nan)
-    vmin = np.full(k, np.nan)
-    vbus = np.zeros(k, np.int64)
-    iters = 0
-    for i in range(k):
-        try:
-            r = solve_radial(case.with_open(list(open_sets[i])), max_iter=60)
-        except CaseError:  # not radial, or a loaded bus cut off
-            continue
-        iters = max(iters, r.iterations)
-        if r.converged:
-            loss[i] = r.loss.real
-            vmin[i] = r.vmin_pu
-            vbus[i] = int(np.argmin(r.vm))
-    ok = np.isfinite(loss)
-    return BatchResult(np.asarray(open_sets), ok, loss, vmin, vbus, iters)
-
-
 @numba.njit(cache=True, nogil=True)
-def _kernel_general(open_sets, fn, tn, z, tap, sh_f, sh_t, keep, sh_open, s, y_node, v0, tol,
+def _kernel_general(open_sets, fn, tn, z, tap, sh_f, sh_t, keep, sh_open, y_node, s, v0, tol,
                     max_iter, vcollapse, loss, vmin, vmin_node, iters):
     """`_kernel` for branches with ratios and end shunts: a closed branch puts its end
     shunts on its nodes (`sh_f` is the from end's as seen from the bus, y/t^2), an open one
@@ -251,45 +243,17 @@ def _kernel_general(open_sets, fn, tn, z, tap, sh_f, sh_t, keep, sh_open, s, y_n
         closed[:] = True
         for q in range(m):
             closed[open_sets[c, q]] = False
-        deg[:] = 0
         ysh[:] = y_node
         for b in range(nb):
             if closed[b]:
-                deg[fn[b] + 1] += 1
-                deg[tn[b] + 1] += 1
                 ysh[fn[b]] += sh_f[b]
                 ysh[tn[b]] += sh_t[b]
             elif keep[b] >= 0:
                 ysh[keep[b]] += sh_open[b]
-        for i in range(nn):
-            deg[i + 1] += deg[i]
-        fill = deg[:-1].copy()
-        for b in range(nb):
-            if closed[b]:
-                nbr[fill[fn[b]]] = tn[b]
-                nbb[fill[fn[b]]] = b
-                fill[fn[b]] += 1
-                nbr[fill[tn[b]]] = fn[b]
-                nbb[fill[tn[b]]] = b
-                fill[tn[b]] += 1
-        parent[:] = -1
-        seen[:] = False
-        seen[0] = True
-        order[0] = 0
-        head = 0
-        tail = 1
-        while head < tail:
-            u = order[head]
-            head += 1
-            for e in range(deg[u], deg[u + 1]):
-                w = nbr[e]
-                if not seen[w]:
-                    seen[w] = True
-                    parent[w] = u
-                    pb[w] = nbb[e]
-                    down[w] = fn[nbb[e]] == u
-                    order[tail] = w
-                    tail += 1
+        tail = _spanning_order(closed, fn, tn, deg, nbr, nbb, order, parent, pb, seen)
+        for p in range(1, tail):
+            w = order[p]
+            down[w] = fn[pb[w]] == parent[w]
         if tail != nn:
             iters[c] = -1
             continue
@@ -351,16 +315,10 @@ def _kernel_general(open_sets, fn, tn, z, tap, sh_f, sh_t, keep, sh_open, s, y_n
             vmin_node[c] = arg
 
 
-def _evaluate_general(case: Case, open_sets: NDArray[np.int64], tol: float,
-                      max_iter: int) -> BatchResult:
-    """`evaluate` on a case with ratios and shunts, by `_kernel_general`."""
-    node = merged_nodes(case)
-    nn = int(node.max()) + 1
-    if len(set(np.round(case.v_slack, 12))) > 1:
-        raise ValueError(f"{case.name}: feeds at different voltages cannot be merged")
-    s = np.zeros(nn, complex)
-    np.add.at(s, node, case.s_load)
-    s[0] = 0
+def _general_args(case: Case, node: NDArray[np.int64], nn: int) -> tuple[Any, ...]:
+    """`_kernel_general`'s branch and shunt arrays (on the merged nodes): ratios, end shunts
+    (the from end's seen through the ratio), each open branch's node kept and what it leaves
+    there, and the bus shunts."""
     y_node = np.zeros(nn, complex)
     if case.y_bus is not None:
         np.add.at(y_node, node, case.y_bus)
@@ -374,28 +332,29 @@ def _evaluate_general(case: Case, open_sets: NDArray[np.int64], tol: float,
         near, far = (yf[b], yt[b]) if keep[b] == case.f[b] else (yt[b], yf[b])
         sh_open[b] = near + (1 / (case.z[b] + 1 / far) if far != 0 else 0)
     keep_node = np.where(keep >= 0, node[np.maximum(keep, 0)], -1).astype(np.int64)
+    return (tap, (yf / tap ** 2).astype(np.complex128), yt.astype(np.complex128), keep_node,
+            sh_open, y_node)
+
+
+def _evaluate_exact(case: Case, open_sets: NDArray[np.int64]) -> BatchResult:
+    """The same as `evaluate`, one configuration at a time by the exact load flow (~1-4 ms
+    each on the pandapower grids): the reference the kernels are tested against."""
+    from powerflow.grid.loadflow import solve_radial
+
     k = open_sets.shape[0]
     loss = np.full(k, np.nan)
     vmin = np.full(k, np.nan)
-    vnode = np.zeros(k, np.int64)
-    iters = np.zeros(k, np.int64)
-    sets = np.ascontiguousarray(open_sets, np.int64)
-    args = (node[case.f], node[case.t], case.z.astype(np.complex128), tap,
-            (yf / tap ** 2).astype(np.complex128), yt.astype(np.complex128), keep_node,
-            sh_open, s, y_node, complex(case.v_slack[0]), tol, max_iter, V_COLLAPSE)
-
-    def run(a: int, b: int) -> None:
-        _kernel_general(sets[a:b], *args, loss[a:b], vmin[a:b], vnode[a:b], iters[a:b])
-
-    workers = min(os.cpu_count() or 1, max(1, k // MIN_PER_THREAD))
-    if workers == 1:
-        run(0, k)
-    else:
-        cuts = np.linspace(0, k, workers + 1).astype(int)
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, cuts[:-1], cuts[1:]))
-    first = np.zeros(nn, np.int64)
-    first[node[::-1]] = np.arange(case.n_bus)[::-1]
+    vbus = np.zeros(k, np.int64)
+    iters = 0
+    for i in range(k):
+        try:
+            r = solve_radial(case.with_open(list(open_sets[i])), max_iter=60)
+        except CaseError:  # not radial, or a loaded bus cut off
+            continue
+        iters = max(iters, r.iterations)
+        if r.converged:
+            loss[i] = r.loss.real
+            vmin[i] = r.vmin_pu
+            vbus[i] = int(np.argmin(r.vm))
     ok = np.isfinite(loss)
-    return BatchResult(np.asarray(open_sets), ok, loss, vmin, first[vnode],
-                       int(iters.max(initial=0)))
+    return BatchResult(np.asarray(open_sets), ok, loss, vmin, vbus, iters)
