@@ -12,6 +12,15 @@ The pin map comes from the node's provisioning file (`node.json`, key "pins"):
 value at ADC code 65535). Analog temperature sensors are taken as linear:
 m-degC = (mV - 500) * 100, as for a TMP36-class part; the offset and slope can
 be overridden with "temp_offset_mv" and "temp_mc_per_mv".
+
+The ambient sensor may instead be a Sensirion SHT3x/SHT4x on I2C (temperature and
+humidity; `pfnode.hal.ambient`):
+
+    "ambient_i2c": {"kind": "sht3x", "addr": 68, "bus": 0, "sda": 4, "scl": 5,
+                    "freq": 100000, "period_ms": 1000}
+
+(`sda`/`scl` for the RP2040's buses; an STM32 board names its hardware bus by `bus`
+alone). It is polled from `sample()`, one short transaction at a time.
 """
 
 import machine  # type: ignore[import-not-found]
@@ -48,6 +57,17 @@ class BoardHal:
         self.vin_mv = self.iin_ma = self.vout_mv = self.iout_ma = 0
         self.temp1_mc = self.temp2_mc = self.ambient_mc = 0
         self.humidity_mpct = 0
+        self.ambient = None
+        amb = pins.get("ambient_i2c")
+        if amb is not None:
+            from pfnode.hal.ambient import Ambient
+
+            self.ambient = Ambient(self.make_i2c(amb), amb.get("kind", "sht3x"),
+                                   amb.get("addr", 0x44), amb.get("period_ms", 1000))
+
+    def make_i2c(self, conf):
+        return machine.I2C(conf.get("bus", 0), scl=machine.Pin(conf["scl"]),
+                           sda=machine.Pin(conf["sda"]), freq=conf.get("freq", 100000))
 
     def make_adc(self, pin):
         return machine.ADC(machine.Pin(pin))
@@ -73,7 +93,13 @@ class BoardHal:
         self.iin_ma = self._read("iin")
         self.temp1_mc = self._temp("temp1")
         self.temp2_mc = self._temp("temp2")
-        self.ambient_mc = self._temp("ambient")
+        a = self.ambient
+        if a is None:
+            self.ambient_mc = self._temp("ambient")
+            return
+        a.poll(self.ticks_ms())
+        self.ambient_mc = a.temp_mc
+        self.humidity_mpct = a.humidity_mpct
 
     def port_mv(self, port):
         if port >= len(self._sense):
