@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 STUBS  := $(VENV)/stubs
 
-.PHONY: setup demo demo-site test firmware typecheck bench clean sysdeps
+.PHONY: setup demo demo-site test acceptance firmware typecheck bench clean sysdeps
 
 setup: $(STAMP)
 
@@ -54,6 +54,13 @@ demo-site: $(STAMP) sysdeps
 test: $(STAMP) sysdeps
 	$(MAKE) typecheck
 	$(PY) -m pytest -q
+
+# The Robot Framework acceptance suites on the emulated rack (also run by `make test`, through
+# tests/acceptance/test_robot_suites.py); Robot's log.html, report.html and output.xml go to
+# build/acceptance. On real boards: make acceptance ROBOT_ARGS="--variable RACK:my-boards.toml
+# --variable EMULATE:false".
+acceptance: $(STAMP)
+	$(PY) -m robot --outputdir build/acceptance --pythonpath . $(ROBOT_ARGS) tests/acceptance
 
 # Debian packages the tests run for real: Chromium and its driver (the dashboard test),
 # Prometheus (scrapes the host's /metrics), systemd (systemd-analyze checks the example

@@ -46,13 +46,13 @@ def _serve(rack: Rack, seed: int, heap: str, log_path: str | None, conn: Connect
         conn.send(("ok", emu.start()))
         while True:
             try:
-                name, args = conn.recv()
+                name, args, kwargs = conn.recv()
             except EOFError:
                 return
             if name == "stop":
                 return
             try:
-                conn.send(("ok", getattr(emu, name)(*args)))
+                conn.send(("ok", getattr(emu, name)(*args, **kwargs)))
             except (ValueError, KeyError) as e:
                 conn.send(("error", f"{type(e).__name__}: {e}"))
     finally:
@@ -85,12 +85,12 @@ class RackService:
         status, addresses = here.recv()
         return dict(addresses)
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if self._conn is None:
             raise RuntimeError("the emulated rack is not running")
         with self._lock:
             try:
-                self._conn.send((name, args))
+                self._conn.send((name, args, kwargs))
                 if not self._conn.poll(ANSWER_TIMEOUT_S):
                     raise RuntimeError(f"the emulated rack did not answer {name} "
                                        f"within {ANSWER_TIMEOUT_S:.0f} s")
@@ -103,14 +103,14 @@ class RackService:
 
     def __getattr__(self, name: str) -> Any:
         if name in CALLS:
-            return lambda *args: self._call(name, *args)
+            return lambda *args, **kwargs: self._call(name, *args, **kwargs)
         raise AttributeError(name)
 
     def stop(self) -> None:
         if self._conn is not None:
             try:
                 with self._lock:
-                    self._conn.send(("stop", ()))
+                    self._conn.send(("stop", (), {}))
             except (OSError, EOFError):
                 pass
         if self._proc is not None:
