@@ -77,6 +77,7 @@ class PowerFlow:
         self.url = ""
         self.workdir: Path | None = None
         self.seen_events = 0
+        self._last: Any = None  # what the last wait saw (for its failure message)
 
     # ---- the rack ------------------------------------------------------------------------
     def start_rack(self, rack: str = "", *options: str) -> None:
@@ -303,7 +304,7 @@ class PowerFlow:
         """probe() every POLL_S until it returns something (not None); that, or fail after
         `timeout_s` saying what was last seen."""
         end = time.monotonic() + max(timeout_s, POLL_S)
-        self._last: Any = None
+        self._last = None
         while True:
             try:
                 v = probe()
