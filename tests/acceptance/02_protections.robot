@@ -20,3 +20,22 @@ Clearing The Fault Re-Admits The Node
     Clear Faults On Node    1
     Node Field Should Be Within    1    faults    0    0    5s
     Node Field Should Be Within    1    vout    11.5    12.8    15s
+
+Over-Voltage Trips And Latches
+    Inject Fault    sensor-stuck    node=2    sensor=vout    value=15.5
+    Node Should Be In Mode Within    2    fault    5s
+    Node Field Should Be Within    2    faults    1    255    2s
+    Inject Fault    sensor-clear    node=2    sensor=vout
+    Sleep    2s    reason=still latched once the reading is back
+    Node Should Be In Mode Within    2    fault    1s
+    Bus Voltage Should Be Within    ${BUS_LOW}    ${BUS_HIGH}    10s
+    Clear Faults On Node    2
+    Node Field Should Be Within    2    faults    0    0    5s
+
+Over-Current Trips
+    Inject Fault    sensor-stuck    node=3    sensor=iout    value=70
+    Node Should Be In Mode Within    3    fault    5s
+    Inject Fault    sensor-clear    node=3    sensor=iout
+    Bus Voltage Should Be Within    ${BUS_LOW}    ${BUS_HIGH}    10s
+    Clear Faults On Node    3
+    Node Field Should Be Within    3    faults    0    0    10s

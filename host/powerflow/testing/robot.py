@@ -171,6 +171,38 @@ class PowerFlow:
             body["on"] = str(on).lower() in ("true", "1", "on", "yes")
         return self._post(f"/nodes/{int(node)}/setpoint", body)
 
+    def forged_command_should_be_refused_by_node(self, node: int | str,
+                                                 timeout: str = "5s") -> int:
+        """Slip a setpoint the host did not send onto the node's serial line, tagged with a
+        key that is not the node's (for an unkeyed node: in a session it never opened), as
+        anyone with access to the line could; the node must refuse it (its reject counter
+        rises) and keep the output it had. Returns the node's rejects after."""
+        from pfproto import defs as d
+        from powerflow.protocol.codec import encode_frame
+
+        n = self._node(node)
+        link = str(n.get("link") or "")
+        if not link.startswith("serial:"):
+            raise AssertionError(f"node {node} is on {link or 'no link'}: a frame can be "
+                                 "slipped in on a serial line only")
+        path = link.split(":", 1)[1].split("@", 1)[0]
+        before, vcmd = int(n["rejects"]), n.get("vout_command")
+        forged = encode_frame(d.MSG_SETPOINT, d.ADDR_HOST, int(node), 0x5A5A, 1,
+                              {d.K_VOUT_COMMAND: 13.9, d.K_LEASE_MS: 60000,
+                               d.K_OPERATION: True}, key=b"\x42" * 32)
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
+        try:
+            os.write(fd, b"\x00" + forged)
+        finally:
+            os.close(fd)
+        after = self._until(lambda: self._node_if(node, lambda x: int(x["rejects"]) > before,
+                                                  "rejects"),
+                            _seconds(timeout), f"node {node} refusing the forged command")
+        now = self._node(node).get("vout_command")
+        if vcmd is not None and now is not None and abs(float(now) - 13.9) < 1e-3:
+            raise AssertionError(f"node {node} took the forged setpoint (vout_command {now})")
+        return int(after)
+
     def clear_faults_on_node(self, node: int | str) -> dict[str, Any]:
         return self._post(f"/nodes/{int(node)}/clear-faults", {})
 
