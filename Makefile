@@ -57,8 +57,8 @@ test: $(STAMP) sysdeps
 
 # The Robot Framework acceptance suites on the emulated rack (also run by `make test`, through
 # tests/acceptance/test_robot_suites.py); Robot's log.html, report.html and output.xml go to
-# build/acceptance. On real boards: make acceptance ROBOT_ARGS="--variable RACK:my-boards.toml
-# --variable EMULATE:false".
+# build/acceptance. On real boards: make acceptance ROBOT_ARGS="--variable RACK:my-boards.toml"
+# (a rack file whose nodes name their serial or TCP links).
 acceptance: $(STAMP)
 	$(PY) -m robot --outputdir build/acceptance --pythonpath . $(ROBOT_ARGS) tests/acceptance
 

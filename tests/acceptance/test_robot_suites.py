@@ -24,3 +24,15 @@ def test_the_acceptance_suites_pass() -> None:
     assert passed >= 15, r.stdout[-3000:]  # every suite ran
     assert failed == 0 and r.returncode == 0, r.stdout[-6000:]
     assert (OUT / "log.html").exists() and (OUT / "report.html").exists()
+
+
+def test_the_rack_file_says_emulated_or_boards(tmp_path) -> None:
+    """One variable moves the suites to real boards: the rack file's links decide."""
+    from powerflow.testing.robot import emulated
+
+    small = ROOT / "examples" / "racks" / "small.toml"
+    assert emulated(str(small))
+    boards = tmp_path / "boards.toml"
+    text = small.read_text().replace('link = "pty"', 'link = "serial:/dev/ttyACM0"')
+    boards.write_text(text.replace('link = "tcp"', 'link = "tcp:10.0.0.7:7000"'))
+    assert not emulated(str(boards))

@@ -58,6 +58,14 @@ def _seconds(t: str | float) -> float:
         return float(str(t).rstrip("s"))
 
 
+def emulated(rack: str) -> bool:
+    """Whether a rack file describes an emulated rack: every node on the emulator's links
+    (`pty`, `tcp`) rather than a board's (`serial:DEVICE`, `tcp:HOST:PORT`)."""
+    from powerflow.model.rack import load_rack
+
+    return all(n.link in ("pty", "tcp") for n in load_rack(rack).nodes)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,14 +73,18 @@ def _free_port() -> int:
 
 
 class PowerFlow:
-    """One rack under test (see the module). `rack` is the rack file, `emulate` whether to
-    run it emulated (`${TRUE}`, the default) or attach to its real boards."""
+    """One rack under test (see the module). `rack` is the rack file; `emulate` whether to
+    run it emulated or attach to its real boards: `auto` (the default) decides by the rack
+    file, emulated when its nodes have the emulator's links (`pty`, `tcp`), on boards when
+    they name real ones (`serial:/dev/ttyACM0`, `tcp:HOST:PORT`), so one variable (the rack
+    file) moves a suite from the emulated rack to the boards."""
 
     ROBOT_LIBRARY_SCOPE = "SUITE"
 
-    def __init__(self, rack: str = "", emulate: Any = True) -> None:
+    def __init__(self, rack: str = "", emulate: Any = "auto") -> None:
         self.rack = rack
-        self.emulate = str(emulate).lower() not in ("false", "0", "no", "")
+        self.emulate_as = str(emulate).lower()
+        self.emulate = self.emulate_as not in ("false", "0", "no", "")
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.workdir: Path | None = None
@@ -89,6 +101,8 @@ class PowerFlow:
             raise AssertionError("no rack file: give rack=... to the library or Start Rack")
         if self.proc is not None:
             raise AssertionError("a rack is running already: Stop Rack first")
+        if self.emulate_as == "auto":
+            self.emulate = emulated(rack)
         port = _free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="pf-robot-"))
         cmd = [sys.executable, "-m", "powerflow.cli", "run", str(rack), "--port", str(port),
