@@ -34,5 +34,5 @@ def test_the_rack_file_says_emulated_or_boards(tmp_path) -> None:
     assert emulated(str(small))
     boards = tmp_path / "boards.toml"
     text = small.read_text().replace('link = "pty"', 'link = "serial:/dev/ttyACM0"')
-    boards.write_text(text.replace('link = "tcp"', 'link = "tcp:10.0.0.7:7000"'))
+    boards.write_text(text.replace('link = "tcp"', 'link = "tcp:127.0.0.1:7000"'))
     assert not emulated(str(boards))
