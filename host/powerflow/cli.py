@@ -224,6 +224,11 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
     scr.add_argument("file", help="scenario file (.toml), e.g. examples/scenarios/light-load.toml")
     scr.add_argument("--no-baselines", action="store_true",
                      help="skip the two baseline runs (even sharing, droop only)")
+    scr.add_argument("--arms", type=_arms, default=None, metavar="ARM,ARM,...",
+                     help="run the controlled rack once per arm instead — predictive (the "
+                          "forecaster), reactive (persistence), oracle (perfect foresight) — "
+                          "and print what each cost and the share of the reactive-to-oracle gap "
+                          "the forecaster closes (prediction_value)")
     scr.add_argument("--json", action="store_true",
                      help="print the outcomes and the expectations' verdicts as JSON")
     scr.add_argument("--report", default=None, metavar="FILE.html",
@@ -383,6 +388,17 @@ _count0 = _whole_in(0, 1_000_000)
 _index = _whole_in(0, 7)
 _telemetry_ms = _whole_in(10, 60000)
 _sessions = _whole_in(1, 10000)
+
+
+def _arms(text: str) -> tuple[str, ...]:
+    from powerflow.scenario.arms import ARMS
+
+    arms = tuple(a.strip() for a in text.split(",") if a.strip())
+    bad = [a for a in arms if a not in ARMS]
+    if bad or not arms or len(set(arms)) != len(arms):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected arms from {', '.join(ARMS)}, each once, separated by commas")
+    return arms
 
 
 def _pu(text: str) -> float:
@@ -694,6 +710,8 @@ def _scenario_command(args: argparse.Namespace) -> int:
         if path is not None and not Path(path).resolve().parent.is_dir():
             print(f"powerflow: error: --{opt} {path}: no such directory", file=sys.stderr)
             return 2
+    if args.arms is not None:
+        return _scenario_arms(args, sc)
     series: dict = {}
     progress = None if args.quiet else _Progress(1 if args.no_baselines else 3, sc.period_s)
     out = run(sc, baselines=not args.no_baselines, progress=progress, series=series)
@@ -725,6 +743,33 @@ def _scenario_command(args: argparse.Namespace) -> int:
         if getattr(args, opt):
             print(f"{what}: {getattr(args, opt)}")
     return 1 if failed else 0
+
+
+def _scenario_arms(args: argparse.Namespace, sc: Any) -> int:
+    """`scenario run --arms`: one controlled run per arm, what each cost, what prediction
+    is worth."""
+    import json
+
+    from powerflow.scenario.runner import run_arms
+
+    for opt in ("report", "csv"):
+        if getattr(args, opt):
+            print(f"powerflow: error: --{opt} goes without --arms", file=sys.stderr)
+            return 2
+    progress = None if args.quiet else _Progress(len(args.arms), sc.period_s)
+    out = run_arms(sc, args.arms, progress)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"{out['scenario']} on rack {out['rack']} ({out['duration_s']:g} s of rack time), "
+          f"{out['elapsed_s']:.1f} s")
+    keys = [k for k in next(iter(out["arms"].values())) if k != "capped_wh_by_priority"]
+    print(f"  {'outcome':24}" + "".join(f"{a:>14}" for a in out["arms"]))
+    for k in keys:
+        print(f"  {k:24}" + "".join(f"{out['arms'][a][k]:>14}" for a in out["arms"]))
+    for k, v in out["prediction_value"].items():
+        print(f"  prediction_value {k:16} " + ("- (no gap)" if v is None else f"{v:.2f}"))
+    return 0
 
 
 def _emulator_missing() -> str | None:

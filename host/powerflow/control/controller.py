@@ -61,13 +61,17 @@ class DeviceForecast:
 
 
 class RackController:
-    def __init__(self, rack: Rack, policy: Policy | None = None) -> None:
+    def __init__(self, rack: Rack, policy: Policy | None = None,
+                 forecaster: Any = None) -> None:
+        """`forecaster`: what predicts the devices (default the online forecaster; the
+        scenario runner's arms give persistence or perfect foresight instead), an object
+        with `step(y, u, stale) -> (means, uppers, models)` per horizon."""
         self.rack = rack
         base, self.profiles = rack_policy(rack)
         self.policy = policy or base
         self.allocator = Allocator(rack)
         self.memory = Memory()
-        self.forecaster = BatchForecaster(len(rack.devices), HORIZONS, n_exog=1)
+        self.forecaster = forecaster or BatchForecaster(len(rack.devices), HORIZONS, n_exog=1)
         self.pmax = np.array([dv.p_max_w for dv in rack.devices])
         self.dev_index = {dv.id: k for k, dv in enumerate(rack.devices)}
         self.forecasts: dict[str, DeviceForecast] = {dv.id: DeviceForecast()

@@ -53,6 +53,8 @@ class Meter:
     periods: int = 0
     ot_trips: int = 0
     feed_peak_w: float = 0.0
+    capped_j: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per device, J unmet
+    battery_j: float = 0.0  # energy in and out of the battery, J
 
 
 # per period of a run: scalars (`t_s` at the period's end, s; `bus_vmin_v`/`bus_vmax_v`, the
@@ -75,7 +77,9 @@ class RunResult:
 
 
 class ScenarioRun:
-    def __init__(self, sc: Scenario, mode: str = "controlled") -> None:
+    def __init__(self, sc: Scenario, mode: str = "controlled", arm: str = "predictive") -> None:
+        """`mode`: controlled, even or droop; `arm` (controlled only): what feeds the
+        allocator, predictive (the forecaster), reactive or oracle (see `scenario.arms`)."""
         self.sc = sc
         self.mode = mode
         rack = sc.rack
@@ -84,9 +88,19 @@ class ScenarioRun:
         ph.load_scale, ph.trace_speed, ph.ambient_c = sc.load_scale, sc.trace_speed, sc.ambient_c
         for c in ph.conv.values():
             c.temp_c = sc.ambient_c
-        self.ctrl = RackController(rack, sc.policy) if mode == "controlled" else None
+        self.ctrl = None
+        if mode == "controlled":
+            from powerflow.control.controller import HORIZONS
+            from powerflow.scenario.arms import ARMS, Oracle, Reactive
+
+            if arm not in ARMS:
+                raise ValueError(f"unknown arm {arm!r} ({', '.join(ARMS)})")
+            fc = (None if arm == "predictive" else Reactive(len(rack.devices), HORIZONS)
+                  if arm == "reactive" else Oracle(ph, HORIZONS, sc.period_s, sc.events))
+            self.ctrl = RackController(rack, sc.policy, forecaster=fc)
         self.net = DcNetwork.of(rack)
-        self.meter = Meter(served_j=np.zeros(len(rack.devices)))
+        self.meter = Meter(served_j=np.zeros(len(rack.devices)),
+                           capped_j=np.zeros(len(rack.devices)))
         self.p1 = np.array([dv.priority == 1 for dv in rack.devices])
         self.p_max = np.array([dv.p_max_w for dv in rack.devices])
         self.failed_at: dict[int, int] = {}  # node -> period of its failure
@@ -156,6 +170,9 @@ class ScenarioRun:
         m.period_s += dt
         m.served_j += ph.served * dt
         demand = np.minimum(ph.dev_p, self.p_max)
+        m.capped_j += np.maximum(demand - ph.served, 0.0) * dt
+        if ph.battery is not None:
+            m.battery_j += abs(ph.battery.p_out) * dt
         vd = ph.v[ph.dev_seg]
         nd = len(self.device_ids)
         self._acc[:nd] += demand * dt
@@ -285,6 +302,53 @@ class ScenarioRun:
 
 
 MODES = ("controlled", "even", "droop")
+
+
+def arm_outcomes(res: RunResult, sc: Scenario) -> dict[str, Any]:
+    """What an arm of a scenario cost: energy left unmet by priority (Wh: capped or browned
+    out), brownouts and feed-limit violations (periods), converter switchings (on/off changes
+    over the run), battery throughput (Wh in and out) and the losses (Wh)."""
+    m = res.meter
+    by_prio: dict[str, float] = {}
+    for k, dv in enumerate(sc.rack.devices):
+        key = f"p{dv.priority}"
+        by_prio[key] = by_prio.get(key, 0.0) + float(m.capped_j[k]) / 3600.0
+    switchings = 0
+    for n in sc.rack.nodes:
+        on = res.series.get(f"node{n.id}.on", [])
+        switchings += sum(1 for a, b in zip(on, on[1:]) if a != b)
+    return {"capped_wh": round(sum(by_prio.values()), 3),
+            "capped_wh_by_priority": {k: round(v, 3) for k, v in sorted(by_prio.items())},
+            "brownouts": m.p1_brownouts, "feed_limit_violations": m.feed_violations,
+            "converter_switchings": switchings,
+            "battery_throughput_wh": round(m.battery_j / 3600.0, 3),
+            "loss_wh": round(m.loss_wh, 3)}
+
+
+VALUE_OUTCOMES = ("capped_wh", "feed_limit_violations", "brownouts", "loss_wh")
+
+
+def run_arms(sc: Scenario, arms: tuple[str, ...] = ("predictive", "reactive", "oracle"),
+             progress: Progress | None = None) -> dict[str, Any]:
+    """The same scenario under each arm (the same rack, seed and events; only what feeds the
+    allocator differs), and `prediction_value`: per outcome, the share of the reactive arm's
+    gap to the oracle that the predictive arm closes (1: as good as perfect foresight, 0: no
+    better than persistence; None where reactive and oracle do not differ)."""
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    for arm in arms:
+        r = ScenarioRun(sc, "controlled", arm)
+        r.mode = arm  # named by its arm in the progress
+        out[arm] = arm_outcomes(r.run(progress), sc)
+    value: dict[str, float | None] = {}
+    if {"predictive", "reactive", "oracle"} <= set(out):
+        for k in VALUE_OUTCOMES:
+            gap = out["reactive"][k] - out["oracle"][k]
+            value[k] = (None if abs(gap) < 1e-9
+                        else round((out["reactive"][k] - out["predictive"][k]) / gap, 3))
+    return {"scenario": sc.name, "rack": sc.rack.name, "duration_s": sc.duration_s,
+            "arms": out, "prediction_value": value,
+            "elapsed_s": round(time.perf_counter() - t0, 2)}
 
 
 def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
