@@ -28,6 +28,7 @@ Times are Robot time strings (`2s`, `500ms`, `1 min`); units V, A, °C.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -56,6 +57,14 @@ def _seconds(t: str | float) -> float:
         return float(timestr_to_secs(t))
     except ImportError:  # used without Robot: plain seconds
         return float(str(t).rstrip("s"))
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def emulated(rack: str) -> bool:
@@ -112,6 +121,8 @@ class PowerFlow:
         log = (self.workdir / "host.log").open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        # a suite that dies without its teardown must not leave a rack running
+        atexit.register(_kill_group, self.proc)
         self.url = f"http://127.0.0.1:{port}"
         nodes = self._until(lambda: self._nodes() if self._all_online() else None,
                             START_S, "every node online")
@@ -243,9 +254,19 @@ class PowerFlow:
                            _seconds(timeout), f"node {node} {state}")
 
     def node_should_be_in_failsafe_within(self, node: int | str, timeout: str = "10s") -> Any:
-        """The node went to its failsafe (the host fell quiet for it): its own event, or its
-        telemetry saying so once the link is back."""
-        return self.wait_for_frame_on_node(node, "event", timeout, pattern="failsafe")
+        """The node went to its failsafe (the host fell quiet for it): an event of it since
+        the last fault injected (the node's own, or the host's alarm once the link is back),
+        or its telemetry saying so."""
+        first = self.seen_events
+
+        def probe() -> Any:
+            for ev in self._get("/events")[first:]:
+                if str(ev.get("node")) == str(node) and "failsafe" in (
+                        ev["kind"] + " " + (ev.get("detail") or "")):
+                    return ev
+            n = self._node(node)
+            return n if n.get("mode") == "failsafe" else None
+        return self._until(probe, _seconds(timeout), f"node {node} in failsafe")
 
     # ---- the rack ------------------------------------------------------------------------
     def inject_fault(self, kind: str, node: Any = None, **fields: Any) -> dict[str, Any]:
@@ -263,7 +284,9 @@ class PowerFlow:
         return self.inject_fault("link-cut", node)
 
     def restore_link(self, node: int | str) -> dict[str, Any]:
-        return self.inject_fault("link-clear", node)
+        """Clear the cut; the event window stays where `Cut Link` put it, so what the node
+        says of the outage (its failsafe) is still seen."""
+        return self._post("/emulator/faults", {"kind": "link-clear", "node": int(node)})
 
     def bus_voltage_should_be_within(self, low: Any, high: Any, timeout: str = "5s"
                                      ) -> tuple[float, float]:
