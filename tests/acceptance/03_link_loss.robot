@@ -11,6 +11,7 @@ Link Loss Then Failsafe Then Recovery
     Cut Link    2
     Node State Should Become    2    lost    10s
     Bus Voltage Should Be Within    ${BUS_LOW}    ${BUS_HIGH}    10s
+    Sleep    3s    reason=the outage lasts past the node's 2 s failsafe timer (host and node time it alike)
     Restore Link    2
     Node State Should Become    2    online    20s
     Node Should Be In Failsafe Within    2    10s
