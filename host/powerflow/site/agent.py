@@ -134,8 +134,9 @@ class SiteAgent:
                 await self._handle(c, str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
         finally:
             reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await reporter
+            # gather, not `suppress(CancelledError)`: a cancellation of this task arriving
+            # while it waits here must go on, not be swallowed (the agent would reconnect)
+            await asyncio.gather(reporter, return_exceptions=True)
 
     async def _birth(self, c: aiomqtt.Client) -> None:
         b = self.budget

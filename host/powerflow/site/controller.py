@@ -379,8 +379,8 @@ class SiteController:
                     raise reader.exception()  # type: ignore[misc]
             finally:
                 reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await reader
+                # gather: a cancellation of this task arriving here goes on (see agent.py)
+                await asyncio.gather(reader, return_exceptions=True)
 
     async def _read(self, c: aiomqtt.Client) -> None:
         async for m in c.messages:

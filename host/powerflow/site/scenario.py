@@ -339,8 +339,7 @@ class _Run:
             task = self.agents.pop(ev.rack or "", None)
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.gather(task, return_exceptions=True)
         elif ev.kind == "heal":
             if ev.rack not in self.agents:
                 self.start_agent(self.standins[self.index[ev.rack or ""]])
