@@ -327,10 +327,7 @@ def _general_args(case: Case, node: NDArray[np.int64], nn: int) -> tuple[Any, ..
     yf = case.y_from if case.y_from is not None else zeros
     yt = case.y_to if case.y_to is not None else zeros
     keep = np.full(case.n_branch, -1, np.int64) if case.keep_end is None else case.keep_end
-    sh_open = np.zeros(case.n_branch, complex)
-    for b in np.flatnonzero(keep >= 0):
-        near, far = (yf[b], yt[b]) if keep[b] == case.f[b] else (yt[b], yf[b])
-        sh_open[b] = near + (1 / (case.z[b] + 1 / far) if far != 0 else 0)
+    sh_open = np.array([case.open_shunt(b) for b in range(case.n_branch)], complex)
     keep_node = np.where(keep >= 0, node[np.maximum(keep, 0)], -1).astype(np.int64)
     return (tap, (yf / tap ** 2).astype(np.complex128), yt.astype(np.complex128), keep_node,
             sh_open, y_node)

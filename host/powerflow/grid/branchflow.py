@@ -192,8 +192,7 @@ def _shunts(case: Case, node: Ints, nn: int, bridge: NDArray[np.bool_]
                 g_loss[node[bus]] += y.real
             y_open = 0j
             if not always and keep[b] == bus:
-                far_y = yt[b] if bus == case.f[b] else yf[b]
-                y_open = y + (1 / (case.z[b] + 1 / far_y) if far_y != 0 else 0)
+                y_open = case.open_shunt(b)
             if not always and (y != 0 or y_open != 0):
                 ends.append(EndShunt(b, int(node[bus]), complex(y), complex(y_open)))
     return y_node, g_loss, tuple(ends)

@@ -92,9 +92,18 @@ class Case:
         np.add.at(y, self.t[on], yt[on])
         if self.keep_end is not None:
             for k in np.flatnonzero(~on & (self.keep_end >= 0)):
-                near, far = (yf[k], yt[k]) if self.keep_end[k] == self.f[k] else (yt[k], yf[k])
-                y[self.keep_end[k]] += near + (1 / (self.z[k] + 1 / far) if far != 0 else 0)
+                y[self.keep_end[k]] += self.open_shunt(int(k))
         return y
+
+    def open_shunt(self, k: int) -> complex:
+        """What branch `k`, open but kept at `keep_end[k]`, leaves at that bus (p.u.): its
+        near shunt, and its far shunt seen through its impedance (0 if not kept)."""
+        if self.keep_end is None or self.keep_end[k] < 0:
+            return 0j
+        yf = 0j if self.y_from is None else complex(self.y_from[k])
+        yt = 0j if self.y_to is None else complex(self.y_to[k])
+        near, far = (yf, yt) if self.keep_end[k] == self.f[k] else (yt, yf)
+        return near + (1 / (complex(self.z[k]) + 1 / far) if far != 0 else 0j)
 
     @property
     def n_bus(self) -> int:

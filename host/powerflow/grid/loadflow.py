@@ -57,9 +57,7 @@ class FlowResult:
         out = np.where(c.closed, s_f + s_t, 0j)
         if c.keep_end is not None:
             for k in np.flatnonzero(~c.closed & (c.keep_end >= 0)):
-                near, far = (yf[k], yt[k]) if c.keep_end[k] == c.f[k] else (yt[k], yf[k])
-                y = near + (1 / (c.z[k] + 1 / far) if far != 0 else 0)
-                out[k] = np.conj(y) * abs(v[c.keep_end[k]]) ** 2
+                out[k] = np.conj(c.open_shunt(int(k))) * abs(v[c.keep_end[k]]) ** 2
         return out
 
     @property

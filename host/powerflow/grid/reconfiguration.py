@@ -69,15 +69,14 @@ def reconfigure(case: Case, top_k: int = 5, vmin: float | None = None, method: s
         raise ValueError(f"gap {gap} must be a fraction in [0, 1)")
     t0 = time.perf_counter()
     total = count_radial(case)
-    limit = ENUMERATION_LIMIT
     if method == "auto":
         try:
-            open_sets = enumerate_radial(case, limit)
+            open_sets = enumerate_radial(case, ENUMERATION_LIMIT)
             method = "enumerate"
         except CaseError:
             method = "misocp"
     elif method == "enumerate":
-        open_sets = enumerate_radial(case, limit)
+        open_sets = enumerate_radial(case, ENUMERATION_LIMIT)
     if method == "scip" and not case.plain:
         raise CaseError(f"{case.name}: the SCIP model does not have transformers and line "
                         "charging; use misocp (PowerFlow's branch-and-bound has them)")
