@@ -74,6 +74,9 @@ def test_cli_scenario_run_json(tmp_path) -> None:
         assert key in out
 
 
+_JOB = '[scenario]\nrack = "r.toml"\nduration_s = 10\n[[job]]\n'
+
+
 @pytest.mark.parametrize("text,msg", [
     ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[[event]]\nat_s = 1\nkind = "meteor"\n',
      "[[event]] #1: field 'kind'"),
@@ -90,6 +93,16 @@ def test_cli_scenario_run_json(tmp_path) -> None:
     ('[scenario]\nrack = "r.toml"\nduration_s = 10\n[policy]\nreserve_frac = 2\n',
      "field 'reserve_frac'"),
     ('[scenario]\nrack = "missing.toml"\nduration_s = 10\n', "missing.toml"),
+    (_JOB + 'kind = "mining"\ndevices = ["gpu0"]\n', "[[job]] #1: field 'kind'"),
+    (_JOB + 'kind = "training"\ndevices = ["gpu9"]\n', "no device 'gpu9'"),
+    (_JOB + 'kind = "training"\ndevices = []\n', "field 'devices'"),
+    (_JOB + 'kind = "training"\ndevices = ["gpu0"]\niteration = 5\n',
+     "field 'iteration': not a parameter of a training job"),
+    (_JOB + 'kind = "training"\ndevices = ["gpu0"]\nbusy_util = 1.5\n', "field 'busy_util'"),
+    (_JOB + 'kind = "training"\ndevices = ["gpu0"]\niteration_s = "7"\n',
+     "field 'iteration_s': expected a finite number"),
+    (_JOB + 'kind = "training"\ndevices = ["gpu0"]\n[[job]]\nkind = "batch"\n'
+     'devices = ["gpu0"]\n', "[[job]] #2: field 'devices': 'gpu0' is already under [[job]] #1"),
 ])
 def test_bad_scenario_files_are_refused_with_the_place(tmp_path, text, msg) -> None:
     (tmp_path / "r.toml").write_text((ROOT / "examples" / "racks" / "small.toml").read_text())

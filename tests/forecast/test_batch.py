@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from powerflow.forecast.batch import BatchForecaster
+from powerflow.forecast.batch import MODELS, BatchForecaster
 from powerflow.forecast.online import OnlineForecaster
 
 
@@ -29,6 +29,30 @@ def test_batch_matches_one_forecaster_per_device() -> None:
                     checked += 1
                 else:
                     assert not np.isfinite(uppers[h][i])
-                assert ("persistence", "ridge", "mean")[models[h][i]] == fc.model[h]
+                assert MODELS[models[h][i]] == fc.model[h]
     assert checked > steps * d  # the bounds were compared, not only skipped
     assert any((m != 0).any() for m in models.values())  # and not only persistence selected
+
+
+def test_batch_matches_one_forecaster_per_device_on_periodic_series() -> None:
+    """Training-like steps (periods 7 and 11, a checkpoint dip) select the seasonal model, and
+    the batch and the single forecasters agree on it."""
+    rng = np.random.default_rng(5)
+    d, steps, hz = 3, 300, (1, 10, 60)
+    t = np.arange(steps)[:, None]
+    period = np.array([7, 11, 7])
+    y = np.where(t % period < period * 0.7, 280.0, 150.0) + rng.normal(0, 3, (steps, d))
+    y[150:165] = 90.0  # a checkpoint: the pattern breaks for a while
+    batch = BatchForecaster(d, hz, n_exog=0)
+    singles = [OnlineForecaster(hz, n_exog=0) for _ in range(d)]
+    seasonal = 0
+    for k in range(steps):
+        means, uppers, models = batch.step(y[k])
+        for i, f in enumerate(singles):
+            fc = f.step(float(y[k, i]))
+            for h in hz:
+                assert np.isclose(means[h][i], fc.mean[h], rtol=1e-9, atol=1e-7), (k, i, h)
+                assert MODELS[models[h][i]] == fc.model[h]
+                seasonal += fc.model[h] == "seasonal"
+    assert list(batch.lags) == [7, 11, 7]
+    assert seasonal > steps  # the seasonal model was chosen, not only compared

@@ -88,3 +88,22 @@ def test_eval_errors(tmp_path, args, message) -> None:
     r = subprocess.run([sys.executable, "-m", "powerflow.cli", "forecast", "eval", str(p), *args],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and message in r.stderr
+
+
+def test_season_lags_find_the_period_and_only_a_period() -> None:
+    """The period of noisy steps is found (not a multiple of it); white noise, a random walk,
+    a slow trend and a flat series have none."""
+    from powerflow.forecast.models import SEASON_WINDOW, season_lags, seasonal_forecast
+
+    rng = np.random.default_rng(2)
+    t = np.arange(SEASON_WINDOW)
+    rows = [np.where(t % p < 0.7 * p, 1.0, 0.3) + rng.normal(0, 0.05, len(t)) for p in (5, 7, 23)]
+    rows += [rng.normal(0, 1, len(t)), np.cumsum(rng.normal(0, 1, len(t))), t / 50.0,
+             np.full(len(t), 3.0)]
+    assert list(season_lags(np.array(rows))) == [5, 7, 23, 0, 0, 0, 0]
+    # on an exactly periodic series the seasonal forecast is exact at every horizon
+    clean = np.array([np.where(t % 7 < 5, 280.0, 150.0)])
+    lags = season_lags(clean)
+    for h in (1, 3, 10, 60):
+        assert seasonal_forecast(clean, lags, h)[0] == (280.0 if (len(t) - 1 + h) % 7 < 5
+                                                        else 150.0)

@@ -28,7 +28,7 @@ from powerflow.control.budget import SiteBudget
 from powerflow.control.health import HealthJudge, Reading, reading
 from powerflow.control.supervisor import Measured, Supervisor, measure
 from powerflow.control.policy import Policy, PolicyError, rack_policy
-from powerflow.forecast.batch import BatchForecaster
+from powerflow.forecast.batch import MODELS, BatchForecaster
 from powerflow.model.rack import Rack
 
 HORIZONS = (1, 10, 60)  # periods
@@ -140,7 +140,7 @@ class RackController:
             pmax[self.dev_index[dev]] = cap
         mean1 = np.clip(means[1], 0.0, pmax)
         upper1 = np.clip(np.maximum(uppers[1], means[1]), 0.0, pmax)
-        names = ("persistence", "ridge", "mean")
+        names = MODELS
         views = []
         for k, dv in enumerate(self.rack.devices):
             self.forecasts[dv.id] = DeviceForecast(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from powerflow.emulator.workloads import Workload
 from powerflow.model.mesh import MeshIndex, conductance, port_closed
 from powerflow.model.rack import Rack
 
@@ -146,6 +147,7 @@ class RackPhysics:
         self.humidity = humidity
         self.load_scale = 1.0  # multiplies every device's demand (scenarios)
         self.trace_speed = 1.0  # device traces run this much faster than rack time (time-lapse)
+        self.workload: Workload | None = None  # a scenario's jobs (they override device traces)
         self.segs = list(rack.segments)
         self.mesh = m = MeshIndex.of(rack)
         self.conv = {n.id: ConverterState(n.id, int(m.node_seg[k]), n.rating_w,
@@ -208,10 +210,21 @@ class RackPhysics:
         return closed
 
     # ---- time --------------------------------------------------------------------------
+    def utilisations(self, t: float) -> np.ndarray:
+        """What each device is asked to do at rack time `t` (0..1): its job's, else its trace's."""
+        tt = t * self.trace_speed
+        out = (np.full(len(self.rack.devices), np.nan) if self.workload is None
+               else self.workload.utilisation(tt))
+        for k, d in enumerate(self.rack.devices):
+            if np.isnan(out[k]):
+                out[k] = utilisation(d.trace, tt, self.dev_seed[k])
+        return out
+
     def _update_devices(self, dt: float) -> None:
         a = 1.0 if dt <= 0 else min(1.0, dt / 0.2)  # power follows utilisation within ~0.2 s
+        us = self.utilisations(self.t)
         for k, d in enumerate(self.rack.devices):
-            u = utilisation(d.trace, self.t * self.trace_speed, self.dev_seed[k])
+            u = float(us[k])
             self.dev_util[k] = u
             target = min((d.p_min_w + u * (d.p_max_w - d.p_min_w)) * self.load_scale, d.p_max_w)
             if self.t < self.dev_extra_until[k]:

@@ -1,7 +1,7 @@
 """The online forecasters of every device of a rack at once, as arrays.
 
 Same models, same arithmetic as `OnlineForecaster` (persistence, per-horizon RLS ridge on
-the change from persistence, the rolling mean, the selector by recent error, the adaptive-conformal P95
+the change from persistence, the rolling mean, the seasonal model, the selector by recent error, the adaptive-conformal P95
 bound of the selected forecast), but one NumPy operation per step covers all D devices
 instead of D Python loops: what keeps the control cycle of a 1,000-converter rack within
 its period. `tests/forecast/test_batch.py` checks it against `OnlineForecaster`.
@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from powerflow.forecast.models import LAGS, SWITCH_MARGIN, WINDOWS
+from powerflow.forecast.models import (LAGS, SEASON_EVERY, SEASON_MIN_HISTORY, SEASON_WINDOW,
+                                       SWITCH_MARGIN, WINDOWS, season_lags, seasonal_forecast)
 from powerflow.model.arrays import Floats
 
 MEAN_WINDOW = 120  # as RollingMean's default
+MODELS = ("persistence", "ridge", "mean", "seasonal")  # in the order `step` reports them
 
 
 
@@ -40,7 +42,9 @@ class BatchForecaster:
         self.y_hist = np.zeros((hmax, n_dev))
         self.scale = np.ones(n_dev)
         self.decay = 0.5 ** (1.0 / halflife)
-        self.err = np.zeros((nh, n_dev, 3))  # per horizon, device, model (persistence, ridge, mean)
+        # per horizon, device, model (persistence, ridge, mean, seasonal)
+        self.err = np.zeros((nh, n_dev, len(MODELS)))
+        self.lags = np.zeros(n_dev, np.int64)  # each device's period (periods; 0: none)
         self.seen = np.zeros(nh, np.int64)
         self.q, self.gamma = q, gamma
         self.alpha = np.full((nh, n_dev), 1.0 - q)
@@ -79,7 +83,7 @@ class BatchForecaster:
     def step(self, y: Floats, x: Floats | None = None, stale: Floats | None = None
              ) -> tuple[dict[int, Floats], dict[int, Floats], dict[int, Floats]]:
         """Observe y (W, per device) and x (D x n_exog); returns per horizon the selected mean,
-        its P95 upper bound, and which model was selected (0 persistence, 1 ridge, 2 mean)."""
+        its P95 upper bound, and which model was selected (its index in MODELS)."""
         y = np.asarray(y, float)
         x = np.zeros((self.d, self.n_exog)) if x is None else np.asarray(x, float)
         stale = np.zeros(self.d, bool) if stale is None else np.asarray(stale, bool)
@@ -121,9 +125,13 @@ class BatchForecaster:
         n = min(self.count, MEAN_WINDOW)
         level = self.y[:, (np.arange(self.count - n, self.count)) % self.keep].mean(axis=1)
         rows = np.arange(self.d)
+        recent = self.y[:, (np.arange(self.count - min(self.count, SEASON_WINDOW), self.count))
+                        % self.keep]
+        if self.count % SEASON_EVERY == 0 and min(self.count, self.keep) >= SEASON_MIN_HISTORY:
+            self.lags = season_lags(recent)
         for hi, h in enumerate(self.h):
             ridge = y + np.einsum("df,df->d", g, self.w[hi]) * self.scale
-            both = np.stack([y, ridge, level], axis=1)
+            both = np.stack([y, ridge, level, seasonal_forecast(recent, self.lags, h)], axis=1)
             e = self.err[hi]
             best = np.argmin(e[:, 1:], axis=1) + 1  # persistence unless clearly beaten
             k = np.where(e[rows, best] < (1.0 - SWITCH_MARGIN) * e[:, 0], best, 0)

@@ -10,6 +10,8 @@ observe is strictly online.
 - `OnlineRidge`: recursive least squares (with forgetting and a ridge prior) on features of
   the recent past, predicting the change from persistence for each horizon separately.
 - `RollingMean`: y(t+h) = the mean of the recent window.
+- `Seasonal`: the series' own period, found by its autocorrelation (a synchronous training
+  job's step, a checkpoint cycle): y(t+h) = the mean of the values whole periods before t+h.
 - `Selector`: per horizon, the model whose recent absolute error (exponentially weighted) is
   lowest, persistence unless another is clearly better: so never much worse than persistence.
 - `ConformalBound`: an upper quantile (P95 by default) around any model's forecast, from its
@@ -28,6 +30,12 @@ from powerflow.model.arrays import Floats
 LAGS = (1, 2, 5, 10, 30, 60)
 WINDOWS = (10, 60, 300)
 SWITCH_MARGIN = 0.03  # another model is selected over persistence only when this much better
+SEASON_WINDOW = 360  # periods of history the period is found in
+SEASON_MAX_LAG = 120  # the longest period looked for (periods): a third of the window
+SEASON_MIN_R = 0.3  # autocorrelation at the period below which there is no period
+SEASON_EVERY = 20  # periods between searches for the period
+SEASON_CYCLES = 3  # whole periods averaged in a seasonal forecast
+SEASON_MIN_HISTORY = 60  # periods seen before the first search
 
 
 class History:
@@ -101,6 +109,65 @@ class RollingMean:
 
     def predict(self, hist: History) -> dict[int, float]:
         return {h: self.level for h in self.horizons}
+
+
+def season_lags(arr: Floats) -> NDArray[np.int64]:
+    """Per row of `arr` (devices x periods, oldest first), the period (periods) of the series:
+    the lag of the highest local peak of the autocorrelation of its changes (biased estimator,
+    so a period's multiples score lower than the period itself), 0 where no peak reaches
+    SEASON_MIN_R or the series is flat. Changes, not levels: a job starting in the window is
+    one spike among them, where in the levels it is a step whose slowly decaying correlation
+    lifts the shortest lags above the true period. Rows are independent: one device alone
+    gets the answer it gets in a batch."""
+    dx = np.diff(arr, axis=1)
+    x = dx - dx.mean(axis=1, keepdims=True)
+    w = x.shape[1]
+    n = 1 << (2 * w - 1).bit_length()
+    f = np.fft.rfft(x, n, axis=1)
+    ac = np.fft.irfft(f * np.conj(f), n, axis=1)[:, :SEASON_MAX_LAG + 2]
+    var = ac[:, 0]
+    r = ac / np.maximum(var, 1e-12)[:, None]
+    mid = r[:, 2:-1]  # lags 2 .. SEASON_MAX_LAG
+    peak = (mid >= r[:, 1:-2]) & (mid >= r[:, 3:]) & (mid >= SEASON_MIN_R)
+    score = np.where(peak, mid, -np.inf)
+    best = np.argmax(score, axis=1)
+    ok = np.isfinite(score[np.arange(len(x)), best]) & (var > 1e-9 * w)
+    return np.where(ok, best + 2, 0).astype(np.int64)
+
+
+def seasonal_forecast(arr: Floats, lags: NDArray[np.int64], h: int) -> Floats:
+    """y(t+h) per row: the mean of the values SEASON_CYCLES whole periods before t+h (the
+    newest that are already known); the last value where there is no period or history."""
+    d, n = arr.shape
+    last = arr[:, -1]
+    lag = np.maximum(lags, 1)
+    m0 = -(-h // lag)  # the fewest whole periods reaching back past now
+    backs = (m0[:, None] + np.arange(SEASON_CYCLES)[None, :]) * lag[:, None] - h
+    ok = (backs < n) & (lags[:, None] > 0)
+    vals = arr[np.arange(d)[:, None], np.where(ok, n - 1 - backs, n - 1)]
+    cnt = ok.sum(axis=1)
+    return np.where(cnt > 0, (vals * ok).sum(axis=1) / np.maximum(cnt, 1), last)
+
+
+class Seasonal:
+    """y(t+h) from the series' own period (see `season_lags`, `seasonal_forecast`)."""
+
+    name = "seasonal"
+
+    def __init__(self, horizons: tuple[int, ...], n_exog: int = 0) -> None:
+        self.horizons = horizons
+        self.lag = np.zeros(1, np.int64)
+        self.seen = 0
+
+    def observe(self, y: float, x: Floats, hist: History) -> None:
+        self.seen += 1
+        if self.seen % SEASON_EVERY == 0 and len(hist.y) >= SEASON_MIN_HISTORY:
+            ys = list(hist.y)[-SEASON_WINDOW:]
+            self.lag = season_lags(np.array([ys]))
+
+    def predict(self, hist: History) -> dict[int, float]:
+        arr = np.array([list(hist.y)[-SEASON_WINDOW:]])
+        return {h: float(seasonal_forecast(arr, self.lag, h)[0]) for h in self.horizons}
 
 
 class OnlineRidge:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from powerflow.forecast.models import (ConformalBound, History, OnlineRidge, Persistence,
-                                       RollingMean, Selector)
+                                       RollingMean, Seasonal, Selector)
 
 
 @dataclass
@@ -30,7 +30,7 @@ class OnlineForecaster:
         self.horizons = tuple(sorted(horizons))
         self.hist = History(n_exog)
         self.models: list[Any] = [Persistence(self.horizons, n_exog), OnlineRidge(self.horizons, n_exog),
-                       RollingMean(self.horizons, n_exog)]
+                       RollingMean(self.horizons, n_exog), Seasonal(self.horizons, n_exog)]
         self.names = [m.name for m in self.models] + ["selected"]
         self.selector = Selector(self.models, self.horizons)
         self.bounds = {(n, h): ConformalBound(q) for n in self.names for h in self.horizons}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from powerflow.emulator.physics import RackPhysics, utilisation
+from powerflow.emulator.physics import RackPhysics
 from powerflow.model.arrays import Floats
 from powerflow.scenario.spec import Event
 
@@ -75,9 +75,10 @@ class Oracle:
                 scale = f.scale
             if f.kind == "load-spike" and at <= t < at + f.seconds and f.device is not None:
                 extra[self.dev_ids.index(f.device)] += f.watts
+        us = ph.utilisations(t)
         out = np.empty(len(ph.rack.devices))
         for k, d in enumerate(ph.rack.devices):
-            u = utilisation(d.trace, t * ph.trace_speed, ph.dev_seed[k])
+            u = float(us[k])
             out[k] = min((d.p_min_w + u * (d.p_max_w - d.p_min_w)) * scale, d.p_max_w) + extra[k]
         return out
 

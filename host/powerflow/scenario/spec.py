@@ -16,6 +16,9 @@
                 ambient                               celsius
                 load-spike                            device, watts, seconds
                 load-scale                            scale
+    [[job]]     devices under a workload with the structure real ones have (training,
+                inference, batch, alibaba; emulator/workloads.py documents each kind and its
+                parameters): the devices follow the job, not their rack-file trace
 
 Errors name the file, the entry and the field, as rack files do.
 """
@@ -30,6 +33,7 @@ from typing import Any
 
 from powerflow.control.policy import Policy, PolicyError, load_rack_checked, rack_policy
 from powerflow.emulator.faults import Fault, parse_at, parse_fault
+from powerflow.emulator.workloads import Job, alibaba_series, parse_job
 from powerflow.model.rack import Rack, RackError, FieldReader
 from powerflow.tomlfile import read_toml
 
@@ -75,13 +79,14 @@ class Scenario:
     events: tuple[Event, ...] = field(default_factory=tuple)
     path: str = ""
     expect: tuple[Expectation, ...] = field(default_factory=tuple)
+    jobs: tuple[Job, ...] = field(default_factory=tuple)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     raw = read_toml(p, RackError)
     for key in raw:
-        if key not in ("scenario", "policy", "event", "expect"):
+        if key not in ("scenario", "policy", "event", "expect", "job"):
             raise RackError(f"{p}: unknown section [{key}]")
     r = FieldReader(str(p), "[scenario]", raw.get("scenario", {}))
     name = r.text("name", p.stem)
@@ -120,7 +125,26 @@ def load_scenario(path: str | Path) -> Scenario:
         events.append(Event(at, f))
     return Scenario(name, rack, duration, period, seed, load_scale, speed, ambient, policy,
                     tuple(sorted(events, key=lambda e: e.at_s)), str(p),
-                    _expectations(p, raw.get("expect", {})))
+                    _expectations(p, raw.get("expect", {})), _jobs(p, raw.get("job", []), rack))
+
+
+def _jobs(p: Path, items: Any, rack: Rack) -> tuple[Job, ...]:
+    if not isinstance(items, list):
+        raise RackError(f"{p}: job: expected an array of tables ([[job]] entries)")
+    ids = [dv.id for dv in rack.devices]
+    taken: dict[str, int] = {}
+    out = []
+    for i, raw in enumerate(items):
+        try:
+            out.append(parse_job(raw, f"{p}: [[job]] #{i + 1}", ids, i, taken))
+        except ValueError as e:
+            raise RackError(str(e)) from None
+    if any(j.kind == "alibaba" for j in out):
+        try:
+            alibaba_series()  # the package is there: said now, not in the middle of a run
+        except ValueError as e:
+            raise RackError(f"{p}: {e}") from None
+    return tuple(out)
 
 
 def _expectations(p: Path, raw: Any) -> tuple[Expectation, ...]:
