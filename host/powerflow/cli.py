@@ -203,6 +203,30 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
                          "--set 'priorities={\"gpu0\": 1}'; `policy` alone lists the fields")
     po.add_argument("--profile", default=None, metavar="NAME",
                     help="switch to a named profile of the rack file")
+    hn = sub.add_parser("hint", help="job hints from a scheduler: a job starts or ends",
+                        description="Tell the controller what a scheduler knows in advance "
+                                    "(a Slurm prolog/epilog, a Kubernetes hook): devices start "
+                                    "a job at a time with about W watts each for a duration, or "
+                                    "a job ends. Hints are advisory and expire at the job's end "
+                                    "(see examples/schedulers/).")
+    hns = hn.add_subparsers(dest="hint_command", required=True, metavar="start|end|list")
+    hs = _client(hns, "start", "devices start a job")
+    hs.add_argument("job", help="the scheduler's job id")
+    hs.add_argument("--devices", required=True, metavar="ID,ID,...",
+                    help="the job's devices: rack device ids, comma-separated; a range "
+                         "gpu0..gpu3 names gpu0, gpu1, gpu2 and gpu3")
+    hs.add_argument("--watts", required=True, type=float, metavar="W",
+                    help="about this many W per device while the job runs")
+    hs.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                    help="how long it runs: 90s, 10m, 2h or seconds")
+    hs.add_argument("--at", default="now", metavar="WHEN",
+                    help="when it starts: now, +30s, +5m (from now) or a Unix time "
+                         "(default now; at most an hour ahead)")
+    he = _client(hns, "end", "a job ends")
+    he.add_argument("job", help="the scheduler's job id, as hinted at its start")
+    he.add_argument("--at", default="now", metavar="WHEN",
+                    help="when it ends: now, +30s, +5m or a Unix time (default now)")
+    _client(hns, "list", "the hints in force")
     co = sub.add_parser("control", help="pause, resume or show the control loop",
                         description="Pause the control loop (setpoints become the operator's, "
                                     "with an alarm; leases keep the last allocation until then), "
@@ -226,9 +250,11 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
                      help="skip the two baseline runs (even sharing, droop only)")
     scr.add_argument("--arms", type=_arms, default=None, metavar="ARM,ARM,...",
                      help="run the controlled rack once per arm instead — predictive (the "
-                          "forecaster), reactive (persistence), oracle (perfect foresight) — "
-                          "and print what each cost and the share of the reactive-to-oracle gap "
-                          "the forecaster closes (prediction_value)")
+                          "forecaster), reactive (persistence), oracle (perfect foresight), "
+                          "hinted (the forecaster and the jobs' hints as a scheduler sends "
+                          "them) — and print what each cost and the share of the "
+                          "reactive-to-oracle gap the forecaster closes (prediction_value; "
+                          "hint_value for the hinted arm)")
     scr.add_argument("--json", action="store_true",
                      help="print the outcomes and the expectations' verdicts as JSON")
     scr.add_argument("--report", default=None, metavar="FILE.html",
@@ -619,7 +645,7 @@ def _client_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     fn = {"nodes": c.cmd_nodes, "watch": c.cmd_watch, "set": c.cmd_set,
           "clear-faults": c.cmd_clear, "history": c.cmd_history, "fault": c.cmd_fault,
           "plan": c.cmd_plan, "policy": c.cmd_policy, "alarms": c.cmd_alarms,
-          "control": c.cmd_control}[args.command]
+          "control": c.cmd_control, "hint": c.cmd_hint}[args.command]
     try:
         return fn(args)
     except c.ClientError as e:
@@ -767,8 +793,9 @@ def _scenario_arms(args: argparse.Namespace, sc: Any) -> int:
     print(f"  {'outcome':24}" + "".join(f"{a:>14}" for a in out["arms"]))
     for k in keys:
         print(f"  {k:24}" + "".join(f"{out['arms'][a][k]:>14}" for a in out["arms"]))
-    for k, v in out["prediction_value"].items():
-        print(f"  prediction_value {k:16} " + ("- (no gap)" if v is None else f"{v:.2f}"))
+    for name in ("prediction_value", "hint_value"):
+        for k, v in out.get(name, {}).items():
+            print(f"  {name:16} {k:22} " + ("- (no gap)" if v is None else f"{v:.2f}"))
     return 0
 
 
@@ -806,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("flow", "reconfigure", "optimize"):
         return _grid_command(args)
     if args.command in ("nodes", "watch", "set", "clear-faults", "history", "fault", "plan",
-                        "policy", "alarms", "control"):
+                        "policy", "alarms", "control", "hint"):
         return _client_command(args, parser)
     if args.command == "forecast":
         return _forecast_command(args)

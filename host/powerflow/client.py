@@ -276,6 +276,70 @@ def cmd_policy(args: Any) -> int:
     return 0
 
 
+def _duration(text: str, what: str) -> float:
+    """90s, 10m, 2h, 1d or plain seconds -> s."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*", text)
+    if not m:
+        raise ClientError(f"{what} {text!r}: expected a duration like 90s, 10m, 2h or seconds")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+
+
+def _when(text: str) -> dict[str, float]:
+    """now, +30s / +5m (from now) or a Unix time -> the hint's at / in_s field."""
+    t = text.strip()
+    if t == "now":
+        return {"in_s": 0.0}
+    if t.startswith("+"):
+        return {"in_s": _duration(t[1:], "--at")}
+    try:
+        return {"at": float(t)}
+    except ValueError:
+        raise ClientError(f"--at {text!r}: expected now, +30s, +5m or a Unix time (s)") from None
+
+
+def _device_list(text: str) -> list[str]:
+    """gpu0,gpu1 or gpu0..gpu3 (a range of one prefix's numbers), or both, comma-separated."""
+    out: list[str] = []
+    for item in (x.strip() for x in text.split(",")):
+        m = re.fullmatch(r"([A-Za-z_][\w-]*?)(\d+)\.\.\1(\d+)", item)
+        if m:
+            lo, hi = int(m.group(2)), int(m.group(3))
+            if hi < lo or hi - lo > 4096:
+                raise ClientError(f"--devices {item!r}: the range runs backwards or is too long")
+            out += [f"{m.group(1)}{k}" for k in range(lo, hi + 1)]
+        elif item:
+            out.append(item)
+    if not out:
+        raise ClientError("--devices: give at least one device id")
+    return out
+
+
+def cmd_hint(args: Any) -> int:
+    """Job hints: start, end, list."""
+    url = host_url(args.host)
+    if args.hint_command == "list":
+        out: Any = call("GET", url, "/hints")
+    elif args.hint_command == "start":
+        out = call("POST", url, "/hints", json_body={
+            "kind": "start", "job": args.job, "devices": _device_list(args.devices),
+            "watts": args.watts, "duration_s": _duration(args.duration, "--for"),
+            **_when(args.at)})
+    else:
+        out = call("POST", url, "/hints", json_body={"kind": "end", "job": args.job,
+                                                      **_when(args.at)})
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    rows = out if isinstance(out, list) else [out]
+    if not rows:
+        print("no hints in force")
+    now = time.time()
+    for h in rows:
+        print(f"job {h['job']}: {', '.join(h['devices'])} at about {h['watts']:g} W each, "
+              f"from {h['start'] - now:+.0f} s to {h['end'] - now:+.0f} s from now")
+    return 0
+
+
 def cmd_control(args: Any) -> int:
     """Pause, resume or show the control loop."""
     url = host_url(args.host)

@@ -19,6 +19,7 @@ from pfproto.names import fault_bits
 from powerflow.adapters.devices import AgentDevices
 from powerflow.control.alarms import Alarm
 from powerflow.control.allocate import Allocation
+from powerflow.control.hints import HintError
 from powerflow.control.loop import ControlLoop
 from powerflow.control.policy import Policy, PolicyError
 from powerflow.control.supervisor import Measured
@@ -134,6 +135,35 @@ class HostService:
                                 for h, v in f.upper_w.items()},
                       "model": dict(f.model), "stale": f.stale}
                 for dev, f in c.ctrl.forecasts.items()}
+
+    def hints(self) -> list[dict[str, Any]]:
+        """The job hints in force (expired ones dropped), by start."""
+        return [h.as_dict() for h in self.loop().ctrl.hints.listing(time.time())]
+
+    def add_hint(self, kind: str, job: str, devices: list[str] | None, at: float | None,
+                 in_s: float | None, watts: float | None, duration_s: float | None
+                 ) -> dict[str, Any]:
+        """A scheduler's hint (see `control.hints`): Invalid says why one is refused, and
+        then nothing is stored."""
+        book = self.loop().ctrl.hints
+        now = time.time()
+        if at is not None and in_s is not None:
+            raise Invalid("hint: give the time as at (Unix time) or in_s (from now), not both")
+        when = at if at is not None else now + (in_s or 0.0)
+        try:
+            if kind == "end":
+                for name, v in (("devices", devices), ("watts", watts),
+                                ("duration_s", duration_s)):
+                    if v is not None:
+                        raise Invalid(f"hint: field '{name}': an end hint names the job only")
+                return book.end(now, job, when).as_dict()
+            for name, v in (("devices", devices), ("watts", watts), ("duration_s", duration_s)):
+                if v is None:
+                    raise Invalid(f"hint: field '{name}': a start hint needs it")
+            assert devices is not None and watts is not None and duration_s is not None
+            return book.start(now, job, devices, when, watts, duration_s).as_dict()
+        except HintError as e:
+            raise Invalid(str(e)) from None
 
     def alarms(self) -> list[Alarm]:
         """The active alarms, most severe first (none without a control loop)."""

@@ -74,6 +74,41 @@ def test_tokens_hold_on_the_real_server_and_the_cli_takes_its_own(host: Host) ->
     assert r.returncode == 0 and r.stdout.startswith("control loop running"), r.stderr
 
 
+def test_the_hint_commands_as_a_schedulers_prolog_and_epilog_run_them(host: Host) -> None:
+    """`powerflow hint` against the real host: a start with a device range and relative time,
+    its listing, the end; refusals in one line (rc 1), nothing stored."""
+    def cli(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "powerflow.cli", "hint", *args, "--host",
+                               host.url], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "POWERFLOW_TOKEN": token})
+
+    before = json.loads(cli(READ, "list", "--json").stdout)
+    for token, args, msg in (
+            (READ, ("start", "j1", "--devices", "gpu0", "--watts", "200", "--for", "60"),
+             "read-only"),
+            (OPS, ("start", "j1", "--devices", "gpu0..gpu9", "--watts", "200", "--for", "60"),
+             "no device 'gpu4'"),
+            (OPS, ("start", "j1", "--devices", "gpu0", "--watts", "5000", "--for", "60"),
+             "field 'watts'"),
+            (OPS, ("start", "j1", "--devices", "gpu0", "--watts", "200", "--for", "60",
+                   "--at", "+2h"), "beyond the 3600 s horizon"),
+            (OPS, ("start", "j1", "--devices", "gpu0", "--watts", "200", "--for", "soon"),
+             "--for 'soon'"),
+            (OPS, ("end", "never-started"), "no hinted job")):
+        r = cli(token, *args)
+        assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(cli(READ, "list", "--json").stdout) == before
+    r = cli(OPS, "start", "slurm-42", "--devices", "gpu0..gpu1", "--watts", "280", "--for", "10m",
+            "--at", "+20s")
+    assert r.returncode == 0 and r.stdout.startswith("job slurm-42: gpu0, gpu1 at about 280 W"), \
+        r.stderr
+    listed = json.loads(cli(READ, "list", "--json").stdout)
+    assert [(h["job"], h["devices"], h["end"] - h["start"]) for h in listed] == \
+        [("slurm-42", ["gpu0", "gpu1"], 600.0)]
+    r = cli(OPS, "end", "slurm-42", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["end"] <= listed[0]["start"]
+
+
 def test_server_sent_events_stream_live_state(host: Host) -> None:
     states = []
     with httpx.stream("GET", host.url + "/api/v1/stream", timeout=10,

@@ -313,3 +313,54 @@ def test_a_tie_port_is_pinned_while_the_loop_runs_and_an_unknown_node_is_404(
     flows = {f["id"]: f["closed"] for f in r["allocation"].json()["flows"]}
     assert flows["D-A"] is True  # the loop planned it closed, as pinned
     assert any(c.ports.get((4, 0)) is True for c in io.applied)  # and told node 4 to close it
+
+
+def test_job_hints_are_for_operators_checked_audited_and_move_the_forecast(tmp_path: Path) -> None:
+    svc, client, _, store = build(tmp_path, TOKENS)
+    op = {"Authorization": f"Bearer {OPS}"}
+    good = {"kind": "start", "job": "slurm-4711", "devices": ["gpu0", "gpu1"], "in_s": 5.0,
+            "watts": 290.0, "duration_s": 600.0}
+    bad = [{**good, "devices": ["gpu9"]}, {**good, "in_s": 7200.0},
+           {**good, "in_s": None, "at": 1.0}, {**good, "watts": 1000.0},
+           {**good, "watts": None}, {**good, "at": 2e9}, {**good, "extra": 1},
+           {"kind": "end", "job": "nope"}, {"kind": "end", "job": "slurm-4711", "watts": 5.0},
+           {**good, "kind": "pause"}]
+
+    async def go() -> dict[str, Any]:
+        await periods(svc, 3)
+        out: dict[str, Any] = {
+            "read": await client.post(V1 + "/hints", json=good,
+                                      headers={"Authorization": f"Bearer {READ}"}),
+            "bad": [await client.post(V1 + "/hints", json=b, headers=op) for b in bad]}
+        out["empty"] = (await client.get(V1 + "/hints", headers=op)).json()
+        out["good"] = await client.post(V1 + "/hints", json=good, headers=op)
+        await periods(svc, 1)
+        out["forecasts"] = (await client.get(V1 + "/forecasts", headers=op)).json()
+        out["list"] = (await client.get(V1 + "/hints", headers=op)).json()
+        out["end"] = await client.post(V1 + "/hints", headers=op,
+                                       json={"kind": "end", "job": "slurm-4711", "in_s": 20.0})
+        out["audit"] = (await client.get(V1 + "/audit", headers=op)).json()
+        await client.aclose()
+        return out
+
+    try:
+        r = run(go())
+    finally:
+        store.close()
+    assert r["read"].status_code == 403
+    for b, resp in zip(bad, r["bad"], strict=True):
+        assert resp.status_code == 422, (b, resp.text)
+        assert resp.json()["detail"][0]["msg"], b
+    assert r["empty"] == []  # nothing refused was stored
+    assert r["good"].status_code == 200, r["good"].text
+    h = r["good"].json()
+    assert h["devices"] == ["gpu0", "gpu1"] and h["end"] - h["start"] == 600.0
+    assert r["list"] == [h]
+    # the job starts 5 s ahead: the 10-s forecast is the hinted power, the 1-s one is not
+    f = r["forecasts"]["gpu0"]
+    assert f["mean_w"]["10"] == 290.0 and f["mean_w"]["1"] != 290.0
+    assert r["forecasts"]["gpu2"]["mean_w"]["10"] != 290.0
+    assert r["end"].status_code == 200 and r["end"].json()["end"] - h["start"] < 20.0
+    writes = [(a["who"], a["path"], a["status"]) for a in r["audit"] if a["path"].endswith("/hints")]
+    assert writes[0] == ("grafana", "/api/v1/hints", 403)
+    assert [s for _, _, s in writes[1:]] == [422] * len(bad) + [200, 200]

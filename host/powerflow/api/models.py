@@ -7,7 +7,7 @@ protocol names, a HELLO). Units: V, A, W, °C, s; instants are Unix time (s).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -305,6 +305,30 @@ class ForecastOut(BaseModel):
                                                        "no bound yet")
     model: dict[int, str] = Field(description="the model chosen, by horizon (s)")
     stale: bool = Field(description="its input is stale")
+
+
+class HintIn(Strict):
+    """A scheduler's hint (its prolog or epilog): `start` — `devices` start `job` at `at`
+    (Unix time, s) or `in_s` from now (neither: now), drawing about `watts` (W) each for
+    `duration_s` (s); `end` — `job` ends then. Advisory: a hint can make the allocator
+    prepare more supply, never trust less than it measures; it expires at the job's end."""
+
+    kind: Literal["start", "end"]
+    job: str = Field(min_length=1, max_length=128, description="the scheduler's job id")
+    devices: list[str] | None = Field(None, max_length=4096,
+                                      description="start: the job's devices (rack device ids)")
+    at: float | None = Field(None, description="when, Unix time (s)")
+    in_s: float | None = Field(None, description="when, s from now (instead of at)")
+    watts: float | None = Field(None, description="start: about this many W per device")
+    duration_s: float | None = Field(None, description="start: how long the job runs, s")
+
+
+class HintOut(BaseModel):
+    job: str
+    devices: list[str]
+    start: float = Field(description="Unix time (s) the job starts")
+    end: float = Field(description="Unix time (s) it ends; the hint expires then")
+    watts: float = Field(description="W per device, about")
 
 
 class PolicyView(BaseModel):

@@ -28,6 +28,7 @@ from powerflow.control.budget import SiteBudget
 from powerflow.control.health import HealthJudge, Reading, reading
 from powerflow.control.supervisor import Measured, Supervisor, measure
 from powerflow.control.policy import Policy, PolicyError, rack_policy
+from powerflow.control.hints import HintBook
 from powerflow.forecast.batch import MODELS, BatchForecaster
 from powerflow.model.rack import Rack
 
@@ -74,6 +75,8 @@ class RackController:
         self.forecaster = forecaster or BatchForecaster(len(rack.devices), HORIZONS, n_exog=1)
         self.pmax = np.array([dv.p_max_w for dv in rack.devices])
         self.dev_index = {dv.id: k for k, dv in enumerate(rack.devices)}
+        # what schedulers announced (POST /hints): folded into the forecasts each period
+        self.hints = HintBook({dv.id: (dv.p_min_w, dv.p_max_w) for dv in rack.devices})
         self.forecasts: dict[str, DeviceForecast] = {dv.id: DeviceForecast()
                                                      for dv in rack.devices}
         self.last_power = {dv.id: dv.p_nom_w for dv in rack.devices}
@@ -125,7 +128,7 @@ class RackController:
         self.health.operator_release(node_id)
 
     # ---- one period --------------------------------------------------------------------
-    def _forecast(self, devices: dict[str, DeviceObs]) -> list[DeviceView]:
+    def _forecast(self, t: float, devices: dict[str, DeviceObs]) -> list[DeviceView]:
         n = len(self.rack.devices)
         y, u, stale = np.zeros(n), np.zeros((n, 1)), np.zeros(n, bool)
         for k, dv in enumerate(self.rack.devices):
@@ -135,11 +138,27 @@ class RackController:
             self.last_power[dv.id] = float(y[k])
             u[k, 0] = 0.0 if ob.utilisation is None else float(ob.utilisation)
         means, uppers, models = self.forecaster.step(y, u, stale)
+        ready: dict[str, float] = {}
+        if self.hints.hints:
+            self.hints.expire(t)
+            means = {h: m.copy() for h, m in means.items()}
+            uppers = {h: m.copy() for h, m in uppers.items()}
+            ids = [dv.id for dv in self.rack.devices]
+            for h in HORIZONS:
+                mean_h = dict(zip(ids, means[h].tolist(), strict=True))
+                upper_h = dict(zip(ids, uppers[h].tolist(), strict=True))
+                self.hints.adjust(t, t + h * self.policy.period_s, mean_h, upper_h)
+                means[h] = np.array([mean_h[i] for i in ids])
+                uppers[h] = np.array([upper_h[i] for i in ids])
+            ready = self.hints.prepare(t)
         pmax = self.pmax.copy()
         for dev, cap in self.policy.p_max_w.items():
             pmax[self.dev_index[dev]] = cap
         mean1 = np.clip(means[1], 0.0, pmax)
-        upper1 = np.clip(np.maximum(uppers[1], means[1]), 0.0, pmax)
+        upper1 = np.maximum(uppers[1], means[1])
+        for dev, w in ready.items():  # supply ready before a hinted job starts
+            upper1[self.dev_index[dev]] = max(upper1[self.dev_index[dev]], w)
+        upper1 = np.clip(upper1, 0.0, pmax)
         names = MODELS
         views = []
         for k, dv in enumerate(self.rack.devices):
@@ -222,7 +241,7 @@ class RackController:
         for n in self.rack.nodes:
             if rd[n.id].mode in (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC):
                 self.run_s[n.id] += pol.period_s
-        view = RackView(t, self._views(rd, nodes), self._forecast(devices), battery, feed_w,
+        view = RackView(t, self._views(rd, nodes), self._forecast(t, devices), battery, feed_w,
                         self._sag(nodes), self._budget(t))
         alloc = self.allocator.allocate(view, pol, self.memory, safe=self._safe_reason())
         self._probes(alloc)

@@ -5,7 +5,10 @@
   95th percentile of its recent rises (no model);
 - `oracle`: perfect foresight of the scenario's own demand — each device's trace as the
   physics will play it, the scheduled load changes included: the mean and the peak over each
-  horizon.
+  horizon;
+- `hinted`: the forecaster as in `predictive`, and job hints as a scheduler would send them
+  (`scenario_hints`): each training job announced HINT_NOTICE_S before it starts, with its
+  devices, its busy power and its duration.
 
 Each is an object with the forecaster's `step(y, u, stale) -> (means, uppers, models)`, one
 call a control period; means and uppers per horizon (periods), W per device.
@@ -14,15 +17,17 @@ call a control period; means and uppers per horizon (periods), W per device.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from powerflow.emulator.physics import RackPhysics
 from powerflow.model.arrays import Floats
-from powerflow.scenario.spec import Event
+from powerflow.scenario.spec import Event, Scenario
 
-ARMS = ("predictive", "reactive", "oracle")
+ARMS = ("predictive", "reactive", "oracle", "hinted")
+HINT_NOTICE_S = 60.0  # how long before a job starts its scheduler announces it (rack s)
 REACTIVE_WINDOW = 60  # periods of rises the reactive P95 looks back on
 ORACLE_SAMPLES = 10  # points a period the oracle looks at
 
@@ -92,3 +97,38 @@ class Oracle:
             means[h], uppers[h] = d.mean(axis=0), d.max(axis=0)
         two = np.full(len(y), 2, np.int64)  # reported as "mean" (the model names have no oracle)
         return means, uppers, {h: two for h in self.h}
+
+
+@dataclass(frozen=True)
+class ScheduledHint:
+    issue_t: float  # s, the controller's clock (rack time of the period's end)
+    job: str
+    devices: tuple[str, ...]
+    start_t: float
+    duration_s: float
+    watts: float
+
+
+def scenario_hints(sc: Scenario) -> list[ScheduledHint]:
+    """The hints a scheduler would send for the scenario's training jobs: each job announced
+    HINT_NOTICE_S before its start (or at once), with its busy power (W per device, as the
+    physics will ask it) and its duration. The controller's clock runs 1 s behind the
+    physics' (the runner's settling second). Batch jobs arrive unannounced (a prolog
+    could say them only as they start) and inference has no start; neither is hinted."""
+    out = []
+    speed, dur = sc.trace_speed, sc.duration_s
+    for j in sc.jobs:
+        if j.kind != "training":
+            continue
+        start = j.p("start_s") / speed - 1.0
+        length = min(j.p("duration_s") / speed, dur + 1.0 - start)
+        if start >= dur or length <= 0:
+            continue
+        devs = tuple(sc.rack.devices[k].id for k in j.devices)
+        u = j.p("busy_util")
+        watts = min(min((sc.rack.devices[k].p_min_w + u * (sc.rack.devices[k].p_max_w
+                                                           - sc.rack.devices[k].p_min_w))
+                        * sc.load_scale, sc.rack.devices[k].p_max_w) for k in j.devices)
+        out.append(ScheduledHint(max(start - HINT_NOTICE_S, 0.0), f"job{j.index + 1}", devs,
+                                 max(start, 0.0), length, watts))
+    return sorted(out, key=lambda h: h.issue_t)

@@ -93,15 +93,17 @@ class ScenarioRun:
         for c in ph.conv.values():
             c.temp_c = sc.ambient_c
         self.ctrl = None
+        self._hints: list[Any] = []  # the hinted arm's, by the time they are sent
         if mode == "controlled":
             from powerflow.control.controller import HORIZONS
-            from powerflow.scenario.arms import ARMS, Oracle, Reactive
+            from powerflow.scenario.arms import ARMS, Oracle, Reactive, scenario_hints
 
             if arm not in ARMS:
                 raise ValueError(f"unknown arm {arm!r} ({', '.join(ARMS)})")
-            fc = (None if arm == "predictive" else Reactive(len(rack.devices), HORIZONS)
+            fc = (None if arm in ("predictive", "hinted") else Reactive(len(rack.devices), HORIZONS)
                   if arm == "reactive" else Oracle(ph, HORIZONS, sc.period_s, sc.events))
             self.ctrl = RackController(rack, sc.policy, forecaster=fc)
+            self._hints = scenario_hints(sc) if arm == "hinted" else []
         self.net = DcNetwork.of(rack)
         self.meter = Meter(served_j=np.zeros(len(rack.devices)),
                            capped_j=np.zeros(len(rack.devices)))
@@ -269,6 +271,11 @@ class ScenarioRun:
         io.collect()
         alloc = None
         if self.ctrl is not None:
+            now = t + sc.period_s
+            while self._hints and self._hints[0].issue_t <= now:  # the scheduler's hints
+                h = self._hints.pop(0)
+                self.ctrl.hints.start(now, h.job, list(h.devices), max(h.start_t, now), h.watts,
+                                      h.duration_s)
             alloc = self.ctrl.step(t + sc.period_s if t_ctrl is None else t_ctrl,
                                    io.observe_nodes(), io.observe_devices(), io.battery(),
                                    io.feed_w())
@@ -337,22 +344,31 @@ def run_arms(sc: Scenario, arms: tuple[str, ...] = ("predictive", "reactive", "o
     """The same scenario under each arm (the same rack, seed and events; only what feeds the
     allocator differs), and `prediction_value`: per outcome, the share of the reactive arm's
     gap to the oracle that the predictive arm closes (1: as good as perfect foresight, 0: no
-    better than persistence; None where reactive and oracle do not differ)."""
+    better than persistence; None where reactive and oracle do not differ); with the hinted
+    arm, `hint_value`, the same for it."""
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     for arm in arms:
         r = ScenarioRun(sc, "controlled", arm)
         r.mode = arm  # named by its arm in the progress
         out[arm] = arm_outcomes(r.run(progress), sc)
+    res = {"scenario": sc.name, "rack": sc.rack.name, "duration_s": sc.duration_s,
+           "arms": out, "prediction_value": _gap_closed(out, "predictive")}
+    if "hinted" in out:
+        res["hint_value"] = _gap_closed(out, "hinted")
+    res["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    return res
+
+
+def _gap_closed(out: dict[str, Any], arm: str) -> dict[str, float | None]:
+    """Per outcome, the share of the reactive arm's gap to the oracle that `arm` closes."""
     value: dict[str, float | None] = {}
-    if {"predictive", "reactive", "oracle"} <= set(out):
+    if {arm, "reactive", "oracle"} <= set(out):
         for k in VALUE_OUTCOMES:
             gap = out["reactive"][k] - out["oracle"][k]
             value[k] = (None if abs(gap) < 1e-9
-                        else round((out["reactive"][k] - out["predictive"][k]) / gap, 3))
-    return {"scenario": sc.name, "rack": sc.rack.name, "duration_s": sc.duration_s,
-            "arms": out, "prediction_value": value,
-            "elapsed_s": round(time.perf_counter() - t0, 2)}
+                        else round((out["reactive"][k] - out[arm][k]) / gap, 3))
+    return value
 
 
 def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,

@@ -1,4 +1,4 @@
-"""The control loop: on/off, its allocation, the next plan, forecasts, policy."""
+"""The control loop: on/off, its allocation, the next plan, forecasts, job hints, policy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from powerflow.api.deps import service
 from powerflow.api.errors import errors
 from powerflow.api.models import (AllocationOut, ControlState, ControlStatus, ForecastOut,
-                                  PolicyChange, PolicyView)
+                                  HintIn, HintOut, PolicyChange, PolicyView)
 from powerflow.service import HostService
 
 router = APIRouter()
@@ -42,6 +42,22 @@ async def plan(svc: HostService = Depends(service)) -> AllocationOut:
 def forecasts(svc: HostService = Depends(service)) -> dict[str, ForecastOut]:
     """Per device: mean and P95 demand (W) per horizon (s), and the model chosen."""
     return {dev: ForecastOut.model_validate(f) for dev, f in svc.forecasts().items()}
+
+
+@router.get("/hints", responses=errors(409))
+async def hints(svc: HostService = Depends(service)) -> list[HintOut]:
+    """The job hints in force, by start."""
+    return [HintOut.model_validate(h) for h in svc.hints()]
+
+
+@router.post("/hints", responses=errors(409, 422))
+async def add_hint(req: HintIn, svc: HostService = Depends(service)) -> HintOut:
+    """A scheduler's hint (operator role; audited): a job starting on devices, or ending.
+    Refused (422, nothing stored): an unknown device, a time in the past or more than an
+    hour ahead, a power outside the devices' [0, p_max_w], an end for an unknown job."""
+    # on the event loop's thread, as the control loop reads the hints: never beside a period
+    return HintOut.model_validate(svc.add_hint(req.kind, req.job, req.devices, req.at,
+                                               req.in_s, req.watts, req.duration_s))
 
 
 @router.get("/policy", responses=errors(409))

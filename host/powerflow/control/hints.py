@@ -1,0 +1,145 @@
+"""Job hints: what a scheduler knows in advance, told to the controller (pure computation).
+
+A scheduler's prolog and epilog (Slurm, a Kubernetes hook) say "devices X… start job J at
+time T with about W watts each for D seconds" and "job J ends at T". The controller folds
+them into the forecasts and the allocator prepares supply before the start (converters on,
+lower classes capped in advance) — see `RackController`. Hints are advisory:
+
+- they can only *raise* what the allocator prepares for (the hinted watts become a floor of a
+  device's upper bound from HINT_LEAD_S before the start), never lower a bound the forecaster
+  drew from measurement; an end hint moves the mean forecast after the end to the device's
+  floor (p_min_w), not its upper bound;
+- they expire: a hint is dropped at its end (start + duration, or the end a later hint gave),
+  and the book holds at most MAX_HINTS;
+- a hint for an unknown device, a time in the past or beyond HINT_HORIZON_S, a power outside
+  the device's [0, p_max_w], a duration not in (0, HINT_MAX_DURATION_S], or an end for a job
+  the book does not hold is refused with HintError, and nothing is stored.
+
+Times are on the controller's clock (s; Unix time in the live host, rack time in scenarios).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+HINT_HORIZON_S = 3600.0  # how far ahead a hint may say a job starts or ends (s)
+HINT_MAX_DURATION_S = 7 * 86400.0  # the longest job a hint may announce (s)
+HINT_LEAD_S = 30.0  # how long before a hinted start the allocator prepares for it (s)
+PAST_TOLERANCE_S = 5.0  # a hint this late is taken as "now" (clocks of two machines differ)
+MAX_HINTS = 1000  # hints held at once: the book is bounded whatever a scheduler sends
+JOB_NAME = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")
+
+
+class HintError(ValueError):
+    """A hint that is refused; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Hint:
+    job: str
+    devices: tuple[str, ...]
+    start_t: float  # s, controller clock
+    end_t: float  # s
+    watts: float  # W per device, about
+
+    def as_dict(self) -> dict[str, object]:
+        return {"job": self.job, "devices": list(self.devices), "start": self.start_t,
+                "end": self.end_t, "watts": self.watts}
+
+
+class HintBook:
+    """The hints in force, checked against the rack's devices ({id: (p_min_w, p_max_w)})."""
+
+    def __init__(self, devices: dict[str, tuple[float, float]]) -> None:
+        self.devices = devices
+        self.hints: dict[str, Hint] = {}
+
+    def _when(self, now: float, at: float, field: str) -> float:
+        if not math.isfinite(at):
+            raise HintError(f"hint: field '{field}': expected a finite time (s); got {at!r}")
+        if at < now - PAST_TOLERANCE_S:
+            raise HintError(f"hint: field '{field}': {now - at:.1f} s in the past")
+        if at > now + HINT_HORIZON_S:
+            raise HintError(f"hint: field '{field}': {at - now:.0f} s ahead, beyond the "
+                            f"{HINT_HORIZON_S:.0f} s horizon of hints")
+        return max(at, now)
+
+    def start(self, now: float, job: str, devices: list[str], at: float, watts: float,
+              duration_s: float) -> Hint:
+        """Record that `devices` start `job` at `at` (s) drawing about `watts` (W) each for
+        `duration_s` (s). A hint for a job already held replaces it."""
+        self.expire(now)
+        if not JOB_NAME.fullmatch(job):
+            raise HintError("hint: field 'job': 1 to 128 letters, digits or _.:@/-; "
+                            f"got {job!r}")
+        if not devices:
+            raise HintError("hint: field 'devices': give at least one device")
+        for dv in devices:
+            if dv not in self.devices:
+                raise HintError(f"hint: field 'devices': no device {dv!r} in the rack")
+        if len(set(devices)) != len(devices):
+            raise HintError("hint: field 'devices': a device is named twice")
+        start = self._when(now, at, "start")
+        if not (math.isfinite(duration_s) and 0.0 < duration_s <= HINT_MAX_DURATION_S):
+            raise HintError(f"hint: field 'duration_s': expected more than 0 and at most "
+                            f"{HINT_MAX_DURATION_S:.0f} s; got {duration_s!r}")
+        top = min(self.devices[dv][1] for dv in devices)
+        if not (math.isfinite(watts) and 0.0 <= watts <= top):
+            raise HintError(f"hint: field 'watts': expected 0 to {top:g} W (the least p_max_w "
+                            f"of the devices); got {watts!r}")
+        if job not in self.hints and len(self.hints) >= MAX_HINTS:
+            raise HintError(f"hint: {MAX_HINTS} hints are held already; end some first")
+        h = Hint(job, tuple(devices), start, start + duration_s, float(watts))
+        self.hints[job] = h
+        return h
+
+    def end(self, now: float, job: str, at: float) -> Hint:
+        """Record that `job` ends at `at` (s)."""
+        self.expire(now)
+        h = self.hints.get(job)
+        if h is None:
+            raise HintError(f"hint: field 'job': no hinted job {job!r} (hints: "
+                            f"{', '.join(sorted(self.hints)) or 'none'})")
+        end = self._when(now, at, "end")
+        h = Hint(h.job, h.devices, min(h.start_t, end), end, h.watts)
+        self.hints[job] = h
+        return h
+
+    def expire(self, now: float) -> None:
+        for job in [j for j, h in self.hints.items() if h.end_t <= now]:
+            del self.hints[job]
+
+    def listing(self, now: float) -> list[Hint]:
+        self.expire(now)
+        return sorted(self.hints.values(), key=lambda h: (h.start_t, h.job))
+
+    def adjust(self, now: float, t: float, mean: dict[str, float], upper: dict[str, float]
+               ) -> None:
+        """Fold the hints into one horizon's forecasts (W by device) for time `t` (s), in place:
+        a job starting between now and `t` sets its devices' mean to the hinted watts and
+        raises their upper bound to it; a job ending between now and `t` sets their mean to
+        the device's floor."""
+        for h in self.hints.values():
+            starts = now < h.start_t <= t and t < h.end_t
+            ends = now < h.end_t <= t
+            for dv in h.devices:
+                if dv not in mean:
+                    continue
+                if starts:
+                    mean[dv] = h.watts
+                    upper[dv] = max(upper[dv], h.watts)
+                elif ends:
+                    mean[dv] = self.devices[dv][0]
+
+    def prepare(self, now: float) -> dict[str, float]:
+        """W per device the allocator should have supply ready for now: the hinted watts of a
+        job from HINT_LEAD_S before its start until HINT_LEAD_S after it (by then the
+        forecaster has seen the job)."""
+        out: dict[str, float] = {}
+        for h in self.hints.values():
+            if h.start_t - HINT_LEAD_S <= now < min(h.end_t, h.start_t + HINT_LEAD_S):
+                for dv in h.devices:
+                    out[dv] = max(out.get(dv, 0.0), h.watts)
+        return out
