@@ -248,6 +248,10 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
     scr.add_argument("file", help="scenario file (.toml), e.g. examples/scenarios/light-load.toml")
     scr.add_argument("--no-baselines", action="store_true",
                      help="skip the two baseline runs (even sharing, droop only)")
+    scr.add_argument("--policy", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a field of the scenario's policy (repeatable), e.g. "
+                          "--policy smoothing_up_w_per_s=200: the same scenario with and "
+                          "without a choice")
     scr.add_argument("--arms", type=_arms, default=None, metavar="ARM,ARM,...",
                      help="run the controlled rack once per arm instead — predictive (the "
                           "forecaster), reactive (persistence), oracle (perfect foresight), "
@@ -726,7 +730,9 @@ def _scenario_command(args: argparse.Namespace) -> int:
 
     try:
         sc = load_scenario(args.file)
-    except RackError as e:
+        if args.policy:
+            sc = _scenario_policy(sc, args.policy)
+    except (RackError, ValueError) as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     from powerflow.scenario.report import verdicts, write_csv, write_html
@@ -769,6 +775,31 @@ def _scenario_command(args: argparse.Namespace) -> int:
         if getattr(args, opt):
             print(f"{what}: {getattr(args, opt)}")
     return 1 if failed else 0
+
+
+def _scenario_policy(sc: Any, items: list[str]) -> Any:
+    """The scenario with `--policy FIELD=VALUE` overrides (ValueError names what is wrong)."""
+    import dataclasses
+    import json
+
+    from powerflow.control.policy import PolicyError
+
+    changes: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--policy {item!r}: expected FIELD=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            changes[k.strip()] = json.loads(v)
+        except ValueError:
+            changes[k.strip()] = v.strip()  # a bare word, e.g. ties=optimise
+    if "period_s" in changes:
+        raise ValueError("--policy period_s: the scenario's period is period_s in [scenario]")
+    devs = {dv.id: (dv.p_min_w, dv.p_max_w) for dv in sc.rack.devices}
+    try:
+        return dataclasses.replace(sc, policy=sc.policy.changed(changes, devs))
+    except PolicyError as e:
+        raise ValueError(f"--policy: {e}") from None
 
 
 def _scenario_arms(args: argparse.Namespace, sc: Any) -> int:

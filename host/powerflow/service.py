@@ -415,12 +415,13 @@ class HostService:
             raise Invalid(str(e)) from None
 
     def agent_sample(self, device: str, power_w: float | None, utilisation: float | None
-                     ) -> float | None:
-        """A server agent's report of its device; returns the cap to apply (W) or None."""
+                     ) -> tuple[float | None, tuple[float | None, float | None]]:
+        """A server agent's report of its device; returns the cap to apply (W) or None, and
+        the power smoothing to apply ((up, down) W/s, None where none)."""
         self.loop()  # nothing would act on the samples without a control loop
         if self.agents is None:
             raise Conflict("no agent source: the host runs without its control loop")
         try:
-            return self.agents.push(device, power_w, utilisation)
+            return self.agents.push(device, power_w, utilisation), self.agents.ramp(device)
         except ValueError as e:
             raise NotFound(str(e)) from None

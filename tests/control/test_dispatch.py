@@ -61,3 +61,16 @@ def test_unreachable_nodes_get_nothing_and_ports_follow_what_nodes_report() -> N
     # the nodes report them closed already: nothing to send
     again = dsp.commands(plan(on, closed), holding(on, ports=0xFF))
     assert again.ports == {} and again.caps == {"gpu0": 300.0}
+
+
+def test_power_smoothing_in_the_policy_is_commanded_to_every_device() -> None:
+    from powerflow.control.controller import RackController
+
+    rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
+    ctrl = RackController(rack)
+    ctrl.set_policy({"smoothing_up_w_per_s": 100.0, "smoothing_down_w_per_s": 60.0})
+    a = ctrl.preview(0.0, {}, None, 0.0)
+    cmds = Dispatcher(rack).commands(a, {})
+    assert cmds.ramps == {dv.id: (100.0, 60.0) for dv in rack.devices}
+    ctrl.set_policy({"smoothing_up_w_per_s": 0.0, "smoothing_down_w_per_s": 0.0})
+    assert Dispatcher(rack).commands(ctrl.preview(0.0, {}, None, 0.0), {}).ramps == {}

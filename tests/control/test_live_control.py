@@ -92,6 +92,17 @@ def test_agent_samples_and_their_caps(host: Host) -> None:
     r = httpx.post(host.url + "/api/v1/agent/samples",
                    json={"device": "gpu0", "utilisation": 1.5}, timeout=5)
     assert r.status_code == 422
+    # power smoothing in the policy reaches the agents in their answer (and the plan)
+    assert put(host, "/policy", {"smoothing_up_w_per_s": 120.0}).status_code == 200
+    try:
+        n0 = host.api("/control")["periods"]
+        wait_for(lambda: host.api("/control")["periods"] > n0 + 1, 10, "a period under it")
+        r = httpx.post(host.url + "/api/v1/agent/samples",
+                       json={"device": "gpu0", "power_w": 250.0}, timeout=5)
+        assert r.json()["ramp_up_w_per_s"] == 120.0 and r.json()["ramp_down_w_per_s"] is None
+        assert host.api("/allocation")["devices"]["gpu0"]["ramp_up_w_per_s"] == 120.0
+    finally:
+        put(host, "/policy", {"smoothing_up_w_per_s": 0.0})
 
 
 def test_a_failed_converter_is_taken_out_of_the_plan(host: Host) -> None:

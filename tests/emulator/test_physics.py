@@ -88,3 +88,28 @@ def test_traces_are_deterministic_and_bounded() -> None:
         assert 0.0 <= min(a) and max(a) <= 1.0
     with pytest.raises(ValueError, match="unknown trace"):
         utilisation("lunar", 0.0, 1)
+
+
+def test_power_smoothing_limits_how_fast_a_device_moves_both_ways() -> None:
+    """A device under a training job steps between its dip and its compute power; with ramp
+    limits its power moves at most that many W/s each way, without them within ~0.2 s."""
+    from powerflow.emulator.workloads import Job, Workload
+
+    rack = load_rack(RACKS / "small.toml")
+    k = [d.id for d in rack.devices].index("gpu0")
+    slopes = {}
+    for ramps in ({}, {"gpu0": (40.0, 25.0)}):
+        ph = RackPhysics(rack)
+        ph.workload = Workload(len(rack.devices), (Job("training", (k,), {
+            "init_s": 0.0, "iteration_s": 8.0, "dip_frac": 0.5, "noise": 0.0,
+            "checkpoint_every_s": 0.0}),))
+        ph.apply_devices({}, None, None, ramps)
+        p = []
+        for _ in range(2000):
+            ph.step(0.01)
+            p.append(ph.dev_p[k])
+        d = np.diff(p) / 0.01
+        slopes[bool(ramps)] = (d.max(), d.min())
+    assert slopes[True][0] <= 40.0 + 1e-6 and slopes[True][1] >= -25.0 - 1e-6
+    assert slopes[True][0] > 39.0 and slopes[True][1] < -24.0  # the limits are what bind
+    assert slopes[False][0] > 500.0 and slopes[False][1] < -500.0  # unsmoothed: a step

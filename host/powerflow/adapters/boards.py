@@ -93,9 +93,9 @@ class BoardsIO:
                 await m.set_port(nid, port, close)
             except (CommandError, NodeUnavailable, ValueError):
                 errors += 1  # e.g. interlock: tried again next period
-        self.agents.apply(cmds.caps, cmds.battery_w, cmds.battery_shave_above_w)
+        self.agents.apply(cmds.caps, cmds.battery_w, cmds.battery_shave_above_w, cmds.ramps)
         if self.source is not None:
-            self.source.apply(cmds.caps, cmds.battery_w, cmds.battery_shave_above_w)
+            self.source.apply(cmds.caps, cmds.battery_w, cmds.battery_shave_above_w, cmds.ramps)
         return errors
 
     async def close(self) -> None:

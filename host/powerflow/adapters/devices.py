@@ -46,8 +46,9 @@ class EmulatorDevices:
         return {dev: DeviceObs(p, u) for dev, (p, u) in self.emu.read_devices().items()}
 
     def apply(self, caps: dict[str, float | None], battery_w: float | None,
-              shave_above_w: float | None) -> None:
-        self.emu.apply_devices(caps, battery_w, shave_above_w)
+              shave_above_w: float | None,
+              ramps: dict[str, tuple[float | None, float | None]] | None = None) -> None:
+        self.emu.apply_devices(caps, battery_w, shave_above_w, ramps or {})
 
     def battery(self) -> BatteryView | None:
         b = self.emu.battery_state()
@@ -62,6 +63,7 @@ class AgentDevices:
     devices: set[str]
     samples: dict[str, Sample] = field(default_factory=dict)
     caps: dict[str, float | None] = field(default_factory=dict)
+    ramps: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     def push(self, device: str, power_w: float | None, utilisation: float | None) -> float | None:
         """Record one sample (ValueError if the device is unknown); returns its cap (W)."""
@@ -70,14 +72,20 @@ class AgentDevices:
         self.samples[device] = Sample(time.time(), power_w, utilisation)
         return self.caps.get(device)
 
+    def ramp(self, device: str) -> tuple[float | None, float | None]:
+        """The power smoothing the agent should apply: (up, down) W/s, None: none."""
+        return self.ramps.get(device, (None, None))
+
     def read(self) -> dict[str, DeviceObs]:
         now = time.time()
         return {d: DeviceObs(s.power_w, s.utilisation) for d, s in self.samples.items()
                 if now - s.t <= STALE_S}
 
     def apply(self, caps: dict[str, float | None], battery_w: float | None,
-              shave_above_w: float | None) -> None:
+              shave_above_w: float | None,
+              ramps: dict[str, tuple[float | None, float | None]] | None = None) -> None:
         self.caps = dict(caps)
+        self.ramps = dict(ramps or {})
 
 
 @dataclass(frozen=True)

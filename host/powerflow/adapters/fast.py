@@ -74,7 +74,8 @@ class FastRackIO:
                 self.set_output(nid, self.vout[nid])  # the lease renewed
         for (nid, port), close in cmds.ports.items():
             errors += not self.set_port(nid, port, close)
-        self.fr.physics.apply_devices(cmds.caps, cmds.battery_w, cmds.battery_shave_above_w)
+        self.fr.physics.apply_devices(cmds.caps, cmds.battery_w, cmds.battery_shave_above_w,
+                                      cmds.ramps)
         return errors
 
     async def apply(self, cmds: Commands) -> int:

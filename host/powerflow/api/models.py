@@ -210,6 +210,11 @@ class FaultApplied(BaseModel):
 class AgentCap(BaseModel):
     device: str
     cap_w: float | None = Field(description="the cap the agent should apply, W; null: none")
+    ramp_up_w_per_s: float | None = Field(
+        None, description="power smoothing to apply: the most the device's power may rise, "
+                          "W/s (e.g. NVIDIA power smoothing's ramp-up rate); null: none")
+    ramp_down_w_per_s: float | None = Field(
+        None, description="the most it may fall, W/s; null: none")
 
 
 # ---- responses: control ------------------------------------------------------------------
@@ -274,6 +279,10 @@ class DevicePlan(BaseModel):
     forecast_w: float = Field(description="mean forecast, W")
     p95_w: float = Field(description="P95 forecast, W")
     cap_w: float | None = Field(description="cap, W; null: uncapped")
+    ramp_up_w_per_s: float | None = Field(None, description="power smoothing commanded: the "
+                                          "most its power may rise, W/s; null: none")
+    ramp_down_w_per_s: float | None = Field(None, description="the most it may fall, W/s; "
+                                            "null: none")
     binding: str
 
 

@@ -348,6 +348,8 @@ class Allocator:
                           "forecast_w": round(float(mean[k]), 2),
                           "p95_w": round(float(upper[k]), 2),
                           "cap_w": None if (c := caps[d]) is None else round(float(c), 2),
+                          "ramp_up_w_per_s": pol.smoothing_up_w_per_s or None,
+                          "ramp_down_w_per_s": pol.smoothing_down_w_per_s or None,
                           "binding": dev_binding[d]}
         loss_conv = float(sum(n["loss_w"] for n in nodes.values()))
         predicted = {"loss_conversion_w": round(loss_conv, 3),

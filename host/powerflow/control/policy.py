@@ -30,6 +30,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "uncap_below": (0.3, 1.0),
     "release_per_period": (1, 1000),
     "ramp_w_per_s": (0.0, 1e7),
+    "smoothing_up_w_per_s": (0.0, 1e6),
+    "smoothing_down_w_per_s": (0.0, 1e6),
     "v_min_pu": (0.8, 1.0),
     "v_max_pu": (1.0, 1.2),
     "v_target_pu": (0.9, 1.1),
@@ -62,6 +64,10 @@ class Policy:
     uncap_below: float = 0.90  # release caps when P95 demand falls below this fraction
     release_per_period: int = 2  # caps released per period, in random order (staggered)
     ramp_w_per_s: float = 0.0  # most the feed draw may rise per second; 0 = no limit
+    # power smoothing commanded to every device (W/s its power may rise / fall, as NVIDIA's
+    # power-smoothing ramp rates); 0 = not limited that way
+    smoothing_up_w_per_s: float = 0.0
+    smoothing_down_w_per_s: float = 0.0
     v_min_pu: float = 0.97  # segment voltage band that every allocation must keep
     v_max_pu: float = 1.03
     v_target_pu: float = 1.02  # the highest segment is held here (less current, less loss)

@@ -39,6 +39,8 @@ class Commands:
     caps: dict[str, float | None] = field(default_factory=dict)  # W per device; None = uncapped
     battery_w: float = 0.0  # W, + discharging into the bus
     battery_shave_above_w: float | None = None  # W of feed draw above which the battery acts
+    # per device: (up, down) ramp-rate limits, W/s (None: not limited that way); empty: none
+    ramps: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
 
 class RackIO(Protocol):

@@ -162,8 +162,12 @@ class RackPhysics:
         self.dev_seed = [seed * 1000 + k for k in range(len(rack.devices))]
         self.dev_util = np.zeros(len(rack.devices))
         self.dev_p = np.array([d.p_nom_w for d in rack.devices])  # W demanded
+        self.dev_target = self.dev_p.copy()  # W the workload asks (before power smoothing)
         self.dev_cap = np.array([d.p_max_w for d in rack.devices])  # W limit set by the host
         self.dev_extra = np.zeros(len(rack.devices))  # W added by a load-spike fault
+        # power smoothing the host commands (W/s the device's power may rise / fall)
+        self.dev_ramp_up = np.full(len(rack.devices), np.inf)
+        self.dev_ramp_down = np.full(len(rack.devices), np.inf)
         self.dev_extra_until = np.zeros(len(rack.devices))
         self.v = np.full(len(self.segs), 0.0)
         b = rack.battery
@@ -191,7 +195,9 @@ class RackPhysics:
         c.vref, c.enabled, c.ports = vref_v, enabled, ports
 
     def apply_devices(self, caps: dict[str, float | None], battery_w: float | None,
-                      shave_above_w: float | None) -> None:
+                      shave_above_w: float | None,
+                      ramps: dict[str, tuple[float | None, float | None]] | None = None
+                      ) -> None:
         """The host's device caps (W, None = uncapped) and battery command (W, +
         discharging; `shave_above_w`: feed draw above which the battery's own loop acts)."""
         for k, dv in enumerate(self.rack.devices):
@@ -200,6 +206,17 @@ class RackPhysics:
         if self.battery is not None:
             self.battery.p_cmd = battery_w
             self.battery.shave_above_w = shave_above_w
+        if ramps is not None:
+            self.apply_ramps(ramps)
+
+    def apply_ramps(self, ramps: dict[str, tuple[float | None, float | None]]) -> None:
+        """Power smoothing per device: (up, down) W/s (None: not limited that way); a device
+        not named is not limited. A smoothed device ramps down no faster than allowed, burning
+        the difference, as a GPU's power smoothing does."""
+        for k, dv in enumerate(self.rack.devices):
+            up, down = ramps.get(dv.id, (None, None))
+            self.dev_ramp_up[k] = np.inf if not up else up
+            self.dev_ramp_down[k] = np.inf if not down else down
 
     def branch_closed(self) -> np.ndarray:
         closed = self.manual_closed.copy()
@@ -229,7 +246,11 @@ class RackPhysics:
             target = min((d.p_min_w + u * (d.p_max_w - d.p_min_w)) * self.load_scale, d.p_max_w)
             if self.t < self.dev_extra_until[k]:
                 target += self.dev_extra[k]
-            self.dev_p[k] += (target - self.dev_p[k]) * a
+            self.dev_target[k] = target
+            step = (target - self.dev_p[k]) * a
+            if dt > 0:  # power smoothing: the device's power moves no faster than commanded
+                step = min(max(step, -self.dev_ramp_down[k] * dt), self.dev_ramp_up[k] * dt)
+            self.dev_p[k] += step
 
     def step(self, dt: float) -> None:
         self.t += dt

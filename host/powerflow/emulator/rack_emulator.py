@@ -189,10 +189,13 @@ class EmulatedRack:
                     for k, dv in enumerate(self.rack.devices)}
 
     def apply_devices(self, caps: dict[str, float | None], battery_w: float | None,
-                      shave_above_w: float | None) -> None:
-        """Caps (W, None = uncapped) and the battery's command (W, + discharging)."""
+                      shave_above_w: float | None,
+                      ramps: dict[str, tuple[float | None, float | None]] | None = None
+                      ) -> None:
+        """Caps (W, None = uncapped), the battery's command (W, + discharging) and the
+        devices' power smoothing ((up, down) W/s)."""
         with self._lock:
-            self.physics.apply_devices(caps, battery_w, shave_above_w)
+            self.physics.apply_devices(caps, battery_w, shave_above_w, ramps)
 
     def battery_state(self) -> dict[str, float] | None:
         """The battery as its BMS reports it: soc (0..1), capacity (Wh), limits (W)."""

@@ -37,6 +37,7 @@ from powerflow.nodeconfig import HEARTBEAT_TIMEOUT_MS, LEASE_MS, session_config
 from powerflow.scenario.spec import Event, Scenario
 
 STEP_MS = 10  # the firmware's control period and the physics' step in fast mode
+RAMP_WINDOW_S = 0.1  # the feed's ramp rate is measured between means over this long (s)
 
 
 @dataclass
@@ -56,6 +57,12 @@ class Meter:
     feed_peak_w: float = 0.0
     capped_j: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per device, J unmet
     battery_j: float = 0.0  # energy in and out of the battery, J
+    # the feed's ramp rate: its mean over each RAMP_WINDOW_S, and the change between
+    # consecutive windows (W/s)
+    ramp_acc_j: float = 0.0
+    ramp_acc_s: float = 0.0
+    ramp_prev_w: float | None = None
+    ramps: list[float] = field(default_factory=list)
 
 
 # per period of a run: scalars (`t_s` at the period's end, s; `bus_vmin_v`/`bus_vmax_v`, the
@@ -172,6 +179,13 @@ class ScenarioRun:
         m.loss_wh += (loss["conversion"] + loss["distribution"]) * dt / 3600.0
         feed = ph.feed_power_w()
         m.feed_wh += feed * dt / 3600.0
+        m.ramp_acc_j += feed * dt
+        m.ramp_acc_s += dt
+        if m.ramp_acc_s >= RAMP_WINDOW_S - 1e-9:
+            w = m.ramp_acc_j / m.ramp_acc_s
+            if m.ramp_prev_w is not None:
+                m.ramps.append(abs(w - m.ramp_prev_w) / m.ramp_acc_s)
+            m.ramp_prev_w, m.ramp_acc_j, m.ramp_acc_s = w, 0.0, 0.0
         m.period_feed_j += feed * dt
         m.period_s += dt
         m.served_j += ph.served * dt
@@ -329,11 +343,18 @@ def arm_outcomes(res: RunResult, sc: Scenario) -> dict[str, Any]:
         on = res.series.get(f"node{n.id}.on", [])
         switchings += sum(1 for a, b in zip(on, on[1:]) if a != b)
     return {"capped_wh": round(sum(by_prio.values()), 3),
+            "feed_ramp_p99_w_per_s": ramp_p99(m),
             "capped_wh_by_priority": {k: round(v, 3) for k, v in sorted(by_prio.items())},
             "brownouts": m.p1_brownouts, "feed_limit_violations": m.feed_violations,
             "converter_switchings": switchings,
             "battery_throughput_wh": round(m.battery_j / 3600.0, 3),
             "loss_wh": round(m.loss_wh, 3)}
+
+
+def ramp_p99(m: Meter) -> float:
+    """The 99th percentile of the feed's ramp rate over the run (W/s, between consecutive
+    RAMP_WINDOW_S means): what a utility or a generator sees of the rack's swings."""
+    return round(float(np.percentile(m.ramps, 99)), 1) if m.ramps else 0.0
 
 
 VALUE_OUTCOMES = ("capped_wh", "feed_limit_violations", "brownouts", "loss_wh")
@@ -388,6 +409,7 @@ def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
         "max_reshare_periods": max(res.reshare_periods, default=0),
         "overtemp_trips": m.ot_trips, "energy_loss_wh": round(m.loss_wh, 3),
         "feed_energy_wh": round(m.feed_wh, 3), "feed_peak_w": round(m.feed_peak_w, 1),
+        "feed_ramp_p99_w_per_s": ramp_p99(m),
         "safe_allocations": res.fallbacks, "safe_mode_periods": res.safe_mode_periods,
         "cycle_ms_p50": round(float(np.percentile(cyc, 50)), 3),
         "cycle_ms_p99": round(float(np.percentile(cyc, 99)), 3),
@@ -413,6 +435,7 @@ def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
 # what `[expect]` may name: the outcomes above, baselines included
 OUTCOMES = ("feed_limit_violations", "priority1_brownouts", "max_reshare_periods",
             "overtemp_trips", "energy_loss_wh", "feed_energy_wh", "feed_peak_w",
+            "feed_ramp_p99_w_per_s",
             "safe_allocations", "safe_mode_periods", "cycle_ms_p50", "cycle_ms_p99",
             "loss_saved_vs_even_pct", "loss_saved_vs_droop_pct",
             *(f"baseline_{m}_{k}" for m in ("even", "droop")

@@ -23,6 +23,7 @@ async def inject(req: Fault, svc: HostService = Depends(service)) -> FaultApplie
 
 @router.post("/agent/samples", responses=errors(404, 409))
 def agent_sample(req: AgentSample, svc: HostService = Depends(service)) -> AgentCap:
-    """A server's agent reports its device; the answer carries the cap to apply (W)."""
-    return AgentCap(device=req.device, cap_w=svc.agent_sample(req.device, req.power_w,
-                                                              req.utilisation))
+    """A server's agent reports its device; the answer carries the cap to apply (W) and the
+    power smoothing (ramp rates, W/s) where the policy commands it."""
+    cap, (up, down) = svc.agent_sample(req.device, req.power_w, req.utilisation)
+    return AgentCap(device=req.device, cap_w=cap, ramp_up_w_per_s=up, ramp_down_w_per_s=down)
