@@ -109,6 +109,63 @@ def test_the_hint_commands_as_a_schedulers_prolog_and_epilog_run_them(host: Host
     assert r.returncode == 0 and json.loads(r.stdout)["end"] <= listed[0]["start"]
 
 
+def test_the_slurm_and_kubernetes_examples_send_their_hints(host: Host, tmp_path) -> None:
+    """examples/schedulers as a site would install them, against the real host: Slurm's
+    prolog and epilog (its `scontrol` a stand-in on PATH: Slurm is not installed here) and
+    the Kubernetes hook fed a pod's watch events."""
+    from tests.conftest import ROOT
+
+    ex = ROOT / "examples" / "schedulers"
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "scontrol").write_text(
+        '#!/bin/sh\ncase "$2" in\n hostnames) echo n1; echo n2; echo n3;;\n'
+        ' job) echo "JobId=$3 JobName=train TimeLimit=01:30:00 Partition=gpu";;\nesac\n')
+    (bin_ / "scontrol").chmod(0o755)
+    (tmp_path / "devices.map").write_text("n1 gpu0\nn2 gpu1\n")  # n3 is on no rack
+    (tmp_path / "hint.env").write_text(
+        f"POWERFLOW_HOST={host.url}\nPOWERFLOW_TOKEN={OPS}\n"
+        f"POWERFLOW_DEVICE_MAP={tmp_path / 'devices.map'}\nPOWERFLOW_WATTS=250\n")
+    env = {"PATH": f"{bin_}:{os.path.dirname(sys.executable)}:/usr/bin:/bin",
+           "POWERFLOW_HINT_ENV": str(tmp_path / "hint.env"), "SLURM_JOB_ID": "77",
+           "SLURM_JOB_NODELIST": "n[1-3]"}
+
+    def listed() -> dict[str, dict]:
+        return {h["job"]: h for h in call(host, "GET", "/api/v1/hints", READ).json()}
+
+    r = subprocess.run([str(ex / "slurm" / "prolog.sh")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    h = listed()["slurm-77"]
+    assert h["devices"] == ["gpu0", "gpu1"] and h["watts"] == 250.0
+    assert h["end"] - h["start"] == 5400.0  # the job's time limit
+    r = subprocess.run([str(ex / "slurm" / "epilog.sh")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "slurm-77" not in listed()
+
+    pod = {"metadata": {"namespace": "ml", "name": "trainer", "uid": "0123456789",
+                        "annotations": {"powerflow.io/devices": "gpu2,gpu3",
+                                        "powerflow.io/watts": "280",
+                                        "powerflow.io/duration": "3600"}},
+           "status": {"phase": "Pending"}}
+    stream = [{"type": "ADDED", "object": pod}]
+    for phase in ("Running", "Running", "Succeeded"):
+        stream.append({"type": "MODIFIED", "object": {**pod, "status": {"phase": phase}}})
+    r = subprocess.run([sys.executable, str(ex / "kubernetes" / "hint_hook.py")],
+                       input="\n".join(json.dumps(e, indent=1) for e in stream), env={
+                           **env, "POWERFLOW_HOST": host.url, "POWERFLOW_TOKEN": OPS},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    said = r.stderr.splitlines()
+    assert [x.split(":")[0] for x in said] == ["powerflow hint start k8s-ml/trainer/01234567",
+                                              "powerflow hint end k8s-ml/trainer/01234567"], said
+    assert "gpu2, gpu3 at about 280 W" in said[0]
+    assert not any(j.startswith("k8s-") for j in listed())
+    audit = call(host, "GET", "/api/v1/audit", READ).json()
+    hints = [a for a in audit if a["path"] == "/api/v1/hints"][-4:]
+    assert [(a["who"], a["status"]) for a in hints] == [("alice", 200)] * 4
+
+
 def test_server_sent_events_stream_live_state(host: Host) -> None:
     states = []
     with httpx.stream("GET", host.url + "/api/v1/stream", timeout=10,
