@@ -285,8 +285,12 @@ class Allocator:
         conv_cap = min(float(plim.sum()) / (1 + pol.reserve_frac),
                        pol.shave_at / pol.feed_margin * feed_dev)
         if bat is not None:
-            if conv_need > conv_cap and bat.soc > pol.battery_soc_min:
-                battery_w = min(conv_need - conv_cap, bat.p_discharge_max_w)
+            # discharge planned on the mean: the unit's own loop (battery_shave_above_w) meets
+            # a peak above it within the period, so the P95's margin is not drawn from the
+            # battery every period and its energy lasts for the peaks that come
+            need_mean = float(mean_c.sum())
+            if need_mean > conv_cap and bat.soc > pol.battery_soc_min:
+                battery_w = min(need_mean - conv_cap, bat.p_discharge_max_w)
             elif bat.soc < pol.battery_soc_target:
                 room = pol.recharge_below * feed_lim * eta - conv_need
                 battery_w = -min(bat.p_charge_max_w, max(room, 0.0))

@@ -49,6 +49,7 @@ class Meter:
     period_feed_j: float = 0.0
     period_s: float = 0.0
     served_j: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    demand_j: np.ndarray = field(default_factory=lambda: np.zeros(0))  # this period, J
     short_p1: bool = False  # a priority-1 device got less than it demanded this period
     feed_violations: int = 0
     p1_brownouts: int = 0
@@ -90,6 +91,7 @@ class ScenarioRun:
         allocator, predictive (the forecaster), reactive or oracle (see `scenario.arms`)."""
         self.sc = sc
         self.mode = mode
+        self.observe_demand = False
         rack = sc.rack
         self.fr = FastRack(rack, sc.seed, control_period_ms=STEP_MS)
         ph = self.fr.physics
@@ -113,6 +115,7 @@ class ScenarioRun:
             self._hints = scenario_hints(sc) if arm == "hinted" else []
         self.net = DcNetwork.of(rack)
         self.meter = Meter(served_j=np.zeros(len(rack.devices)),
+                           demand_j=np.zeros(len(rack.devices)),
                            capped_j=np.zeros(len(rack.devices)))
         self.p1 = np.array([dv.priority == 1 for dv in rack.devices])
         self.p_max = np.array([dv.p_max_w for dv in rack.devices])
@@ -189,6 +192,7 @@ class ScenarioRun:
         m.period_feed_j += feed * dt
         m.period_s += dt
         m.served_j += ph.served * dt
+        m.demand_j += np.minimum(ph.dev_p, self.p_max) * dt
         demand = np.minimum(ph.dev_p, self.p_max)
         m.capped_j += np.maximum(demand - ph.served, 0.0) * dt
         if ph.battery is not None:
@@ -219,11 +223,15 @@ class ScenarioRun:
         """The devices' mean power and utilisation over the period, and the mean feed (W)."""
         m, fr = self.meter, self.fr
         span = max(m.period_s, 1e-9)
-        devs = {dv.id: DeviceObs(float(m.served_j[k] / span), float(fr.physics.dev_util[k]))
+        # what a device's meter shows is what it was served; `observe_demand` (a diagnostic
+        # of what capping hides from the forecaster) shows what it asked instead
+        seen = m.demand_j if self.observe_demand else m.served_j
+        devs = {dv.id: DeviceObs(float(seen[k] / span), float(fr.physics.dev_util[k]))
                 for k, dv in enumerate(self.sc.rack.devices)}
         feed = m.period_feed_j / span
         m.period_feed_j, m.period_s = 0.0, 0.0
         m.served_j[:] = 0.0
+        m.demand_j[:] = 0.0
         return devs, feed
 
     def _record(self, t: float, alloc: Allocation | None) -> None:
