@@ -13,7 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from powerflow.forecast.models import (LAGS, SEASON_EVERY, SEASON_MIN_HISTORY, SEASON_WINDOW,
-                                       SWITCH_MARGIN, WINDOWS, season_lags, seasonal_forecast)
+                                       SWITCH_MARGIN, WINDOWS, season_lags, seasonal_forecast,
+                                       selector_decay)
 from powerflow.model.arrays import Floats
 
 MEAN_WINDOW = 120  # as RollingMean's default
@@ -41,7 +42,7 @@ class BatchForecaster:
         self.f_hist = np.zeros((hmax, n_dev, self.nf))  # features and levels of recent periods
         self.y_hist = np.zeros((hmax, n_dev))
         self.scale = np.ones(n_dev)
-        self.decay = 0.5 ** (1.0 / halflife)
+        self.decay = [selector_decay(halflife, h) for h in self.h]
         # per horizon, device, model (persistence, ridge, mean, seasonal)
         self.err = np.zeros((nh, n_dev, len(MODELS)))
         self.lags = np.zeros(n_dev, np.int64)  # each device's period (periods; 0: none)
@@ -93,7 +94,7 @@ class BatchForecaster:
             while q and q[0][0] <= self.t:
                 _, past, sel, margin = q.pop(0)
                 errs = np.abs(y[:, None] - past)
-                self.err[hi] = self.decay * self.err[hi] + (1 - self.decay) * errs
+                self.err[hi] = self.decay[hi] * self.err[hi] + (1 - self.decay[hi]) * errs
                 self.seen[hi] += 1
                 resid = y - sel
                 miss = (resid > margin).astype(float)

@@ -30,6 +30,7 @@ from powerflow.model.arrays import Floats
 LAGS = (1, 2, 5, 10, 30, 60)
 WINDOWS = (10, 60, 300)
 SWITCH_MARGIN = 0.03  # another model is selected over persistence only when this much better
+SELECT_HORIZON_SCALE = 10  # the selector's memory grows with the horizon beyond this (periods)
 SEASON_WINDOW = 360  # periods of history the period is found in
 SEASON_MAX_LAG = 120  # the longest period looked for (periods): a third of the window
 SEASON_MIN_R = 0.3  # autocorrelation at the period below which there is no period
@@ -219,6 +220,14 @@ class OnlineRidge:
         return {h: y + float(f @ self.w[h]) * self.scale for h in self.horizons}
 
 
+def selector_decay(halflife: float, h: int) -> float:
+    """The selector's per-period decay of its error record at horizon `h`: errors h periods
+    ahead are correlated over about h periods, so the record of a long horizon holds few
+    independent errors in a fixed half-life; it is stretched in proportion beyond
+    SELECT_HORIZON_SCALE, lest the selector switch on what is noise at that horizon."""
+    return 0.5 ** (1.0 / (halflife * max(1.0, h / SELECT_HORIZON_SCALE)))
+
+
 class Selector:
     """Per horizon, the forecast of the model with the lowest recent absolute error."""
 
@@ -227,13 +236,13 @@ class Selector:
     def __init__(self, models: list, horizons: tuple[int, ...], halflife: float = 120.0) -> None:
         self.models = models
         self.horizons = horizons
-        self.decay = 0.5 ** (1.0 / halflife)
+        self.decay = {h: selector_decay(halflife, h) for h in horizons}
         self.err = {h: np.zeros(len(models)) for h in horizons}
         self.seen = {h: 0 for h in horizons}
 
     def score(self, h: int, errors: Floats) -> None:
         """Record the absolute errors the models made for horizon h (as targets arrive)."""
-        self.err[h] = self.decay * self.err[h] + (1 - self.decay) * errors
+        self.err[h] = self.decay[h] * self.err[h] + (1 - self.decay[h]) * errors
         self.seen[h] += 1
 
     def choose(self, h: int) -> int:
