@@ -1,10 +1,13 @@
-"""What prediction buys: every shipped scenario under the three arms (the allocator fed by the
-forecaster, by persistence, by perfect foresight), the same rack, seed and events; per arm
-unmet energy (Wh), brownouts, feed-limit violations, converter switchings, losses (Wh), and
-prediction_value (the share of the reactive-to-oracle gap the forecaster closes). In-process,
-fast mode.
+"""What prediction buys: every shipped scenario under the four arms (the allocator fed by the
+forecaster, by persistence, by perfect foresight, by the forecaster with the scenario's job
+hints as a scheduler sends them), the same rack, seed and events; per arm unmet energy (Wh),
+brownouts, feed-limit violations, the feed's ramp rate (p99, W/s), converter switchings,
+battery throughput and losses (Wh); prediction_value and hint_value (the share of the
+reactive-to-oracle gap the predictive and the hinted arm close). Then a diagnostic on
+training-jobs: the predictive arm with the forecaster shown each device's demand instead of
+what it was served (what caps hide from it). In-process, fast mode.
 
-    .venv/bin/python bench/bench_arms.py
+    .venv/bin/python -u bench/bench_arms.py
 """
 
 from __future__ import annotations
@@ -12,32 +15,43 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from powerflow.scenario.runner import run_arms
+from powerflow.scenario.arms import ARMS
+from powerflow.scenario.runner import ScenarioRun, arm_outcomes, run_arms
 from powerflow.scenario.spec import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("capped_wh", "feed_limit_violations", "brownouts", "loss_wh")
 
 
 def main() -> None:
-    print("| scenario | arm | unmet Wh | brownouts | feed violations | switchings | loss Wh |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scenario | arm | unmet Wh | brownouts | feed violations | feed ramp p99 W/s | "
+          "switchings | battery Wh | loss Wh |")
+    print("|---|---|---|---|---|---|---|---|---|")
     values = []
     for f in sorted((ROOT / "examples" / "scenarios").glob("*.toml")):
         sc = load_scenario(f)
         t = time.perf_counter()
-        out = run_arms(sc)
+        out = run_arms(sc, ARMS)
         for arm, a in out["arms"].items():
             print(f"| {f.stem} | {arm} | {a['capped_wh']:.2f} | {a['brownouts']} | "
-                  f"{a['feed_limit_violations']} | {a['converter_switchings']} | "
-                  f"{a['loss_wh']:.2f} |")
-        values.append((f.stem, out["prediction_value"], time.perf_counter() - t))
-    print("\n| scenario | prediction_value: unmet energy | feed violations | brownouts | loss | "
-          "time |")
-    print("|---|---|---|---|---|---|")
-    for name, v, el in values:
-        cell = ["—" if v.get(k) is None else f"{v[k]:.2f}"
-                for k in ("capped_wh", "feed_limit_violations", "brownouts", "loss_wh")]
-        print(f"| {name} | " + " | ".join(cell) + f" | {el:.0f} s |")
+                  f"{a['feed_limit_violations']} | {a['feed_ramp_p99_w_per_s']:.0f} | "
+                  f"{a['converter_switchings']} | {a['battery_throughput_wh']:.2f} | "
+                  f"{a['loss_wh']:.2f} |", flush=True)
+        values.append((f.stem, out["prediction_value"], out.get("hint_value", {}),
+                       time.perf_counter() - t))
+    print("\n| scenario | value of | unmet energy | feed violations | brownouts | loss | time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, v, hv, el in values:
+        for what, val in (("prediction", v), ("hints", hv)):
+            cell = ["—" if val.get(k) is None else f"{val[k]:.2f}" for k in KEYS]
+            print(f"| {name} | {what} | " + " | ".join(cell) + f" | {el:.0f} s |")
+    sc = load_scenario(ROOT / "examples" / "scenarios" / "training-jobs.toml")
+    r = ScenarioRun(sc, "controlled", "predictive")
+    r.observe_demand = True
+    a = arm_outcomes(r.run(), sc)
+    print(f"\ntraining-jobs, predictive, the forecaster shown demand instead of served power: "
+          f"unmet {a['capped_wh']:.2f} Wh, feed violations {a['feed_limit_violations']}, "
+          f"loss {a['loss_wh']:.2f} Wh")
 
 
 if __name__ == "__main__":

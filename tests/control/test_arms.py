@@ -69,12 +69,61 @@ def test_arms_and_the_value_of_prediction() -> None:
 
 def test_the_cli_takes_arms_and_refuses_unknown_ones() -> None:
     r = subprocess.run([sys.executable, "-m", "powerflow.cli", "scenario", "run", str(SPIKE),
-                        "--arms", "reactive,oracle", "--json", "--quiet"],
+                        "--arms", "reactive,oracle,hinted", "--json", "--quiet"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out["arms"]) == {"reactive", "oracle"} and out["prediction_value"] == {}
+    assert set(out["arms"]) == {"reactive", "oracle", "hinted"}
+    assert out["prediction_value"] == {} and set(out["hint_value"]) == {
+        "capped_wh", "feed_limit_violations", "brownouts", "loss_wh"}
     r = subprocess.run([sys.executable, "-m", "powerflow.cli", "scenario", "run", str(SPIKE),
                         "--arms", "predictive,psychic"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "psychic" in r.stderr and "Traceback" not in r.stderr
+
+
+HINTED = """
+[scenario]
+name = "one job"
+rack = "RACK"
+duration_s = 90
+seed = 2
+[[job]]
+kind = "training"
+devices = ["gpu2", "gpu3"]
+start_s = 70
+duration_s = 15
+init_s = 0
+busy_util = 0.9
+"""
+
+
+def test_the_hinted_arm_announces_the_jobs_and_the_allocator_readies_supply(tmp_path) -> None:
+    from powerflow.control.hints import HINT_LEAD_S
+    from powerflow.scenario.arms import HINT_NOTICE_S, scenario_hints
+
+    p = tmp_path / "one-job.toml"
+    p.write_text(HINTED.replace("RACK", str(ROOT / "examples" / "racks" / "small-pod.toml")))
+    sc = load_scenario(p)
+    (h,) = scenario_hints(sc)
+    busy = 80.0 + 0.9 * (300.0 - 80.0)  # what the physics will ask of each GPU
+    assert h.devices == ("gpu2", "gpu3") and h.watts == pytest.approx(busy)
+    assert h.start_t == 69.0 and h.issue_t == 69.0 - HINT_NOTICE_S  # after 1 s of settling
+    assert h.duration_s == 15.0
+    r = ScenarioRun(sc, "controlled", "hinted")
+    r.start()
+    uppers = {}
+    for p_ in range(75):
+        a = r.step(p_)
+        uppers[p_ + 1] = a.devices["gpu2"]["p95_w"]
+        if p_ + 1 == 8:
+            assert r.ctrl.hints.listing(8.0) == []  # not yet announced
+        if p_ + 1 == 20:
+            assert [x.job for x in r.ctrl.hints.listing(20.0)] == ["job1"]
+    # before the lead the bound is the idle GPU's; within it, the job's power is ready
+    assert max(uppers[t] for t in range(20, 69 - int(HINT_LEAD_S))) < 150.0
+    lead = [uppers[t] for t in range(69 - int(HINT_LEAD_S) + 1, 69)]
+    assert min(lead) >= busy - 1e-6
+    # the reactive and predictive arms send no hints
+    q = ScenarioRun(sc, "controlled", "predictive")
+    assert q._hints == [] and ScenarioRun(sc, "controlled", "hinted")._hints
