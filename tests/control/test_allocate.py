@@ -181,3 +181,26 @@ def test_an_operator_pin_fixes_a_converter_and_the_others_share_the_rest() -> No
                                   + a.predicted["loss_distribution_w"], rel=1e-3)
     assert [f["id"] for f in a.flows] == ["A-B", "B-C", "C-D", "D-A"]
     assert a.flows[3]["current_a"] == 0.0 and not a.flows[3]["closed"]
+
+
+def test_the_largest_joint_jump_is_remembered_for_its_memory_and_kept_in_reserve() -> None:
+    """Devices that jump together (a synchronous job) are covered after the first time: the
+    controller keeps the largest one-period rise of the devices' total for jump_memory_s and
+    the allocator keeps converters on for it; after the memory it is forgotten."""
+    from powerflow.control.controller import DeviceObs, RackController
+
+    rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
+    ctrl = RackController(rack)
+    ctrl.set_policy({"jump_memory_s": 100.0})
+    ids = [dv.id for dv in rack.devices]
+    low = {d: DeviceObs(90.0, 0.1) for d in ids}
+    high = {d: DeviceObs(290.0 if d.startswith("gpu") else 90.0, 0.9) for d in ids}
+    t = 0.0
+    for obs in [low] * 5 + [high] * 3 + [low] * 3 + [high] + [low] * 2:
+        ctrl._forecast(t, obs)
+        t += 1.0
+    assert ctrl.jump_w() == pytest.approx(800.0)  # four GPUs, +200 W each, in one period
+    for _ in range(120):
+        ctrl._forecast(t, low)
+        t += 1.0
+    assert ctrl.jump_w() == 0.0  # forgotten after its memory

@@ -82,6 +82,9 @@ class RackView:
     feed_w: float = 0.0  # measured feed draw now, W
     sag: str = ""  # why the bus is in trouble now (a node current-limited or under the band)
     feed_budget_w: float | None = None  # W a site controller leases the feed (None: no site)
+    # the largest rise of the devices' total power in one period seen lately, W (the
+    # controller's record; jumps of devices that move together)
+    jump_w: float = 0.0
 
 
 @dataclass
@@ -301,12 +304,14 @@ class Allocator:
         reason = "optimal"
         # the largest jump one device could make now, per segment (W)
         step = np.zeros(self.net.nseg)
+        headroom = np.zeros(self.net.nseg)  # W all of a segment's devices could still rise
         if pol.step_reserve:
             np.maximum.at(step, self.dev_seg, np.maximum(capv - mean_c, 0.0))
+            np.add.at(headroom, self.dev_seg, np.maximum(capv - mean_c, 0.0))
         try:
             if safe:
                 raise _SafeMode(safe)
-            on, node_why = self._shed(closed, load_hi, step, plim, avail, view, pol, mem)
+            on, node_why = self._shed(closed, load_hi, step, headroom, plim, avail, view, pol, mem)
             lo = np.zeros(len(self.node_ids))
             for k, i in enumerate(self.node_ids):
                 if on[k] and str(i) in pol.node_output_w:
@@ -418,7 +423,8 @@ class Allocator:
         return best, why
 
     # ---- 5. phase shedding ---------------------------------------------------------------
-    def _shed(self, closed: Bools, load: Floats, step: Floats, plim: Floats, avail: Bools, view: RackView,
+    def _shed(self, closed: Bools, load: Floats, step: Floats, headroom: Floats, plim: Floats,
+              avail: Bools, view: RackView,
               pol: Policy, mem: Memory) -> tuple[Bools, dict[int, str]]:
         nview = {nv.id: nv for nv in view.nodes}
         isl = self.net.islands(closed)
@@ -470,7 +476,12 @@ class Allocator:
                     ks.remove(tired)
                     ks.append(tired)
                     mem.last_rotation_t = view.t
-            need = max(demand * (1 + pol.reserve_frac), demand + float(step[isl == lab].max()))
+            # held above the P95: the reserve, one device's jump to its max, and (step_reserve)
+            # the rack's largest recent jump as far as this island's devices can make it
+            jump = (min(view.jump_w, float(headroom[isl == lab].sum()))
+                    if pol.step_reserve else 0.0)
+            need = max(demand * (1 + pol.reserve_frac),
+                       demand + max(float(step[isl == lab].max()), jump))
             best_n, best_loss = len(ks), np.inf
             karr = np.array(ks, np.int64)
             cum = np.cumsum(plim[karr])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,10 @@ class RackController:
         self.dev_index = {dv.id: k for k, dv in enumerate(rack.devices)}
         # what schedulers announced (POST /hints): folded into the forecasts each period
         self.hints = HintBook({dv.id: (dv.p_min_w, dv.p_max_w) for dv in rack.devices})
+        # one-period rises of the devices' total (t, W), decreasing: a monotonic queue, so
+        # the largest within jump_memory_s is at its head whatever the period
+        self._jumps: deque[tuple[float, float]] = deque()
+        self._last_total: float | None = None
         self.forecasts: dict[str, DeviceForecast] = {dv.id: DeviceForecast()
                                                      for dv in rack.devices}
         self.last_power = {dv.id: dv.p_nom_w for dv in rack.devices}
@@ -138,6 +143,7 @@ class RackController:
             self.last_power[dv.id] = float(y[k])
             u[k, 0] = 0.0 if ob.utilisation is None else float(ob.utilisation)
         means, uppers, models = self.forecaster.step(y, u, stale)
+        self._record_jump(t, float(y.sum()))
         ready: dict[str, float] = {}
         if self.hints.hints:
             self.hints.expire(t)
@@ -167,6 +173,22 @@ class RackController:
                 {h: names[int(models[h][k])] for h in HORIZONS}, bool(stale[k]))
             views.append(DeviceView(dv.id, float(mean1[k]), float(upper1[k]), float(y[k])))
         return views
+
+    def _record_jump(self, t: float, total_w: float) -> None:
+        """Keep the rises of the devices' total power from one period to the next (W) for the
+        policy's jump_memory_s: the largest is what devices moving together can do at once."""
+        if self._last_total is not None and total_w > self._last_total:
+            rise = total_w - self._last_total
+            while self._jumps and self._jumps[-1][1] <= rise:
+                self._jumps.pop()  # a smaller, older rise can never again be the largest
+            self._jumps.append((t, rise))
+        self._last_total = total_w
+        while self._jumps and self._jumps[0][0] < t - self.policy.jump_memory_s:
+            self._jumps.popleft()
+
+    def jump_w(self) -> float:
+        """The largest one-period rise of the devices' total seen within jump_memory_s (W)."""
+        return self._jumps[0][1] if self._jumps and self.policy.jump_memory_s > 0 else 0.0
 
     def readings(self, t: float, nodes: dict[int, NodeObs]) -> dict[int, Reading]:
         return {n.id: reading(nodes.get(n.id, NodeObs(False, {}, float("inf"))), t,
@@ -242,7 +264,7 @@ class RackController:
             if rd[n.id].mode in (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC):
                 self.run_s[n.id] += pol.period_s
         view = RackView(t, self._views(rd, nodes), self._forecast(t, devices), battery, feed_w,
-                        self._sag(nodes), self._budget(t))
+                        self._sag(nodes), self._budget(t), jump_w=self.jump_w())
         alloc = self.allocator.allocate(view, pol, self.memory, safe=self._safe_reason())
         self._probes(alloc)
         self._report(alloc, m)
@@ -302,7 +324,7 @@ class RackController:
             devs.append(DeviceView(dv.id, mean, upper, self.last_power[dv.id]))
         rd = self.readings(t, nodes)
         view = RackView(t, self._views(rd, nodes), devs, battery, feed_w, self._sag(nodes),
-                        self._budget(t))
+                        self._budget(t), jump_w=self.jump_w())
         alloc = self.allocator.allocate(view, self.policy, memory, safe=self._safe_reason())
         self._probes(alloc)
         self._report(alloc, measure(rd))

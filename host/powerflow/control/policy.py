@@ -30,6 +30,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "uncap_below": (0.3, 1.0),
     "release_per_period": (1, 1000),
     "ramp_w_per_s": (0.0, 1e7),
+    "jump_memory_s": (0.0, 7 * 86400.0),
     "smoothing_up_w_per_s": (0.0, 1e6),
     "smoothing_down_w_per_s": (0.0, 1e6),
     "v_min_pu": (0.8, 1.0),
@@ -57,6 +58,9 @@ class Policy:
     power_saving: bool = True  # phase shedding: switch off converters light load does not need
     reserve_frac: float = 0.10  # capacity held above the P95 demand forecast
     step_reserve: bool = True  # ... and at least enough for any one device to jump to its max
+    # ... and for the largest rise of the devices' total in one period seen this long (s): a
+    # synchronous job's devices jump together, which no one device's step covers; 0 = off
+    jump_memory_s: float = 3600.0
     max_load_frac: float = 0.90  # most of a converter's (derated) rating planned for use
     feed_margin: float = 0.97  # fraction of the feed breaker limit planned for use
     cap_at: float = 1.0  # cap devices when P95 demand exceeds this fraction of supply
