@@ -215,8 +215,9 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     hs.add_argument("--devices", required=True, metavar="ID,ID,...",
                     help="the job's devices: rack device ids, comma-separated; a range "
                          "gpu0..gpu3 names gpu0, gpu1, gpu2 and gpu3")
-    hs.add_argument("--watts", required=True, type=float, metavar="W",
-                    help="about this many W per device while the job runs")
+    hs.add_argument("--watts", type=float, default=None, metavar="W",
+                    help="about this many W per device while the job runs (default: as much "
+                         "as each device may draw, its p_max_w)")
     hs.add_argument("--for", dest="duration", required=True, metavar="DURATION",
                     help="how long it runs: 90s, 10m, 2h or seconds")
     hs.add_argument("--at", default="now", metavar="WHEN",

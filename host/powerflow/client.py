@@ -322,7 +322,8 @@ def cmd_hint(args: Any) -> int:
     elif args.hint_command == "start":
         out = call("POST", url, "/hints", json_body={
             "kind": "start", "job": args.job, "devices": _device_list(args.devices),
-            "watts": args.watts, "duration_s": _duration(args.duration, "--for"),
+            **({} if args.watts is None else {"watts": args.watts}),
+            "duration_s": _duration(args.duration, "--for"),
             **_when(args.at)})
     else:
         out = call("POST", url, "/hints", json_body={"kind": "end", "job": args.job,
@@ -335,7 +336,8 @@ def cmd_hint(args: Any) -> int:
         print("no hints in force")
     now = time.time()
     for h in rows:
-        print(f"job {h['job']}: {', '.join(h['devices'])} at about {h['watts']:g} W each, "
+        power = "up to p_max_w" if h["watts"] is None else f"about {h['watts']:g} W"
+        print(f"job {h['job']}: {', '.join(h['devices'])} at {power} each, "
               f"from {h['start'] - now:+.0f} s to {h['end'] - now:+.0f} s from now")
     return 0
 

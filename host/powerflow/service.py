@@ -157,10 +157,10 @@ class HostService:
                     if v is not None:
                         raise Invalid(f"hint: field '{name}': an end hint names the job only")
                 return book.end(now, job, when).as_dict()
-            for name, v in (("devices", devices), ("watts", watts), ("duration_s", duration_s)):
+            for name, v in (("devices", devices), ("duration_s", duration_s)):
                 if v is None:
                     raise Invalid(f"hint: field '{name}': a start hint needs it")
-            assert devices is not None and watts is not None and duration_s is not None
+            assert devices is not None and duration_s is not None
             return book.start(now, job, devices, when, watts, duration_s).as_dict()
         except HintError as e:
             raise Invalid(str(e)) from None

@@ -322,7 +322,7 @@ def test_job_hints_are_for_operators_checked_audited_and_move_the_forecast(tmp_p
             "watts": 290.0, "duration_s": 600.0}
     bad = [{**good, "devices": ["gpu9"]}, {**good, "in_s": 7200.0},
            {**good, "in_s": None, "at": 1.0}, {**good, "watts": 1000.0},
-           {**good, "watts": None}, {**good, "at": 2e9}, {**good, "extra": 1},
+           {**good, "duration_s": None}, {**good, "at": 2e9}, {**good, "extra": 1},
            {"kind": "end", "job": "nope"}, {"kind": "end", "job": "slurm-4711", "watts": 5.0},
            {**good, "kind": "pause"}]
 

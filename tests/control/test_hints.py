@@ -74,14 +74,31 @@ def test_a_hint_raises_the_forecast_and_the_allocators_bound_before_the_start_on
     assert ctrl.forecasts["gpu2"].mean_w[10] == pytest.approx(100.0, abs=1.0)  # not hinted
     assert views["gpu0"].upper_w == 290.0 and views["gpu0"].mean_w < 110.0  # supply ready
     assert views["gpu2"].upper_w < 150.0
-    # an end hint lowers the mean after the end, never the bound
-    ctrl.hints.end(t, "train", t + 8.0)
+    # an end hint ends the hint's influence: the forecast is the forecaster's again
+    ctrl.hints.end(t, "train", t + 3.0)
     ctrl._forecast(t + 1.0, obs)
     g = ctrl.forecasts["gpu0"]
-    assert g.mean_w[10] == 80.0 and g.upper_w[10] >= 100.0
+    assert g.mean_w[10] == pytest.approx(100.0, abs=1.0)
+    # a hint below what is measured lowers nothing, forecast or bound
+    before = {v.id: v for v in ctrl._forecast(t + 2.0, obs)}
+    ctrl.hints.start(t + 2.0, "small", ["gpu3"], t + 3.0, 10.0, 60.0)
+    after = {v.id: v for v in ctrl._forecast(t + 3.0, obs)}
+    h = ctrl.forecasts["gpu3"]
+    assert h.mean_w[10] == pytest.approx(100.0, abs=1.0) and h.upper_w[10] >= 100.0
+    assert after["gpu3"].upper_w >= before["gpu3"].upper_w - 1.0
+    assert after["gpu3"].mean_w == pytest.approx(before["gpu3"].mean_w, abs=1.0)
+    # a hint without watts readies each device's p_max_w
+    ctrl.hints.start(t + 3.0, "full", ["cpu0"], t + 10.0, None, 60.0)
+    views = {v.id: v for v in ctrl._forecast(t + 4.0, obs)}
+    assert views["cpu0"].upper_w == 150.0
     # long after its start the hint no longer holds the allocator's bound up
-    ctrl.hints.start(t + 1.0, "later", ["gpu1"], t + 2.0, 290.0, 600.0)
+    ctrl.hints.start(t + 4.0, "later", ["gpu1"], t + 5.0, 290.0, 600.0)
     for k in range(int(HINT_LEAD_S) + 2):
-        views = {v.id: v for v in ctrl._forecast(t + 2.0 + k, obs)}
+        views = {v.id: v for v in ctrl._forecast(t + 5.0 + k, obs)}
     assert views["gpu1"].upper_w < 200.0
     assert set(HORIZONS) == set(g.mean_w)
+    book = HintBook({f"d{k}": (0.0, 100.0) for k in range(20)})
+    for k in range(10000 // 20):  # the device entries of all hints held are bounded
+        book.start(0.0, f"j{k}", [f"d{i}" for i in range(20)], 0.0, 1.0, 60.0)
+    with pytest.raises(HintError, match="at most 10000 in all"):
+        book.start(0.0, "more", ["d0"], 0.0, 1.0, 60.0)

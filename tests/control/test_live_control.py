@@ -99,8 +99,8 @@ def test_agent_samples_and_their_caps(host: Host) -> None:
         wait_for(lambda: host.api("/control")["periods"] > n0 + 1, 10, "a period under it")
         r = httpx.post(host.url + "/api/v1/agent/samples",
                        json={"device": "gpu0", "power_w": 250.0}, timeout=5)
-        assert r.json()["ramp_up_w_per_s"] == 120.0 and r.json()["ramp_down_w_per_s"] is None
-        assert host.api("/allocation")["devices"]["gpu0"]["ramp_up_w_per_s"] == 120.0
+        assert r.json()["smoothing_up_w_per_s"] == 120.0 and r.json()["smoothing_down_w_per_s"] is None
+        assert host.api("/allocation")["devices"]["gpu0"]["smoothing_up_w_per_s"] == 120.0
     finally:
         put(host, "/policy", {"smoothing_up_w_per_s": 0.0})
 

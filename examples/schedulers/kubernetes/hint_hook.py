@@ -11,7 +11,8 @@ annotations; the device ids are the rack's:
     metadata:
       annotations:
         powerflow.io/devices: "gpu0,gpu1"     # the devices it runs on (required)
-        powerflow.io/watts: "600"             # W per device while it runs (default 600)
+        powerflow.io/watts: "280"             # W per device while it runs (default: each
+                                              # device's p_max_w)
         powerflow.io/duration: "7200"         # s it is expected to run (default 86400)
 
 The host, token and CA come from POWERFLOW_HOST, POWERFLOW_TOKEN (an operator token) and
@@ -43,8 +44,8 @@ def hints_for(event: dict[str, Any]) -> list[list[str]]:
     if event.get("type") == "DELETED" or phase in ("Succeeded", "Failed"):
         return [["end", job]]
     if phase == "Running":
-        return [["start", job, "--devices", devices,
-                 "--watts", notes.get(ANNOTATION + "watts", "600"),
+        watts = notes.get(ANNOTATION + "watts")
+        return [["start", job, "--devices", devices, *(["--watts", watts] if watts else []),
                  "--for", notes.get(ANNOTATION + "duration", "86400")]]
     return []
 

@@ -4,7 +4,8 @@
 # It reads:
 #   /etc/powerflow/hint.env      POWERFLOW_HOST, POWERFLOW_TOKEN (an operator token),
 #                                POWERFLOW_CACERT; optional POWERFLOW_WATTS (W per device
-#                                while a job runs, default 600) and POWERFLOW_DEVICE_MAP
+#                                while a job runs; unset: each device's p_max_w, the most
+#                                it may draw) and POWERFLOW_DEVICE_MAP
 #   the device map               one line per Slurm node: NODE DEVICE[,DEVICE...]
 #                                (default /etc/powerflow/devices.map)
 # A hint is advisory: whatever happens here, the job starts (exit 0 always; the reason goes
@@ -13,7 +14,7 @@ set -u
 ENV_FILE=${POWERFLOW_HINT_ENV:-/etc/powerflow/hint.env}
 [ -r "$ENV_FILE" ] && . "$ENV_FILE"
 MAP=${POWERFLOW_DEVICE_MAP:-/etc/powerflow/devices.map}
-WATTS=${POWERFLOW_WATTS:-600}
+WATTS=${POWERFLOW_WATTS:-}
 export POWERFLOW_HOST POWERFLOW_TOKEN POWERFLOW_CACERT 2>/dev/null
 
 job=${SLURM_JOB_ID:?}
@@ -32,6 +33,6 @@ secs=$(echo "$limit" | awk -F'[-:]' '
     { n = NF; s = $n + 60 * $(n - 1); if (n >= 3) s += 3600 * $(n - 2);
       if (n >= 4) s += 86400 * $(n - 3); print s }')
 
-powerflow hint start "slurm-$job" --devices "$devices" --watts "$WATTS" --for "$secs" \
-    || echo "powerflow prolog: job $job: hint not taken" >&2
+powerflow hint start "slurm-$job" --devices "$devices" ${WATTS:+--watts "$WATTS"} \
+    --for "$secs" || echo "powerflow prolog: job $job: hint not taken" >&2
 exit 0

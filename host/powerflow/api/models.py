@@ -210,10 +210,10 @@ class FaultApplied(BaseModel):
 class AgentCap(BaseModel):
     device: str
     cap_w: float | None = Field(description="the cap the agent should apply, W; null: none")
-    ramp_up_w_per_s: float | None = Field(
+    smoothing_up_w_per_s: float | None = Field(
         None, description="power smoothing to apply: the most the device's power may rise, "
                           "W/s (e.g. NVIDIA power smoothing's ramp-up rate); null: none")
-    ramp_down_w_per_s: float | None = Field(
+    smoothing_down_w_per_s: float | None = Field(
         None, description="the most it may fall, W/s; null: none")
 
 
@@ -279,9 +279,9 @@ class DevicePlan(BaseModel):
     forecast_w: float = Field(description="mean forecast, W")
     p95_w: float = Field(description="P95 forecast, W")
     cap_w: float | None = Field(description="cap, W; null: uncapped")
-    ramp_up_w_per_s: float | None = Field(None, description="power smoothing commanded: the "
+    smoothing_up_w_per_s: float | None = Field(None, description="power smoothing commanded: the "
                                           "most its power may rise, W/s; null: none")
-    ramp_down_w_per_s: float | None = Field(None, description="the most it may fall, W/s; "
+    smoothing_down_w_per_s: float | None = Field(None, description="the most it may fall, W/s; "
                                             "null: none")
     binding: str
 
@@ -328,7 +328,8 @@ class HintIn(Strict):
                                       description="start: the job's devices (rack device ids)")
     at: float | None = Field(None, description="when, Unix time (s)")
     in_s: float | None = Field(None, description="when, s from now (instead of at)")
-    watts: float | None = Field(None, description="start: about this many W per device")
+    watts: float | None = Field(None, description="start: about this many W per device "
+                                                  "(omitted: each device's p_max_w)")
     duration_s: float | None = Field(None, description="start: how long the job runs, s")
 
 
@@ -337,7 +338,8 @@ class HintOut(BaseModel):
     devices: list[str]
     start: float = Field(description="Unix time (s) the job starts")
     end: float = Field(description="Unix time (s) it ends; the hint expires then")
-    watts: float = Field(description="W per device, about")
+    watts: float | None = Field(description="W per device, about; null: each device's "
+                                            "p_max_w")
 
 
 class PolicyView(BaseModel):

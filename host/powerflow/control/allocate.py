@@ -285,15 +285,18 @@ class Allocator:
         # 3. battery: shave the P95 peak above the feed's limit; recharge in valleys
         battery_w = 0.0
         conv_need = float(upper_c.sum())
-        conv_cap = min(float(plim.sum()) / (1 + pol.reserve_frac),
-                       pol.shave_at / pol.feed_margin * feed_dev)
+        conv_term = float(plim.sum()) / (1 + pol.reserve_frac)
+        feed_term = pol.shave_at / pol.feed_margin * feed_dev
+        conv_cap = min(conv_term, feed_term)
         if bat is not None:
-            # discharge planned on the mean: the unit's own loop (battery_shave_above_w) meets
-            # a peak above it within the period, so the P95's margin is not drawn from the
-            # battery every period and its energy lasts for the peaks that come
-            need_mean = float(mean_c.sum())
-            if need_mean > conv_cap and bat.soc > pol.battery_soc_min:
-                battery_w = min(need_mean - conv_cap, bat.p_discharge_max_w)
+            # where the feed is what binds, discharge is planned on the mean: the unit's own
+            # loop (battery_shave_above_w) meets a peak above the feed's limit within the
+            # period, so the P95's margin is not drawn from the battery every period and its
+            # energy lasts for the peaks that come. Where the converters bind, that loop
+            # (which watches the feed) would not see the peak: planned on the P95.
+            need = float(mean_c.sum()) if feed_term <= conv_term else conv_need
+            if need > conv_cap and bat.soc > pol.battery_soc_min:
+                battery_w = min(need - conv_cap, bat.p_discharge_max_w)
             elif bat.soc < pol.battery_soc_target:
                 room = pol.recharge_below * feed_lim * eta - conv_need
                 battery_w = -min(bat.p_charge_max_w, max(room, 0.0))
@@ -357,8 +360,8 @@ class Allocator:
                           "forecast_w": round(float(mean[k]), 2),
                           "p95_w": round(float(upper[k]), 2),
                           "cap_w": None if (c := caps[d]) is None else round(float(c), 2),
-                          "ramp_up_w_per_s": pol.smoothing_up_w_per_s or None,
-                          "ramp_down_w_per_s": pol.smoothing_down_w_per_s or None,
+                          "smoothing_up_w_per_s": pol.smoothing_up_w_per_s or None,
+                          "smoothing_down_w_per_s": pol.smoothing_down_w_per_s or None,
                           "binding": dev_binding[d]}
         loss_conv = float(sum(n["loss_w"] for n in nodes.values()))
         predicted = {"loss_conversion_w": round(loss_conv, 3),

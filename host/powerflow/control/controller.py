@@ -144,7 +144,6 @@ class RackController:
             u[k, 0] = 0.0 if ob.utilisation is None else float(ob.utilisation)
         means, uppers, models = self.forecaster.step(y, u, stale)
         self._record_jump(t, float(y.sum()))
-        ready: dict[str, float] = {}
         if self.hints.hints:
             self.hints.expire(t)
             means = {h: m.copy() for h, m in means.items()}
@@ -157,14 +156,14 @@ class RackController:
                 means[h] = np.array([mean_h[i] for i in ids])
                 uppers[h] = np.array([upper_h[i] for i in ids])
             ready = self.hints.prepare(t)
+            for dev, w in ready.items():  # supply ready before a hinted job starts
+                k = self.dev_index[dev]
+                uppers[1][k] = max(uppers[1][k], w)
         pmax = self.pmax.copy()
         for dev, cap in self.policy.p_max_w.items():
             pmax[self.dev_index[dev]] = cap
         mean1 = np.clip(means[1], 0.0, pmax)
-        upper1 = np.maximum(uppers[1], means[1])
-        for dev, w in ready.items():  # supply ready before a hinted job starts
-            upper1[self.dev_index[dev]] = max(upper1[self.dev_index[dev]], w)
-        upper1 = np.clip(upper1, 0.0, pmax)
+        upper1 = np.clip(np.maximum(uppers[1], means[1]), 0.0, pmax)
         names = MODELS
         views = []
         for k, dv in enumerate(self.rack.devices):

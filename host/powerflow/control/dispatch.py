@@ -67,9 +67,9 @@ class Dispatcher:
             if port_closed(c.port_state, b.port[1]) != want:
                 ports[b.port] = want
         self.prev = a
-        ramps = {dev: (p.get("ramp_up_w_per_s"), p.get("ramp_down_w_per_s"))
+        ramps = {dev: (p.get("smoothing_up_w_per_s"), p.get("smoothing_down_w_per_s"))
                  for dev, p in a.devices.items()
-                 if p.get("ramp_up_w_per_s") or p.get("ramp_down_w_per_s")}
+                 if p.get("smoothing_up_w_per_s") or p.get("smoothing_down_w_per_s")}
         return Commands(setpoints=setpoints, ports=ports, caps=dict(a.caps),
                         battery_w=a.battery_w, battery_shave_above_w=a.battery_shave_above_w,
                         ramps=ramps)

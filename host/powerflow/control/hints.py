@@ -5,10 +5,10 @@ time T with about W watts each for D seconds" and "job J ends at T". The control
 them into the forecasts and the allocator prepares supply before the start (converters on,
 lower classes capped in advance) — see `RackController`. Hints are advisory:
 
-- they can only *raise* what the allocator prepares for (the hinted watts become a floor of a
-  device's upper bound from HINT_LEAD_S before the start), never lower a bound the forecaster
-  drew from measurement; an end hint moves the mean forecast after the end to the device's
-  floor (p_min_w), not its upper bound;
+- they can only *raise* what the allocator prepares for: the hinted watts are a floor under
+  a device's forecast (mean and bound) over the horizons the start falls in, and under its
+  upper bound from HINT_LEAD_S before the start; nothing a hint says lowers a forecast drawn
+  from measurement (an end hint only ends the hint's own influence);
 - they expire: a hint is dropped at its end (start + duration, or the end a later hint gave),
   and the book holds at most MAX_HINTS;
 - a hint for an unknown device, a time in the past or beyond HINT_HORIZON_S, a power outside
@@ -29,6 +29,7 @@ HINT_MAX_DURATION_S = 7 * 86400.0  # the longest job a hint may announce (s)
 HINT_LEAD_S = 30.0  # how long before a hinted start the allocator prepares for it (s)
 PAST_TOLERANCE_S = 5.0  # a hint this late is taken as "now" (clocks of two machines differ)
 MAX_HINTS = 1000  # hints held at once: the book is bounded whatever a scheduler sends
+MAX_HINT_DEVICES = 10000  # device entries over all hints held (each is work every period)
 JOB_NAME = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")
 
 
@@ -42,7 +43,7 @@ class Hint:
     devices: tuple[str, ...]
     start_t: float  # s, controller clock
     end_t: float  # s
-    watts: float  # W per device, about
+    watts: float | None  # W per device, about (None: each device's p_max_w)
 
     def as_dict(self) -> dict[str, object]:
         return {"job": self.job, "devices": list(self.devices), "start": self.start_t,
@@ -66,10 +67,11 @@ class HintBook:
                             f"{HINT_HORIZON_S:.0f} s horizon of hints")
         return max(at, now)
 
-    def start(self, now: float, job: str, devices: list[str], at: float, watts: float,
+    def start(self, now: float, job: str, devices: list[str], at: float, watts: float | None,
               duration_s: float) -> Hint:
-        """Record that `devices` start `job` at `at` (s) drawing about `watts` (W) each for
-        `duration_s` (s). A hint for a job already held replaces it."""
+        """Record that `devices` start `job` at `at` (s) drawing about `watts` (W) each (None:
+        as much as each may, its p_max_w) for `duration_s` (s). A hint for a job already held
+        replaces it."""
         self.expire(now)
         if not JOB_NAME.fullmatch(job):
             raise HintError("hint: field 'job': 1 to 128 letters, digits or _.:@/-; "
@@ -86,12 +88,17 @@ class HintBook:
             raise HintError(f"hint: field 'duration_s': expected more than 0 and at most "
                             f"{HINT_MAX_DURATION_S:.0f} s; got {duration_s!r}")
         top = min(self.devices[dv][1] for dv in devices)
-        if not (math.isfinite(watts) and 0.0 <= watts <= top):
+        if watts is not None and not (math.isfinite(watts) and 0.0 <= watts <= top):
             raise HintError(f"hint: field 'watts': expected 0 to {top:g} W (the least p_max_w "
                             f"of the devices); got {watts!r}")
         if job not in self.hints and len(self.hints) >= MAX_HINTS:
             raise HintError(f"hint: {MAX_HINTS} hints are held already; end some first")
-        h = Hint(job, tuple(devices), start, start + duration_s, float(watts))
+        entries = sum(len(h.devices) for j, h in self.hints.items() if j != job)
+        if entries + len(devices) > MAX_HINT_DEVICES:
+            raise HintError(f"hint: the hints held name {entries} devices; at most "
+                            f"{MAX_HINT_DEVICES} in all; end some first")
+        h = Hint(job, tuple(devices), start, start + duration_s,
+                 None if watts is None else float(watts))
         self.hints[job] = h
         return h
 
@@ -118,20 +125,20 @@ class HintBook:
     def adjust(self, now: float, t: float, mean: dict[str, float], upper: dict[str, float]
                ) -> None:
         """Fold the hints into one horizon's forecasts (W by device) for time `t` (s), in place:
-        a job starting between now and `t` sets its devices' mean to the hinted watts and
-        raises their upper bound to it; a job ending between now and `t` sets their mean to
-        the device's floor."""
+        a job starting between now and `t` (and still running at `t`) raises its devices'
+        mean and upper bound to at least the hinted watts. Never lowers either."""
         for h in self.hints.values():
-            starts = now < h.start_t <= t and t < h.end_t
-            ends = now < h.end_t <= t
+            if not (now < h.start_t <= t < h.end_t):
+                continue
             for dv in h.devices:
-                if dv not in mean:
-                    continue
-                if starts:
-                    mean[dv] = h.watts
-                    upper[dv] = max(upper[dv], h.watts)
-                elif ends:
-                    mean[dv] = self.devices[dv][0]
+                if dv in mean:
+                    w = self.watts(h, dv)
+                    mean[dv] = max(mean[dv], w)
+                    upper[dv] = max(upper[dv], w)
+
+    def watts(self, h: Hint, device: str) -> float:
+        """W the hint says `device` will draw: its watts, or the device's p_max_w if none."""
+        return self.devices[device][1] if h.watts is None else h.watts
 
     def prepare(self, now: float) -> dict[str, float]:
         """W per device the allocator should have supply ready for now: the hinted watts of a
@@ -141,5 +148,5 @@ class HintBook:
         for h in self.hints.values():
             if h.start_t - HINT_LEAD_S <= now < min(h.end_t, h.start_t + HINT_LEAD_S):
                 for dv in h.devices:
-                    out[dv] = max(out.get(dv, 0.0), h.watts)
+                    out[dv] = max(out.get(dv, 0.0), self.watts(h, dv))
         return out

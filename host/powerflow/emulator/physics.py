@@ -162,7 +162,8 @@ class RackPhysics:
         self.dev_seed = [seed * 1000 + k for k in range(len(rack.devices))]
         self.dev_util = np.zeros(len(rack.devices))
         self.dev_p = np.array([d.p_nom_w for d in rack.devices])  # W demanded
-        self.dev_target = self.dev_p.copy()  # W the workload asks (before power smoothing)
+        # W the device would draw without power smoothing (what it follows, unlimited)
+        self.dev_free = self.dev_p.copy()
         self.dev_cap = np.array([d.p_max_w for d in rack.devices])  # W limit set by the host
         self.dev_extra = np.zeros(len(rack.devices))  # W added by a load-spike fault
         # power smoothing the host commands (W/s the device's power may rise / fall)
@@ -246,7 +247,7 @@ class RackPhysics:
             target = min((d.p_min_w + u * (d.p_max_w - d.p_min_w)) * self.load_scale, d.p_max_w)
             if self.t < self.dev_extra_until[k]:
                 target += self.dev_extra[k]
-            self.dev_target[k] = target
+            self.dev_free[k] += (target - self.dev_free[k]) * a
             step = (target - self.dev_p[k]) * a
             if dt > 0:  # power smoothing: the device's power moves no faster than commanded
                 step = min(max(step, -self.dev_ramp_down[k] * dt), self.dev_ramp_up[k] * dt)

@@ -126,8 +126,8 @@ class BatchForecaster:
         n = min(self.count, MEAN_WINDOW)
         level = self.y[:, (np.arange(self.count - n, self.count)) % self.keep].mean(axis=1)
         rows = np.arange(self.d)
-        recent = self.y[:, (np.arange(self.count - min(self.count, SEASON_WINDOW), self.count))
-                        % self.keep]
+        span = min(self.count, self.keep, SEASON_WINDOW)
+        recent = self.y[:, np.arange(self.count - span, self.count) % self.keep]
         if self.count % SEASON_EVERY == 0 and min(self.count, self.keep) >= SEASON_MIN_HISTORY:
             self.lags = season_lags(recent)
         for hi, h in enumerate(self.h):

@@ -123,13 +123,16 @@ def season_lags(arr: Floats) -> NDArray[np.int64]:
     dx = np.diff(arr, axis=1)
     x = dx - dx.mean(axis=1, keepdims=True)
     w = x.shape[1]
-    n = 1 << (2 * w - 1).bit_length()
+    # zero-padded past every lag read, so no lag wraps round onto a negative one
+    n = 1 << (w + SEASON_MAX_LAG + 2).bit_length()
     f = np.fft.rfft(x, n, axis=1)
     ac = np.fft.irfft(f * np.conj(f), n, axis=1)[:, :SEASON_MAX_LAG + 2]
     var = ac[:, 0]
     r = ac / np.maximum(var, 1e-12)[:, None]
     mid = r[:, 2:-1]  # lags 2 .. SEASON_MAX_LAG
-    peak = (mid >= r[:, 1:-2]) & (mid >= r[:, 3:]) & (mid >= SEASON_MIN_R)
+    lags = np.arange(2, SEASON_MAX_LAG + 1)
+    peak = ((mid >= r[:, 1:-2]) & (mid >= r[:, 3:]) & (mid >= SEASON_MIN_R)
+            & (lags <= w // 3)[None, :])  # a period seen at least three times
     score = np.where(peak, mid, -np.inf)
     best = np.argmax(score, axis=1)
     ok = np.isfinite(score[np.arange(len(x)), best]) & (var > 1e-9 * w)

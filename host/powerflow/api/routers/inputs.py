@@ -26,4 +26,5 @@ def agent_sample(req: AgentSample, svc: HostService = Depends(service)) -> Agent
     """A server's agent reports its device; the answer carries the cap to apply (W) and the
     power smoothing (ramp rates, W/s) where the policy commands it."""
     cap, (up, down) = svc.agent_sample(req.device, req.power_w, req.utilisation)
-    return AgentCap(device=req.device, cap_w=cap, ramp_up_w_per_s=up, ramp_down_w_per_s=down)
+    return AgentCap(device=req.device, cap_w=cap, smoothing_up_w_per_s=up,
+                    smoothing_down_w_per_s=down)
