@@ -797,8 +797,10 @@ def _scenario_policy(sc: Any, items: list[str]) -> Any:
     if "period_s" in changes:
         raise ValueError("--policy period_s: the scenario's period is period_s in [scenario]")
     devs = {dv.id: (dv.p_min_w, dv.p_max_w) for dv in sc.rack.devices}
+    ties = {b.id for b in sc.rack.branches if b.switch == "tie"}
+    nodes = {str(n.id): n.rating_w for n in sc.rack.nodes}
     try:
-        return dataclasses.replace(sc, policy=sc.policy.changed(changes, devs))
+        return dataclasses.replace(sc, policy=sc.policy.changed(changes, devs, ties, nodes))
     except PolicyError as e:
         raise ValueError(f"--policy: {e}") from None
 

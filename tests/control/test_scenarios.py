@@ -182,3 +182,14 @@ def test_bad_expectations_are_refused(tmp_path, expect: str, msg: str) -> None:
     p.write_text('[scenario]\nrack = "r.toml"\nduration_s = 10\n[expect]\n' + expect)
     with pytest.raises(RackError, match=re.escape(msg)):
         load_scenario(p)
+
+
+@pytest.mark.parametrize("arg,msg", [
+    ("bogus=1", "unknown field 'bogus'"), ("reserve_frac", "expected FIELD=VALUE"),
+    ("period_s=2", "period_s in [scenario]"), ('node_output_w={"99": 0}', "no node 99"),
+    ("smoothing_up_w_per_s=-5", "smoothing_up_w_per_s")])
+def test_policy_overrides_of_a_scenario_are_checked_before_it_runs(arg: str, msg: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "powerflow.cli", "scenario", "run",
+                        str(SC / "light-load.toml"), "--policy", arg], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr

