@@ -145,20 +145,8 @@ class RackController:
         means, uppers, models = self.forecaster.step(y, u, stale)
         self._record_jump(t, float(y.sum()))
         if self.hints.hints:
-            self.hints.expire(t)
-            means = {h: m.copy() for h, m in means.items()}
-            uppers = {h: m.copy() for h, m in uppers.items()}
-            ids = [dv.id for dv in self.rack.devices]
-            for h in HORIZONS:
-                mean_h = dict(zip(ids, means[h].tolist(), strict=True))
-                upper_h = dict(zip(ids, uppers[h].tolist(), strict=True))
-                self.hints.adjust(t, t + h * self.policy.period_s, mean_h, upper_h)
-                means[h] = np.array([mean_h[i] for i in ids])
-                uppers[h] = np.array([upper_h[i] for i in ids])
-            ready = self.hints.prepare(t)
-            for dev, w in ready.items():  # supply ready before a hinted job starts
-                k = self.dev_index[dev]
-                uppers[1][k] = max(uppers[1][k], w)
+            means, uppers = self.hints.fold(t, self.policy.period_s, self.dev_index, means,
+                                            uppers)
         pmax = self.pmax.copy()
         for dev, cap in self.policy.p_max_w.items():
             pmax[self.dev_index[dev]] = cap

@@ -24,6 +24,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from powerflow.model.arrays import Floats
+
 HINT_HORIZON_S = 3600.0  # how far ahead a hint may say a job starts or ends (s)
 HINT_MAX_DURATION_S = 7 * 86400.0  # the longest job a hint may announce (s)
 HINT_LEAD_S = 30.0  # how long before a hinted start the allocator prepares for it (s)
@@ -122,19 +124,28 @@ class HintBook:
         self.expire(now)
         return sorted(self.hints.values(), key=lambda h: (h.start_t, h.job))
 
-    def adjust(self, now: float, t: float, mean: dict[str, float], upper: dict[str, float]
-               ) -> None:
-        """Fold the hints into one horizon's forecasts (W by device) for time `t` (s), in place:
-        a job starting between now and `t` (and still running at `t`) raises its devices'
-        mean and upper bound to at least the hinted watts. Never lowers either."""
-        for h in self.hints.values():
-            if not (now < h.start_t <= t < h.end_t):
-                continue
-            for dv in h.devices:
-                if dv in mean:
-                    w = self.watts(h, dv)
-                    mean[dv] = max(mean[dv], w)
-                    upper[dv] = max(upper[dv], w)
+    def fold(self, now: float, period_s: float, index: dict[str, int],
+             means: dict[int, Floats], uppers: dict[int, Floats]
+             ) -> tuple[dict[int, Floats], dict[int, Floats]]:
+        """The forecasts (per horizon in periods, W per device in `index` order) with the
+        hints folded in, as new arrays: over a horizon h, a job starting between now and
+        now + h periods (and still running then) raises its devices' mean and upper bound to
+        at least the hinted watts; from HINT_LEAD_S before a start the one-period bound is
+        raised to it (supply ready). Never lowers either."""
+        self.expire(now)
+        means = {h: m.copy() for h, m in means.items()}
+        uppers = {h: m.copy() for h, m in uppers.items()}
+        for hz in means:
+            t = now + hz * period_s
+            for h in self.hints.values():
+                if now < h.start_t <= t < h.end_t:
+                    for dv in h.devices:
+                        k, w = index[dv], self.watts(h, dv)
+                        means[hz][k] = max(means[hz][k], w)
+                        uppers[hz][k] = max(uppers[hz][k], w)
+        for dv, w in self.prepare(now).items():
+            uppers[1][index[dv]] = max(uppers[1][index[dv]], w)
+        return means, uppers
 
     def watts(self, h: Hint, device: str) -> float:
         """W the hint says `device` will draw: its watts, or the device's p_max_w if none."""
