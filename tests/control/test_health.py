@@ -201,3 +201,63 @@ def test_the_controller_reports_measured_against_predicted_and_never_optimal_in_
     assert pinned.node_output_w == {"2": 0.0}
     a = ctrl.step(t + 1.0, sagging, {})
     assert a.nodes[2]["on"] is False and "pinned out" in a.nodes[2]["why"]
+
+
+def test_a_rack_not_yet_switched_on_is_not_a_sag_but_one_that_never_comes_up_is() -> None:
+    """Start-up: nodes heard with their outputs still off (0 V, before the first command's
+    soft-start) raise no bus_sag and no safe mode; once energised, a sag is judged at the
+    next readings; a node still at 0 V after the grace is judged like any other."""
+    from powerflow.control.supervisor import START_GRACE_S
+
+    off = obs(0.0, 0.0, 0.0, d.MODE_OFF)
+    ctrl = RackController(RACK)
+    t = 1000.0
+    for _ in range(3):  # every node heard, none switched on yet
+        t += 0.5
+        assert not ctrl.supervise(t, {i: off for i in (1, 2, 3, 4)})
+        a = ctrl.step(t, {i: off for i in (1, 2, 3, 4)}, {})
+    assert not ctrl.alarms.is_active("bus_sag") and not ctrl.supervisor.safe
+    assert a.state == "degraded" and a.measured["readings"] == 0  # not up yet: never optimal
+    up = {i: healthy() for i in (1, 2, 3)} | {4: off}  # node 4 has not come up yet
+    t += 0.5
+    ctrl.supervise(t, up)
+    a = ctrl.step(t, up, {})
+    assert not ctrl.alarms.is_active("bus_sag") and a.measured["readings"] == 3
+    sag = {i: obs(12.0, 7.0, 20.0) for i in (1, 2, 3)} | {4: off}
+    for _ in range(2):  # energised once: a sag now trips at once (debounced)
+        t += 0.25
+        ctrl.supervise(t, sag)
+    assert ctrl.alarms.is_active("bus_sag") and ctrl.supervisor.safe
+
+    ctrl = RackController(RACK)  # node 4 never comes up: judged once the grace is over
+    t0 = t = 5000.0
+    up = {i: healthy() for i in (1, 2, 3)} | {4: off}
+    while t < t0 + START_GRACE_S - 0.5:
+        t += 0.5
+        ctrl.supervise(t, up)
+    assert not ctrl.alarms.is_active("bus_sag")
+    for _ in range(3):
+        t += 0.5
+        ctrl.supervise(t, up)
+    assert ctrl.alarms.is_active("bus_sag") and "node 4" in ctrl.alarms.active[("bus_sag", None)].detail
+
+
+def test_a_node_never_heard_is_connecting_then_never_connected_and_a_lost_one_is_lost() -> None:
+    from powerflow.control.health import CONNECT_GRACE_S
+
+    gone = NodeObs(False, {}, float("inf"))
+    r = Rig()
+    nodes = {1: healthy(), 2: healthy(), 3: gone, 4: healthy()}
+    r.period(nodes)
+    assert r.judge.nodes[3].why == "unavailable: connecting" and not r.alarms.active
+    while r.t < r.judge.start_t + CONNECT_GRACE_S - PERIOD:
+        r.period(nodes)
+    assert not r.alarms.is_active("link_lost", 3)
+    r.period(nodes)
+    r.period(nodes)
+    assert r.alarms.is_active("link_lost", 3) and "never connected" in r.judge.nodes[3].why
+
+    r = Rig()  # heard once, then lost: at once, whatever the clock says
+    r.period({i: healthy() for i in (1, 2, 3, 4)})
+    r.period(nodes)
+    assert r.alarms.is_active("link_lost", 3) and r.judge.nodes[3].why == "unavailable: link lost"

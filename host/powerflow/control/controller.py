@@ -27,7 +27,7 @@ from powerflow.control.allocate import (Allocation, Allocator, BatteryView, Devi
                                         NodeView, RackView)
 from powerflow.control.budget import SiteBudget
 from powerflow.control.health import HealthJudge, Reading, reading
-from powerflow.control.supervisor import Measured, Supervisor, measure
+from powerflow.control.supervisor import Measured, StartUp, Supervisor, measure
 from powerflow.control.policy import Policy, PolicyError, rack_policy
 from powerflow.control.hints import HintBook
 from powerflow.forecast.batch import MODELS, BatchForecaster
@@ -89,6 +89,7 @@ class RackController:
         self.alarms = AlarmBook()
         self.health = HealthJudge(rack, self.alarms)
         self.supervisor = Supervisor(rack, self.alarms)
+        self.startup = StartUp(rack)
         self.measured: Measured | None = None
         self.late_periods = 0  # periods that started late (no verdicts in them)
         self.planned_on: dict[int, int] = {n.id: 0 for n in rack.nodes}  # periods in a row
@@ -178,8 +179,10 @@ class RackController:
         return self._jumps[0][1] if self._jumps and self.policy.jump_memory_s > 0 else 0.0
 
     def readings(self, t: float, nodes: dict[int, NodeObs]) -> dict[int, Reading]:
-        return {n.id: reading(nodes.get(n.id, NodeObs(False, {}, float("inf"))), t,
-                              self.policy.period_s) for n in self.rack.nodes}
+        """Each node's reading, flagged where it is still starting (not judged yet)."""
+        return self.startup.mark(t, {
+            n.id: reading(nodes.get(n.id, NodeObs(False, {}, float("inf"))), t,
+                          self.policy.period_s) for n in self.rack.nodes})
 
     def _views(self, rd: dict[int, Reading], nodes: dict[int, NodeObs]) -> list[NodeView]:
         """What the allocator may use: the judge's verdicts; in safe mode every converter

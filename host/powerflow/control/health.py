@@ -41,6 +41,8 @@ PROBE_PERIODS = 3  # inconclusive probes before the suspicion is dropped
 BACKOFF_S = 30.0  # first re-admission probe of a quarantined converter after this
 BACKOFF_MAX_S = 480.0
 STALE_PERIODS = 3  # telemetry older than this many periods: the node is unavailable
+CONNECT_GRACE_S = 10.0  # a node never heard since the host started is 'connecting', not lost,
+# for this long (links open and the first hello round trip takes a second or two)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class NodeHealth:
     probe_vref: float | None = None  # V
     verdict: str = ""  # why it was quarantined
     lost_seen: int = 0  # link losses already alarmed
+    heard: bool = False  # online at least once since the host started
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Reading:
     age_s: float
     lost_count: int = 0  # times the host declared the link lost
     vout_low: float | None = None  # V: lowest sample since the last look (vout if none newer)
+    starting: bool = False  # not yet energised since the host first heard it (supervisor.StartUp)
 
 
 def reading(obs: Any, now: float, period_s: float) -> Reading:
@@ -98,6 +102,7 @@ class HealthJudge:
         self.dispatched: dict[int, tuple[float | None, float]] = {}  # node -> (vref, since)
         self.release_queue: deque[int] = deque()  # operator re-admissions, one per period
         self.verdicts = 0  # converters quarantined since start
+        self.start_t: float | None = None  # s: the first period judged
 
     # ---- inputs from the loop ------------------------------------------------------------
     def dispatched_vref(self, node_id: int, vref: float | None, t: float) -> None:
@@ -133,6 +138,8 @@ class HealthJudge:
               period_s: float) -> None:
         """One period's verdicts (updates each node's state, alarms and events)."""
         release = self.release_queue.popleft() if self.release_queue else None
+        if self.start_t is None:
+            self.start_t = t
         for n in self.rack.nodes:
             h = self.nodes[n.id]
             r = readings[n.id]
@@ -206,7 +213,15 @@ class HealthJudge:
         for n in self.rack.nodes:
             h, r = self.nodes[n.id], readings[n.id]
             why, kind, sev = "", "", "major"
-            if not r.online:
+            h.heard = h.heard or r.online
+            start = self.start_t if self.start_t is not None else t
+            if not r.online and not h.heard and t - start < CONNECT_GRACE_S:
+                # not lost: never yet heard, its link still opening (no alarm for it)
+                why = "unavailable: connecting"
+            elif not r.online and not h.heard:
+                why, kind = (f"unavailable: never connected ({CONNECT_GRACE_S:.0f} s since "
+                             "the host started)"), "link_lost"
+            elif not r.online:
                 why, kind = "unavailable: link lost", "link_lost"
             elif r.faults:
                 why, kind = f"unavailable: latched fault {r.faults:#x}", "latched_fault"

@@ -8,12 +8,17 @@ since the failsafe runs it at the bus voltage the safe allocation uses: the safe
 failed on at the bus voltage, sharing by droop), with an alarm and an event. Safe mode
 lasts until the measurements agree with the plan again — every measured bus in the
 policy's band and no converter current-limited — for EXIT_PERIODS periods in a row.
+
+A node not yet energised since the host first heard from it (its output still off or
+soft-starting under the bus voltage, before the first command has brought it up) is not judged for START_GRACE_S:
+a bus nobody has switched on yet is not a sag. One that was energised once is judged at
+every reading from then on, and one that has not come up after the grace is judged too.
 Units: V, s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
@@ -22,6 +27,8 @@ from powerflow.model.rack import BROWNOUT_V_PU, Rack
 
 DEBOUNCE = 2  # distinct readings in a row before the supervisor acts
 EXIT_PERIODS = 3  # periods of agreement before safe mode ends
+START_GRACE_S = 10.0  # s after first contact a node not yet energised is not judged: the
+# first command follows within a period and soft-start takes ~0.1 s (firmware: 100 V/s)
 
 
 @dataclass
@@ -45,7 +52,8 @@ class Measured:
 def measure(readings: dict[int, Reading]) -> Measured:
     # the lowest sample since the last look, not only the latest: a sag shorter than the
     # time between two looks is still a sag the nodes measured
-    vs = {i: r.vout_low for i, r in readings.items() if r.fresh and r.vout_low is not None}
+    vs = {i: r.vout_low for i, r in readings.items()
+          if r.fresh and r.vout_low is not None and not r.starting}
     cc = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_CC)
     # in failsafe and still driving the bus (a ramped-down or off one is only unavailable)
     fs = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_FAILSAFE
@@ -56,6 +64,31 @@ def measure(readings: dict[int, Reading]) -> Measured:
     lo = min(vs, key=lambda i: vs[i])
     hi = max(r.vout if r.vout is not None else vs[i] for i, r in readings.items() if i in vs)
     return Measured(vs[lo], hi, lo, cc, fs, len(vs), newest)
+
+
+class StartUp:
+    """Which nodes are still starting: heard from, not yet energised, within the grace."""
+
+    def __init__(self, rack: Rack) -> None:
+        self.level = BROWNOUT_V_PU * rack.bus_voltage  # V: energised at or above this
+        self.first_heard: dict[int, float] = {}  # node -> s
+        self.energised: set[int] = set()
+
+    def mark(self, t: float, readings: dict[int, Reading]) -> dict[int, Reading]:
+        """The readings, each flagged `starting` where it is."""
+        out = {}
+        for i, r in readings.items():
+            if r.online:
+                self.first_heard.setdefault(i, t)
+            # energised: seen at the bus voltage, or in any mode past off and soft-start (a
+            # converter regulating or current-limited into a low bus is judged at once)
+            if r.fresh and ((r.vout is not None and r.vout >= self.level)
+                            or r.mode not in (d.MODE_OFF, d.MODE_SOFTSTART)):
+                self.energised.add(i)
+            starting = (i not in self.energised and i in self.first_heard
+                        and t - self.first_heard[i] < START_GRACE_S)
+            out[i] = replace(r, starting=True) if starting else r
+        return out
 
 
 class Supervisor:
