@@ -52,7 +52,16 @@ def test_batch_matches_one_forecaster_per_device_on_periodic_series() -> None:
             fc = f.step(float(y[k, i]))
             for h in hz:
                 assert np.isclose(means[h][i], fc.mean[h], rtol=1e-9, atol=1e-7), (k, i, h)
+                assert np.isclose(uppers[h][i], fc.upper[h], rtol=1e-9, atol=1e-7), (k, i, h)
                 assert MODELS[models[h][i]] == fc.model[h]
                 seasonal += fc.model[h] == "seasonal"
     assert list(batch.lags) == [7, 11, 7]
     assert seasonal > steps  # the seasonal model was chosen, not only compared
+    # long after the checkpoint, a seasonal forecast's P95 band is the noise's (3 W sigma),
+    # from its last few periods, not the checkpoint's errors still in the 300-error window
+    sel = models[1] == MODELS.index("seasonal")
+    assert sel.any()
+    band = (uppers[1] - means[1])[sel]
+    whole = np.array([np.quantile(list(f.bounds[("selected", 1)].window), 0.95)
+                      for f in singles])[sel]
+    assert np.all(band < 15.0) and np.max(whole) > 5 * np.max(band), (band, whole)

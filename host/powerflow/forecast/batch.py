@@ -12,20 +12,22 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from powerflow.forecast.models import (LAGS, SEASON_EVERY, SEASON_MIN_HISTORY, SEASON_WINDOW,
-                                       SWITCH_MARGIN, WINDOWS, season_lags, seasonal_forecast,
-                                       selector_decay)
+from powerflow.forecast.models import (BAND_WINDOW, LAGS, SEASON_EVERY, SEASON_MIN_HISTORY,
+                                       SEASON_WINDOW, SWITCH_MARGIN, WINDOWS, band_window,
+                                       season_lags, seasonal_forecast, selector_decay)
 from powerflow.model.arrays import Floats
 
 MEAN_WINDOW = 120  # as RollingMean's default
 MODELS = ("persistence", "ridge", "mean", "seasonal")  # in the order `step` reports them
+SEASONAL = MODELS.index("seasonal")
 
 
 
 class BatchForecaster:
     def __init__(self, n_dev: int, horizons: tuple[int, ...], n_exog: int = 0, q: float = 0.95,
                  keep: int = 600, lam: float = 0.99, prior: float = 0.01,
-                 halflife: float = 120.0, window: int = 300, gamma: float = 0.005) -> None:
+                 halflife: float = 120.0, window: int = BAND_WINDOW, gamma: float = 0.005
+                 ) -> None:
         self.d, self.h = n_dev, tuple(sorted(horizons))
         self.n_exog = n_exog
         self.keep = keep
@@ -140,7 +142,9 @@ class BatchForecaster:
                 k = np.zeros(self.d, np.int64)
             k = np.where(stale, 0, k)
             sel = both[rows, k]
-            margin = self._margin(hi) * np.where(stale, 2.0, 1.0)
+            # a seasonal forecast's band from the device's last few periods (models.py)
+            last = np.where(k == SEASONAL, band_window(self.lags), self.win.shape[2])
+            margin = self._margin(hi, last) * np.where(stale, 2.0, 1.0)
             self.pending[hi].append((self.t + h, both, sel, margin))
             means[h], uppers[h], models[h] = sel, sel + margin, k
         return means, uppers, models
@@ -154,13 +158,20 @@ class BatchForecaster:
         tr = np.trace(p, axis1=1, axis2=2)  # bounded by the prior, as in OnlineRidge
         self.p[hi] = p * np.where(tr > self.p_max_trace, self.p_max_trace / tr, 1.0)[:, None, None]
 
-    def _margin(self, hi: int) -> Floats:
-        n = min(int(self.win_n[hi]), self.win.shape[2])
-        if n < 10:
+    def _margin(self, hi: int, last: NDArray[np.int64]) -> Floats:
+        """Each device's margin (W) from its newest `last` errors (all held, if fewer)."""
+        size = self.win.shape[2]
+        n_all = min(int(self.win_n[hi]), size)
+        if n_all < 10:
             return np.full(self.d, np.inf)
         level = np.clip(1.0 - self.alpha[hi], 0.0, 1.0)
-        data = np.sort(self.win[hi, :, :n], axis=1)
-        # np.quantile's default (linear) rule, one level per device
+        n = np.minimum(last, n_all)
+        if np.all(n == n_all):
+            data = np.sort(self.win[hi, :, :n_all], axis=1)
+        else:  # the newest n of each row; the older ones pushed past the end as +inf
+            age = (self.win_n[hi] - 1 - np.arange(size)) % size  # of each slot, 0 = newest
+            data = np.sort(np.where(age[None, :] < n[:, None], self.win[hi], np.inf), axis=1)
+        # np.quantile's default (linear) rule, one level and one count per device
         pos = level * (n - 1)
         lo = np.floor(pos).astype(np.int64)
         hi_ = np.minimum(lo + 1, n - 1)

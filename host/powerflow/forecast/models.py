@@ -16,7 +16,12 @@ observe is strictly online.
   lowest, persistence unless another is clearly better: so never much worse than persistence.
 - `ConformalBound`: an upper quantile (P95 by default) around any model's forecast, from its
   recent errors, with the adaptive-conformal correction of Gibbs & Candes (2021) keeping the
-  long-run coverage at the target.
+  long-run coverage at the target. Where the selected model is the seasonal one, the
+  quantile is taken over the device's last `band_window(lag)` errors only (its last
+  BAND_PERIODS periods, at least BAND_MIN): a periodic device's forecast is near exact within
+  a regime, and its large errors come at regime changes (a checkpoint, an evaluation pause,
+  a job's start); over the whole window those few set the bound for every period after them,
+  holding supply back that the rack could use (measured on training-jobs, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ SEASON_MIN_R = 0.3  # autocorrelation at the period below which there is no peri
 SEASON_EVERY = 20  # periods between searches for the period
 SEASON_CYCLES = 3  # whole periods averaged in a seasonal forecast
 SEASON_MIN_HISTORY = 60  # periods seen before the first search
+BAND_WINDOW = 300  # errors a bound's quantile is taken over
+BAND_PERIODS = 3  # ... a seasonal forecast's: over this many of the device's own periods ...
+BAND_MIN = 30  # ... and at least this many errors
+
+
+def band_window(lag: NDArray[np.int64] | int) -> NDArray[np.int64]:
+    """Errors a seasonal forecast's bound is taken over, for a device of period `lag`."""
+    return np.clip(BAND_PERIODS * np.asarray(lag, np.int64), BAND_MIN, BAND_WINDOW)
 
 
 class History:
@@ -262,17 +275,21 @@ class ConformalBound:
     """Upper bound at quantile `q` from recent signed errors (y - forecast), with the
     adaptive-conformal update of the working quantile keeping coverage at `q`."""
 
-    def __init__(self, q: float = 0.95, window: int = 300, gamma: float = 0.005) -> None:
+    def __init__(self, q: float = 0.95, window: int = BAND_WINDOW, gamma: float = 0.005) -> None:
         self.q = q
         self.alpha = 1.0 - q  # working miscoverage
         self.window: deque[float] = deque(maxlen=window)
         self.gamma = gamma
 
-    def margin(self, widen: float = 1.0) -> float:
+    def margin(self, widen: float = 1.0, last: int | None = None) -> float:
+        """The margin above the forecast (W); `last`: from the newest `last` errors only."""
         if len(self.window) < 10:
             return float("inf")
         level = min(1.0, max(0.0, 1.0 - self.alpha))
-        return max(0.0, float(np.quantile(np.fromiter(self.window, float), level))) * widen
+        errs = np.fromiter(self.window, float)
+        if last is not None:
+            errs = errs[-last:]
+        return max(0.0, float(np.quantile(errs, level))) * widen
 
     def update(self, residual: float, margin: float) -> None:
         miss = 1.0 if residual > margin else 0.0

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from powerflow.forecast.models import (ConformalBound, History, OnlineRidge, Persistence,
-                                       RollingMean, Seasonal, Selector)
+                                       RollingMean, Seasonal, Selector, band_window)
 
 
 @dataclass
@@ -65,6 +65,9 @@ class OnlineForecaster:
             k = 0 if stale else self.selector.choose(h)  # stale: fall back to history
             means["selected"] = preds[k][h]
             margins = {n: self.bounds[(n, h)].margin(widen) for n in self.names}
+            if self.models[k].name == "seasonal":  # its band from its last few periods
+                last = int(band_window(int(self.models[k].lag[0])))
+                margins["selected"] = self.bounds[("selected", h)].margin(widen, last)
             self.pending[h].append((self.t + h, means, margins))
             out.mean[h] = means["selected"]
             out.upper[h] = means["selected"] + margins["selected"]
