@@ -2,7 +2,10 @@
 shipped scenarios' jobs (training-jobs, inference-day), strictly online, by workload kind.
 The demand is what the scenario's jobs ask each period (the mean over the period, W), as the
 rack physics computes it; each device gets its own online forecaster, as the controller runs
-them. In-process.
+them. Then the P95 bound of the selected forecast: its coverage and mean margin (W), against
+the same forecaster with every bound taken over the whole 300-error window (the reference,
+in the same process: before a seasonal forecast's band came from its last few periods).
+In-process.
 
     .venv/bin/python bench/bench_structured_forecast.py
 """
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from powerflow.emulator.physics import RackPhysics
+from powerflow.forecast import models
 from powerflow.emulator.workloads import Workload
 from powerflow.forecast.evaluate import evaluate
 from powerflow.scenario.spec import Scenario, load_scenario
@@ -45,6 +49,7 @@ def main() -> None:
     print("| scenario | workload | devices | horizon | " + " | ".join(MODELS)
           + " | selected vs persistence |")
     print("|---|---|---|---|" + "---|" * len(MODELS) + "---|")
+    bounds: dict[str, tuple[np.ndarray, np.ndarray, dict[str, list[int]]]] = {}
     for name in ("training-jobs", "inference-day"):
         sc = load_scenario(ROOT / "examples" / "scenarios" / f"{name}.toml")
         t0 = time.perf_counter()
@@ -66,6 +71,30 @@ def main() -> None:
                 print(f"| {name} | {g} | {len(devs)} | {h} s | "
                       + " | ".join(f"{v:.1f}" for v in row) + f" | {gain:+.0f} % |")
         print(f"<!-- {name}: {time.perf_counter() - t0:.1f} s -->")
+        bounds[name] = (y, u, groups)
+    print()
+    print("| scenario | workload | horizon | P95 coverage | P95 margin W | reference: coverage | "
+          "margin W |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (y, u, groups) in bounds.items():
+        res = {}
+        for ref in (False, True):
+            kept = models.BAND_MIN
+            models.BAND_MIN = models.BAND_WINDOW if ref else kept  # the whole window
+            try:
+                for k in groups["all"]:
+                    r = evaluate(y[:, k], u[:, k:k + 1], HORIZONS)
+                    for h in HORIZONS:
+                        sel = r[str(h)]["selected"]
+                        res[(ref, k, h)] = (sel["p95_coverage"], sel["p95_margin"])
+            finally:
+                models.BAND_MIN = kept
+        for g, devs in groups.items():
+            for h in HORIZONS:
+                now = np.mean([res[(False, k, h)] for k in devs], axis=0)
+                ref_ = np.mean([res[(True, k, h)] for k in devs], axis=0)
+                print(f"| {name} | {g} | {h} s | {now[0]:.3f} | {now[1]:.1f} | {ref_[0]:.3f} | "
+                      f"{ref_[1]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ class BatchForecaster:
             k = np.where(stale, 0, k)
             sel = both[rows, k]
             # a seasonal forecast's band from the device's last few periods (models.py)
-            last = np.where(k == SEASONAL, band_window(self.lags), self.win.shape[2])
+            last = np.where(k == SEASONAL, band_window(self.lags, h), self.win.shape[2])
             margin = self._margin(hi, last) * np.where(stale, 2.0, 1.0)
             self.pending[hi].append((self.t + h, both, sel, margin))
             means[h], uppers[h], models[h] = sel, sel + margin, k

@@ -17,11 +17,12 @@ observe is strictly online.
 - `ConformalBound`: an upper quantile (P95 by default) around any model's forecast, from its
   recent errors, with the adaptive-conformal correction of Gibbs & Candes (2021) keeping the
   long-run coverage at the target. Where the selected model is the seasonal one, the
-  quantile is taken over the device's last `band_window(lag)` errors only (its last
-  BAND_PERIODS periods, at least BAND_MIN): a periodic device's forecast is near exact within
-  a regime, and its large errors come at regime changes (a checkpoint, an evaluation pause,
-  a job's start); over the whole window those few set the bound for every period after them,
-  holding supply back that the rack could use (measured on training-jobs, bench/RESULTS.md).
+  quantile is taken over the device's newest `band_window(lag, h)` errors only (its last
+  BAND_PERIODS periods or BAND_HORIZONS horizons, at least BAND_MIN): a periodic device's
+  forecast is near exact within a regime, and its large errors come at regime changes (a
+  checkpoint, an evaluation pause, a job's start); over the whole window those few set the
+  bound for minutes after them, holding back supply the rack could use (measured on
+  training-jobs, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ SEASON_CYCLES = 3  # whole periods averaged in a seasonal forecast
 SEASON_MIN_HISTORY = 60  # periods seen before the first search
 BAND_WINDOW = 300  # errors a bound's quantile is taken over
 BAND_PERIODS = 3  # ... a seasonal forecast's: over this many of the device's own periods ...
+BAND_HORIZONS = 6  # ... and of the horizon (errors less than a horizon apart share a cause)
 BAND_MIN = 30  # ... and at least this many errors
 
 
-def band_window(lag: NDArray[np.int64] | int) -> NDArray[np.int64]:
-    """Errors a seasonal forecast's bound is taken over, for a device of period `lag`."""
-    return np.clip(BAND_PERIODS * np.asarray(lag, np.int64), BAND_MIN, BAND_WINDOW)
+def band_window(lag: NDArray[np.int64] | int, h: int) -> NDArray[np.int64]:
+    """Errors a seasonal forecast's bound at horizon `h` (periods) is taken over, for a device
+    of period `lag`: BAND_PERIODS of its periods, BAND_HORIZONS horizons, at least BAND_MIN,
+    at most the whole window."""
+    span = np.maximum(BAND_PERIODS * np.asarray(lag, np.int64), BAND_HORIZONS * h)
+    return np.clip(span, BAND_MIN, BAND_WINDOW)
 
 
 class History:

@@ -66,7 +66,7 @@ class OnlineForecaster:
             means["selected"] = preds[k][h]
             margins = {n: self.bounds[(n, h)].margin(widen) for n in self.names}
             if self.models[k].name == "seasonal":  # its band from its last few periods
-                last = int(band_window(int(self.models[k].lag[0])))
+                last = int(band_window(int(self.models[k].lag[0]), h))
                 margins["selected"] = self.bounds[("selected", h)].margin(widen, last)
             self.pending[h].append((self.t + h, means, margins))
             out.mean[h] = means["selected"]
