@@ -130,6 +130,43 @@ def test_relaxation_bound_never_exceeds_the_optimum(seed: int) -> None:
     assert out.lower_bound_kw <= exact.best.loss_kw * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_bound_from_the_roots_dual_never_exceeds_the_node_optimum(seed: int) -> None:
+    """A node's bound from an ancestor's dual (no solve) is a true lower bound: never above
+    the least loss of the radial configurations the node holds, found by enumerating them
+    all (the exact load flow of each); never above the node's own solve (within the
+    solver's gap tolerance); and worth having: some fixings against the root's optimum are
+    priced above the root's bound."""
+    case = random_case(400 + seed, n=14, ties=4)
+    d = branchflow_data(case)
+    relax = Relaxation(d)
+    root = relax.solve({})
+    sets = enumerate_radial(case)
+    res = batch.evaluate(case, sets)
+    trees = [(_arcs_of_tree(d, {int(x) for x in sets[i]}), float(res.loss_pu[i]))
+             for i in range(len(sets)) if res.converged[i]]
+    into = [[int(k) for k in d.into(i) if not d.arc_fixed[k]] for i in range(d.n_node)]
+    multi = [i for i, ks in enumerate(into) if len(ks) >= 2]
+    rng = np.random.default_rng(seed)
+    raised = 0
+    for _ in range(30):
+        fixed: dict[int, bool] = {}
+        for bus in rng.choice(multi, size=min(len(multi), int(rng.integers(1, 4))),
+                              replace=False):
+            k = int(rng.choice(into[bus]))
+            fixed.update({j: j == k for j in into[bus]})
+        cheap = relax.bound_from(root, fixed)
+        held = [loss for arcs, loss in trees if all(arcs[k] == v for k, v in fixed.items())]
+        if held:
+            assert cheap <= min(held) * (1 + 1e-9), (fixed, cheap, min(held))
+        node = relax.solve(fixed)
+        if node.status == "solved":
+            # the solve stops within its absolute gap tolerance (1e-6 p.u.) of the optimum
+            assert cheap <= node.bound_pu + relax.settings.tol_gap_abs, (fixed, cheap)
+            raised += cheap > root.bound_pu * (1 + 1e-3)
+    assert raised > 0
+
+
 def test_voltage_limit_is_kept_by_the_search() -> None:
     case = random_case(300, n=12, ties=3)
     free = reconfigure(case)

@@ -128,8 +128,10 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
     if start is not None:
         offer(tuple(int(b) for b in start))
     n = workers if workers is not None else (os.cpu_count() or 1)
+    serial = _Serial(d)  # its relaxation also bounds children from their parent's dual
     pool: Executor = (ProcessPoolExecutor(n, initializer=_init_worker, initargs=(d,))
-                      if n > 1 else _Serial(d))
+                      if n > 1 else serial)
+    unsolved = 0  # children pruned on their parent's dual alone
     floor = float("inf")  # least bound of nodes dropped without being beaten by the incumbent
     pruned = float("inf")  # least bound of nodes dropped as within the gap of the incumbent
     nodes = 0
@@ -168,6 +170,11 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                         continue
                     fx = dict(nd.fixed)
                     fx.update({int(j): j == k for j in into[bus]})
+                    cheap = serial.relaxation.bound_from(nd.result, fx)
+                    if cheap >= best * (1 - gap):  # beaten already: no solve needed
+                        pruned = min(pruned, cheap)
+                        unsolved += 1
+                        continue
                     children.append(fx)
                     parents.append(nd)
             for fx, parent, res in zip(children, parents, pool.map(_solve_in_worker, children)):

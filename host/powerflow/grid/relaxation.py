@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from powerflow.grid.branchflow import BranchFlowData
 
 Floats = NDArray[np.float64]
+DUAL_SLACK = 1e-5  # relative allowance on a bound computed from an ancestor's dual
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class NodeBound:
     bound_pu: float  # a lower bound on the losses of every configuration in the node, p.u.
     activity: Floats  # a per arc in the relaxed optimum
     flow: Floats  # |P| per arc in the relaxed optimum, p.u.
+    dual: Floats | None = None  # z of the solve (Clarabel's sign convention), if solved
 
 
 class _Rows:
@@ -239,14 +241,32 @@ class Relaxation:
         self.settings.tol_gap_abs = self.settings.tol_gap_rel = 1e-6
         self.settings.tol_feas = 1e-7
 
-    def solve(self, fixed: Mapping[int, bool]) -> NodeBound:
-        """Bound with arc k's activity fixed to 1 (True) or 0 (False) for each k in `fixed`."""
+    def rhs(self, fixed: Mapping[int, bool]) -> Floats:
+        """b with arc k's activity fixed to 1 (True) or 0 (False) for each k in `fixed`: a
+        node differs from the root in b alone (A, q and the cones are the same)."""
         b = self.b.copy()
         for k, on in fixed.items():
             if on:
                 b[self._le0 + self._lower_row[k]] = -1.0
             else:
                 b[self._le0 + self._upper_row[k]] = 0.0
+        return b
+
+    def bound_from(self, parent: NodeBound, fixed: Mapping[int, bool]) -> float:
+        """A lower bound on node `fixed` from a solved ancestor's dual, without a solve.
+
+        The ancestor's z satisfies A'z + q = 0 and z in K* whatever b is, so it is feasible
+        for the node's dual too, whose objective at z, -b'z, bounds the node's optimum from
+        below (weak duality). A descendant that fixes an arc against the ancestor's optimum
+        pays that arc's multiplier: often enough to prune it unsolved. -inf without a dual."""
+        if parent.dual is None:
+            return -float("inf")
+        v = -float(self.rhs(fixed) @ parent.dual)
+        return v - DUAL_SLACK * abs(v)  # z is dual feasible to the solver's tolerance only
+
+    def solve(self, fixed: Mapping[int, bool]) -> NodeBound:
+        """Bound with arc k's activity fixed to 1 (True) or 0 (False) for each k in `fixed`."""
+        b = self.rhs(fixed)
         sol = clarabel.DefaultSolver(self.P, self.q, self.A, b, self.cones, self.settings).solve()
         status = str(sol.status)
         na = self.data.n_arc
@@ -257,7 +277,7 @@ class Relaxation:
             if status == "AlmostSolved":
                 bound -= 1e-6 * abs(bound)
             return NodeBound("solved", float(bound), np.clip(x[self._a], 0.0, 1.0),
-                             np.abs(x[self._p]))
+                             np.abs(x[self._p]), np.asarray(sol.z))
         if status == "PrimalInfeasible":
             return NodeBound("infeasible", float("inf"), np.zeros(na), np.zeros(na))
         return NodeBound("failed", -float("inf"), np.zeros(na), np.zeros(na))
