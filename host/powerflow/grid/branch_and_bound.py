@@ -30,6 +30,7 @@ from powerflow.grid.relaxation import NodeBound, Relaxation
 from powerflow.model.mesh import DisjointSets
 
 SPLIT_EPS = 1e-7  # p.u. of split flow below which a bus counts as having one parent
+PSEUDOCOSTS = True  # branch by learnt bound gains (False: by split flow alone)
 
 
 @dataclass(order=True)
@@ -71,14 +72,52 @@ class SearchOutcome:
     proved: bool  # the gap target was reached (the tree was explored or pruned)
 
 
-def _split_bus(into: list[np.ndarray], node: _Node) -> int | None:
-    """The bus whose inflow is most split between arcs, weighted by the flow split."""
+class _Pseudocosts:
+    """Per bus, the bound its branchings gained per unit of split (the least and the most
+    gaining child), learnt as the search goes: branching where the bound is known to move."""
+
+    def __init__(self, n_bus: int) -> None:
+        self.lo = np.zeros(n_bus)
+        self.hi = np.zeros(n_bus)
+        self.n = np.zeros(n_bus)
+
+    def learn(self, bus: int, split: float, gains: list[float]) -> None:
+        if split <= SPLIT_EPS or not gains:
+            return
+        self.lo[bus] += max(min(gains), 0.0) / split
+        self.hi[bus] += max(max(gains), 0.0) / split
+        self.n[bus] += 1
+
+    def score(self, bus: int, split: float) -> float:
+        seen = self.n > 0
+        if self.n[bus] > 0:
+            lo, hi = self.lo[bus] / self.n[bus], self.hi[bus] / self.n[bus]
+        elif seen.any():  # unseen: the average bus's
+            lo = float(np.mean(self.lo[seen] / self.n[seen]))
+            hi = float(np.mean(self.hi[seen] / self.n[seen]))
+        else:
+            return split
+        eps = 1e-12
+        return max(lo * split, eps) * max(hi * split, eps)
+
+
+def _split(into: list[np.ndarray], node: _Node, i: int) -> float:
     a, flow = node.result.activity, node.result.flow
-    best, bus = SPLIT_EPS, None
+    ks = into[i]
+    return float(np.sum(flow[ks] * np.minimum(a[ks], 1.0 - a[ks])))
+
+
+def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts | None = None) -> int | None:
+    """The bus to branch on: among those whose inflow is split between arcs, the one whose
+    branching is expected to raise the bound most (`pc`), else the most split (by flow)."""
+    best, bus = -1.0, None
     for i, ks in enumerate(into):
         if len(ks) < 2 or any(node.fixed.get(int(k)) for k in ks):
             continue
-        score = float(np.sum(flow[ks] * np.minimum(a[ks], 1.0 - a[ks])))
+        split = _split(into, node, i)
+        if split <= SPLIT_EPS:
+            continue
+        score = split if pc is None else pc.score(i, split)
         if score > best:
             best, bus = score, i
     if bus is None:  # no split left but the node is not settled: fix any open choice
@@ -132,6 +171,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
     pool: Executor = (ProcessPoolExecutor(n, initializer=_init_worker, initargs=(d,))
                       if n > 1 else serial)
     unsolved = 0  # children pruned on their parent's dual alone
+    pc = _Pseudocosts(d.n_node) if PSEUDOCOSTS else None
     floor = float("inf")  # least bound of nodes dropped without being beaten by the incumbent
     pruned = float("inf")  # least bound of nodes dropped as within the gap of the incumbent
     nodes = 0
@@ -154,6 +194,8 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                 break
             children: list[dict[int, bool]] = []
             parents: list[_Node] = []
+            branched: list[tuple[int, float]] = []  # (bus, its split) per child
+            gains: dict[int, tuple[int, float, list[float]]] = {}  # parent -> bus, split, gains
             for nd in batch:
                 tree = _tree_of(d, case.n_branch, nd.result.activity)
                 if tree is not None:
@@ -161,7 +203,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                     if nd.bound >= best * (1 - gap):
                         pruned = min(pruned, nd.bound)
                         continue
-                bus = _split_bus(into, nd)
+                bus = _split_bus(into, nd, pc)
                 if bus is None:  # every parent fixed: the node is one configuration
                     floor = min(floor, nd.bound)
                     continue
@@ -174,11 +216,18 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                     if cheap >= best * (1 - gap):  # beaten already: no solve needed
                         pruned = min(pruned, cheap)
                         unsolved += 1
+                        gains.setdefault(id(nd), (bus, _split(into, nd, bus), []))[2].append(
+                            cheap - nd.bound)
                         continue
                     children.append(fx)
                     parents.append(nd)
-            for fx, parent, res in zip(children, parents, pool.map(_solve_in_worker, children)):
+                    branched.append((bus, _split(into, nd, bus)))
+            for fx, parent, (bus_, split_), res in zip(children, parents, branched,
+                                                       pool.map(_solve_in_worker, children)):
                 nodes += 1
+                g = gains.setdefault(id(parent), (bus_, split_, []))[2]
+                g.append(res.bound_pu - parent.bound if res.status == "solved" else
+                         (parent.bound if res.status == "infeasible" else 0.0))
                 if res.status == "infeasible":
                     continue
                 # a failed solve keeps its parent's bound, which still holds for the child
@@ -186,6 +235,9 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                 seq += 1
                 heapq.heappush(heap, _Node(max(bound, parent.bound), seq, fx,
                                            res if res.status == "solved" else parent.result))
+            if pc is not None:
+                for bus_, split_, g in gains.values():
+                    pc.learn(bus_, split_, g)
         open_bound = min((nd.bound for nd in heap), default=float("inf"))
         proved = not heap or open_bound >= best * (1 - gap)
     finally:
