@@ -10,7 +10,8 @@ lasts until the measurements agree with the plan again — every measured bus in
 policy's band and no converter current-limited — for EXIT_PERIODS periods in a row.
 
 A node not yet energised since the host first heard from it (its output still off or
-soft-starting under the bus voltage, before the first command has brought it up) is not judged for START_GRACE_S:
+soft-starting under the bus voltage, before the first command has brought it up) is not
+judged for START_GRACE_S (its reading is still reported as measured):
 a bus nobody has switched on yet is not a sag. One that was energised once is judged at
 every reading from then on, and one that has not come up after the grace is judged too.
 Units: V, s.
@@ -42,6 +43,10 @@ class Measured:
     failsafe: list[int]  # nodes running their failsafe, not the plan
     readings: int  # fresh readings it is made of
     newest_t: float  # s: the newest sample among them
+    # the lowest bus among the nodes that are judged (not still starting), V, and its node:
+    # what the supervisor checks; vmin above is what is reported, every fresh reading's
+    judged_vmin: float | None = None
+    judged_node: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"vmin": self.vmin, "vmax": self.vmax, "vmin_node": self.vmin_node,
@@ -52,8 +57,9 @@ class Measured:
 def measure(readings: dict[int, Reading]) -> Measured:
     # the lowest sample since the last look, not only the latest: a sag shorter than the
     # time between two looks is still a sag the nodes measured
-    vs = {i: r.vout_low for i, r in readings.items()
-          if r.fresh and r.vout_low is not None and not r.starting}
+    vs = {i: r.vout_low for i, r in readings.items() if r.fresh and r.vout_low is not None}
+    judged = {i: v for i, v in vs.items() if not readings[i].starting}
+    jlo = min(judged, key=lambda i: judged[i]) if judged else None
     cc = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_CC)
     # in failsafe and still driving the bus (a ramped-down or off one is only unavailable)
     fs = sorted(i for i, r in readings.items() if r.fresh and r.mode == d.MODE_FAILSAFE
@@ -63,7 +69,8 @@ def measure(readings: dict[int, Reading]) -> Measured:
         return Measured(None, None, None, cc, fs, 0, newest)
     lo = min(vs, key=lambda i: vs[i])
     hi = max(r.vout if r.vout is not None else vs[i] for i, r in readings.items() if i in vs)
-    return Measured(vs[lo], hi, lo, cc, fs, len(vs), newest)
+    return Measured(vs[lo], hi, lo, cc, fs, len(vs), newest,
+                    None if jlo is None else judged[jlo], jlo)
 
 
 class StartUp:
@@ -106,8 +113,8 @@ class Supervisor:
     def trouble(self, m: Measured) -> str:
         """What is wrong with the measured rack now ('' if nothing)."""
         low = BROWNOUT_V_PU * self.rack.bus_voltage
-        if m.vmin is not None and m.vmin < low:
-            return f"bus at node {m.vmin_node} {m.vmin:.2f} V, under {low:.2f} V"
+        if m.judged_vmin is not None and m.judged_vmin < low:
+            return f"bus at node {m.judged_node} {m.judged_vmin:.2f} V, under {low:.2f} V"
         if m.current_limited:
             return "current-limited: node " + ", ".join(str(i) for i in m.current_limited)
         if m.failsafe:
