@@ -30,7 +30,6 @@ from powerflow.grid.relaxation import NodeBound, Relaxation
 from powerflow.model.mesh import DisjointSets
 
 SPLIT_EPS = 1e-7  # p.u. of split flow below which a bus counts as having one parent
-PSEUDOCOSTS = True  # branch by learnt bound gains (False: by split flow alone)
 
 
 @dataclass(order=True)
@@ -88,17 +87,16 @@ class _Pseudocosts:
         self.hi[bus] += max(max(gains), 0.0) / split
         self.n[bus] += 1
 
-    def score(self, bus: int, split: float) -> float:
+    def rates(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each bus's mean gain per unit of split (least, most gaining child); a bus not yet
+        branched on takes the average of those that were. None before any was."""
         seen = self.n > 0
-        if self.n[bus] > 0:
-            lo, hi = self.lo[bus] / self.n[bus], self.hi[bus] / self.n[bus]
-        elif seen.any():  # unseen: the average bus's
-            lo = float(np.mean(self.lo[seen] / self.n[seen]))
-            hi = float(np.mean(self.hi[seen] / self.n[seen]))
-        else:
-            return split
-        eps = 1e-12
-        return max(lo * split, eps) * max(hi * split, eps)
+        if not seen.any():
+            return None
+        lo, hi = np.zeros_like(self.lo), np.zeros_like(self.hi)
+        lo[seen], hi[seen] = self.lo[seen] / self.n[seen], self.hi[seen] / self.n[seen]
+        lo[~seen], hi[~seen] = lo[seen].mean(), hi[seen].mean()
+        return lo, hi
 
 
 def _split(into: list[np.ndarray], node: _Node, i: int) -> float:
@@ -107,9 +105,10 @@ def _split(into: list[np.ndarray], node: _Node, i: int) -> float:
     return float(np.sum(flow[ks] * np.minimum(a[ks], 1.0 - a[ks])))
 
 
-def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts | None = None) -> int | None:
+def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts) -> int | None:
     """The bus to branch on: among those whose inflow is split between arcs, the one whose
     branching is expected to raise the bound most (`pc`), else the most split (by flow)."""
+    rates = pc.rates()
     best, bus = -1.0, None
     for i, ks in enumerate(into):
         if len(ks) < 2 or any(node.fixed.get(int(k)) for k in ks):
@@ -117,7 +116,8 @@ def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts | None = No
         split = _split(into, node, i)
         if split <= SPLIT_EPS:
             continue
-        score = split if pc is None else pc.score(i, split)
+        score = split if rates is None else (max(rates[0][i] * split, 1e-12)
+                                             * max(rates[1][i] * split, 1e-12))
         if score > best:
             best, bus = score, i
     if bus is None:  # no split left but the node is not settled: fix any open choice
@@ -170,8 +170,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
     serial = _Serial(d)  # its relaxation also bounds children from their parent's dual
     pool: Executor = (ProcessPoolExecutor(n, initializer=_init_worker, initargs=(d,))
                       if n > 1 else serial)
-    unsolved = 0  # children pruned on their parent's dual alone
-    pc = _Pseudocosts(d.n_node) if PSEUDOCOSTS else None
+    pc = _Pseudocosts(d.n_node)
     floor = float("inf")  # least bound of nodes dropped without being beaten by the incumbent
     pruned = float("inf")  # least bound of nodes dropped as within the gap of the incumbent
     nodes = 0
@@ -194,7 +193,6 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                 break
             children: list[dict[int, bool]] = []
             parents: list[_Node] = []
-            branched: list[tuple[int, float]] = []  # (bus, its split) per child
             gains: dict[int, tuple[int, float, list[float]]] = {}  # parent -> bus, split, gains
             for nd in batch:
                 tree = _tree_of(d, case.n_branch, nd.result.activity)
@@ -207,6 +205,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                 if bus is None:  # every parent fixed: the node is one configuration
                     floor = min(floor, nd.bound)
                     continue
+                got = gains[id(nd)] = (bus, _split(into, nd, bus), [])
                 for k in into[bus].tolist():
                     if nd.fixed.get(k) is False:
                         continue
@@ -215,19 +214,15 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                     cheap = serial.relaxation.bound_from(nd.result, fx)
                     if cheap >= best * (1 - gap):  # beaten already: no solve needed
                         pruned = min(pruned, cheap)
-                        unsolved += 1
-                        gains.setdefault(id(nd), (bus, _split(into, nd, bus), []))[2].append(
-                            cheap - nd.bound)
+                        got[2].append(cheap - nd.bound)
                         continue
                     children.append(fx)
                     parents.append(nd)
-                    branched.append((bus, _split(into, nd, bus)))
-            for fx, parent, (bus_, split_), res in zip(children, parents, branched,
-                                                       pool.map(_solve_in_worker, children)):
+            for fx, parent, res in zip(children, parents, pool.map(_solve_in_worker, children)):
                 nodes += 1
-                g = gains.setdefault(id(parent), (bus_, split_, []))[2]
-                g.append(res.bound_pu - parent.bound if res.status == "solved" else
-                         (parent.bound if res.status == "infeasible" else 0.0))
+                gains[id(parent)][2].append(
+                    res.bound_pu - parent.bound if res.status == "solved" else
+                    parent.bound if res.status == "infeasible" else 0.0)
                 if res.status == "infeasible":
                     continue
                 # a failed solve keeps its parent's bound, which still holds for the child
@@ -235,9 +230,8 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                 seq += 1
                 heapq.heappush(heap, _Node(max(bound, parent.bound), seq, fx,
                                            res if res.status == "solved" else parent.result))
-            if pc is not None:
-                for bus_, split_, g in gains.values():
-                    pc.learn(bus_, split_, g)
+            for bus_, split_, g in gains.values():
+                pc.learn(bus_, split_, g)
         open_bound = min((nd.bound for nd in heap), default=float("inf"))
         proved = not heap or open_bound >= best * (1 - gap)
     finally:
