@@ -181,3 +181,28 @@ def test_the_database_goes_to_the_state_directory(tmp_path: Path,
     emu.write_text("last demo")
     assert not default_db("r", emulated=True, folder=folder).exists()  # each demo starts anew
     assert real.exists()
+
+
+@pytest.mark.parametrize("disarmed", [False, True])
+def test_a_stop_that_cannot_finish_ends_the_process_with_its_stacks(disarmed: bool) -> None:
+    # the host arms this as its stop begins: a stop stuck on a thread that never ends (here
+    # a non-daemon one, which the interpreter waits for at exit) must not hang the process
+    code = ("import threading\n"
+            "from powerflow.process import StopDeadline\n"
+            "d = StopDeadline(0.5)\n"
+            "d.arm()\n"
+            f"if {disarmed}:\n"
+            "    d.disarm()\n"
+            "    threading.Event().wait(1.5)  # past the deadline: nothing may happen\n"
+            "else:\n"
+            "    threading.Thread(target=threading.Event().wait, name='stuck').start()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    if disarmed:
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        return
+    assert r.returncode == 1, r.stderr
+    first, *rest = r.stderr.splitlines()
+    assert first == ("powerflow: error: the host did not stop within 0.5 s; the threads' "
+                     "stacks follow, then exit 1"), first
+    assert any("Thread 0x" in line for line in rest), r.stderr  # every thread's stack
+    assert any("in wait" in line for line in rest), r.stderr  # the stuck one among them

@@ -945,15 +945,20 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     interactive = setup_logging(args.log_level)
     import asyncio
 
+    from powerflow.process import StopDeadline
+
+    deadline = StopDeadline()
     try:
         asyncio.run(run_host(args.rack, args.emulate, args.duration, args.port or DEFAULT_PORT,
                              args.db, not args.no_start, telemetry_ms=args.telemetry_ms,
                              faults=faults, control=not args.no_control, api=api,
                              physics_log=args.physics_log, sock=sock, state=args.state_dir,
-                             live=interactive, site=site))
+                             live=interactive, site=site, deadline=deadline))
     except RackError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        deadline.disarm()  # asyncio.run has joined the loop's threads: the stop is over
     return 0
 
 

@@ -19,6 +19,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -35,7 +36,7 @@ from powerflow.manager import NodeManager
 from powerflow.control.policy import load_rack_checked
 from powerflow.logs import kv
 from powerflow.model.rack import Rack, RackError
-from powerflow.process import default_db, listen, state_dir
+from powerflow.process import StopDeadline, default_db, listen, state_dir
 from powerflow.service import HostService, ServiceError
 from powerflow.store import TelemetryStore
 
@@ -161,14 +162,16 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                    api: ApiOptions | None = None,
                    physics_log: str | Path | None = None, sock: socket.socket | None = None,
                    state: str | Path | None = None,
-                   site: SiteOptions | None = None) -> dict[str, Any]:
+                   site: SiteOptions | None = None,
+                   deadline: StopDeadline | None = None) -> dict[str, Any]:
     """Run the host until `duration` s have passed (None: forever) or SIGINT/SIGTERM. `sock`
     is the API's listening socket if the caller bound it already (the CLI binds it before
     anything else, so a port in use fails at once); `state` the state directory (see
     `process.state_dir`) where the database goes unless `db` names one. With `live` the
     nodes are drawn as a table on stdout (a terminal) and the log lines go above it; without,
     the log (stderr) has a status line every STATUS_EVERY_S. Whatever was started is
-    stopped again on every way out, errors included."""
+    stopped again on every way out, errors included; `deadline`, if given, is armed as the
+    stop begins (the caller disarms it once the process may end)."""
     api = api or ApiOptions()
     api.check()
     stop = asyncio.Event()
@@ -222,7 +225,10 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
         server = uvicorn.Server(uvicorn.Config(app, host=api.bind, port=port,
                                                log_level="warning", lifespan="off",
                                                ssl_certfile=api.tls_cert,
-                                               ssl_keyfile=api.tls_key))
+                                               ssl_keyfile=api.tls_key,
+                                               # a request still running at a stop (a
+                                               # slow client) gets this long, no more
+                                               timeout_graceful_shutdown=5))
         server_task = asyncio.create_task(server.serve(sockets=[sock]))
 
         async def stop_server() -> None:
@@ -243,7 +249,7 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                      refresh_per_second=2, transient=False)
                 if console is not None else contextlib.nullcontext())
         next_status = t0 + STATUS_EVERY_S
-        with view as live_view:
+        with view as live_view, _armed_on_exit(deadline):
             while not stop.is_set():
                 now = time.monotonic()
                 if duration is not None and now - t0 >= duration:
@@ -264,6 +270,16 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                     why="signal" if stop.is_set() else "duration"))
         return {"nodes": manager.snapshot(), "stored": store.acked}
     raise AssertionError("unreachable")  # the exit stack does not swallow exceptions
+
+
+@contextlib.contextmanager
+def _armed_on_exit(deadline: StopDeadline | None) -> Iterator[None]:
+    """Arm `deadline` however the run's main loop is left (signal, duration or error)."""
+    try:
+        yield
+    finally:
+        if deadline is not None:
+            deadline.arm()
 
 
 def _start_control(rack: Rack, manager: NodeManager, store: TelemetryStore, emu: Any

@@ -1,19 +1,30 @@
 """What the host process takes for itself before it starts anything: the API's listening
-socket and its state directory.
+socket and its state directory; and the bound on how long it takes to stop.
 
 The socket is bound first, before the emulated rack or any link is started and before the
 heavy imports, so a port in use is one line and exit 2 at once, with nothing left behind.
 The state directory follows the XDG base directory rules (`$XDG_STATE_HOME/powerflow`, else
 `~/.local/state/powerflow`); under systemd, `StateDirectory=powerflow` sets
 `$STATE_DIRECTORY`, which wins over both. Nothing is written to the current directory.
+
+A stop (SIGTERM, Ctrl-C or the end of `--duration`) is orderly: the API answers what it
+is answering, the nodes' sessions close, the emulated rack stops, the database is flushed.
+`StopDeadline` bounds it: a stop that has not finished within STOP_WITHIN_S writes one line
+and every thread's stack to stderr and exits with status 1, so a service manager (and an
+operator) is never left waiting on a host that cannot finish, and the stacks say why.
 """
 
 from __future__ import annotations
 
 import errno
+import faulthandler
 import os
 import socket
+import sys
+import threading
 from pathlib import Path
+
+STOP_WITHIN_S = 20.0  # an orderly stop takes about 1 s; systemd's own limit is 90 s
 
 
 class ListenError(OSError):
@@ -60,3 +71,29 @@ def default_db(rack_name: str, emulated: bool, folder: Path) -> Path:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     return path
+
+
+class StopDeadline:
+    """Once armed, ends the process (status 1) unless disarmed within `seconds` s."""
+
+    def __init__(self, seconds: float = STOP_WITHIN_S) -> None:
+        self.seconds = seconds
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True  # never what keeps the process alive
+            self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        sys.stderr.write(f"powerflow: error: the host did not stop within {self.seconds:g} s; "
+                         "the threads' stacks follow, then exit 1\n")
+        sys.stderr.flush()
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        os._exit(1)

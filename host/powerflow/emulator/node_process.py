@@ -69,7 +69,14 @@ class NodeProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting: a rack stopping tells all its nodes first, then waits."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.terminate()
+
     def stop(self) -> None:
+        """SIGTERM, and SIGKILL if the node has not ended within 3 s."""
         if self.alive():
             assert self.proc is not None
             self.proc.terminate()

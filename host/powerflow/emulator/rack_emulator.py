@@ -276,6 +276,8 @@ class EmulatedRack:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        for en in self.nodes.values():  # all told at once, so the stop takes one node's time
+            en.process.terminate()
         for en in self.nodes.values():
             en.process.close()
             en.registers.close()
