@@ -8,7 +8,8 @@ from __future__ import annotations
 from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
 from powerflow.control.controller import NodeObs, RackController
-from powerflow.control.health import BACKOFF_MAX_S, BACKOFF_S, HealthJudge, reading
+from powerflow.control.health import BACKOFF_MAX_S, BACKOFF_S, HealthJudge
+from powerflow.control.readings import CONNECT_GRACE_S, START_GRACE_S, StartUp, reading
 from powerflow.control.supervisor import Supervisor, measure
 from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
@@ -33,13 +34,14 @@ class Rig:
     def __init__(self) -> None:
         self.alarms = AlarmBook()
         self.judge = HealthJudge(RACK, self.alarms)
+        self.startup = StartUp(RACK)
         self.t = 100.0
         for n in RACK.nodes:
             self.judge.dispatched_vref(n.id, 12.5, 0.0)
 
     def period(self, nodes: dict[int, NodeObs], late: bool = False, safe: bool = False) -> None:
         self.t += PERIOD
-        rd = {i: reading(o, self.t, PERIOD) for i, o in nodes.items()}
+        rd = self.startup.mark(self.t, {i: reading(o, self.t, PERIOD) for i, o in nodes.items()})
         self.judge.judge(self.t, rd, late, safe, PERIOD)
         for i, h in self.judge.nodes.items():  # what the loop would dispatch
             vref = h.probe_vref if h.probing else 12.5
@@ -207,8 +209,6 @@ def test_a_rack_not_yet_switched_on_is_not_a_sag_but_one_that_never_comes_up_is(
     """Start-up: nodes heard with their outputs still off (0 V, before the first command's
     soft-start) raise no bus_sag and no safe mode; once energised, a sag is judged at the
     next readings; a node still at 0 V after the grace is judged like any other."""
-    from powerflow.control.supervisor import START_GRACE_S
-
     off = obs(0.0, 0.0, 0.0, d.MODE_OFF)
     ctrl = RackController(RACK)
     t = 1000.0
@@ -244,14 +244,12 @@ def test_a_rack_not_yet_switched_on_is_not_a_sag_but_one_that_never_comes_up_is(
 
 
 def test_a_node_never_heard_is_connecting_then_never_connected_and_a_lost_one_is_lost() -> None:
-    from powerflow.control.health import CONNECT_GRACE_S
-
     gone = NodeObs(False, {}, float("inf"))
     r = Rig()
     nodes = {1: healthy(), 2: healthy(), 3: gone, 4: healthy()}
     r.period(nodes)
     assert r.judge.nodes[3].why == "unavailable: connecting" and not r.alarms.active
-    while r.t < r.judge.start_t + CONNECT_GRACE_S - PERIOD:
+    while r.t < r.startup.start_t + CONNECT_GRACE_S - PERIOD:
         r.period(nodes)
     assert not r.alarms.is_active("link_lost", 3)
     r.period(nodes)

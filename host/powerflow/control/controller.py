@@ -26,8 +26,9 @@ from powerflow.control.alarms import AlarmBook
 from powerflow.control.allocate import (Allocation, Allocator, BatteryView, DeviceView, Memory,
                                         NodeView, RackView)
 from powerflow.control.budget import SiteBudget
-from powerflow.control.health import HealthJudge, Reading, reading
-from powerflow.control.supervisor import Measured, StartUp, Supervisor, measure
+from powerflow.control.health import HealthJudge
+from powerflow.control.readings import Reading, StartUp, reading
+from powerflow.control.supervisor import Measured, Supervisor, measure
 from powerflow.control.policy import Policy, PolicyError, rack_policy
 from powerflow.control.hints import HintBook
 from powerflow.forecast.batch import MODELS, BatchForecaster

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
+from powerflow.control.readings import CONNECT_GRACE_S, Reading
 from powerflow.model.rack import Node, Rack
 
 EVIDENCE_PU = 0.01  # output under its own command by this (per unit of the bus) ...
@@ -41,8 +41,6 @@ PROBE_PERIODS = 3  # inconclusive probes before the suspicion is dropped
 BACKOFF_S = 30.0  # first re-admission probe of a quarantined converter after this
 BACKOFF_MAX_S = 480.0
 STALE_PERIODS = 3  # telemetry older than this many periods: the node is unavailable
-CONNECT_GRACE_S = 10.0  # a node never heard since the host started is 'connecting', not lost,
-# for this long (links open and the first hello round trip takes a second or two)
 
 
 @dataclass
@@ -57,41 +55,6 @@ class NodeHealth:
     probe_vref: float | None = None  # V
     verdict: str = ""  # why it was quarantined
     lost_seen: int = 0  # link losses already alarmed
-    heard: bool = False  # online at least once since the host started
-
-
-@dataclass
-class Reading:
-    """One node's latest telemetry as the judge needs it."""
-
-    online: bool
-    fresh: bool  # no older than a period
-    sampled_t: float  # s (Unix time) when it was sampled (arrival, less nothing: 1 frame)
-    mode: int
-    cmd: float | None  # VOUT_COMMAND it reports, V
-    vout: float | None  # V
-    iout: float  # A
-    faults: int  # latched protection faults (failsafe and watchdog bits masked)
-    age_s: float
-    lost_count: int = 0  # times the host declared the link lost
-    vout_low: float | None = None  # V: lowest sample since the last look (vout if none newer)
-    starting: bool = False  # not yet energised since the host first heard it (supervisor.StartUp)
-
-
-def reading(obs: Any, now: float, period_s: float) -> Reading:
-    tel = obs.telemetry
-    faults = int(tel.get("FAULTS") or 0) & ~d.FAULT_FAILSAFE & ~d.FAULT_WATCHDOG
-    cmd, vout = tel.get("VOUT_COMMAND"), tel.get("READ_VOUT")
-    return Reading(bool(obs.online), bool(obs.online and tel and obs.age_s <= period_s),
-                   now - obs.age_s, int(tel.get("MODE", d.MODE_OFF)),
-                   None if cmd is None else float(cmd), None if vout is None else float(vout),
-                   float(tel.get("READ_IOUT") or 0.0), faults, float(obs.age_s),
-                   int(obs.lost_count), _low(getattr(obs, "vout_low", None), vout))
-
-
-def _low(low: Any, vout: Any) -> float | None:
-    vals = [float(v) for v in (low, vout) if v is not None]
-    return min(vals) if vals else None
 
 
 class HealthJudge:
@@ -102,7 +65,6 @@ class HealthJudge:
         self.dispatched: dict[int, tuple[float | None, float]] = {}  # node -> (vref, since)
         self.release_queue: deque[int] = deque()  # operator re-admissions, one per period
         self.verdicts = 0  # converters quarantined since start
-        self.start_t: float | None = None  # s: the first period judged
 
     # ---- inputs from the loop ------------------------------------------------------------
     def dispatched_vref(self, node_id: int, vref: float | None, t: float) -> None:
@@ -138,8 +100,6 @@ class HealthJudge:
               period_s: float) -> None:
         """One period's verdicts (updates each node's state, alarms and events)."""
         release = self.release_queue.popleft() if self.release_queue else None
-        if self.start_t is None:
-            self.start_t = t
         for n in self.rack.nodes:
             h = self.nodes[n.id]
             r = readings[n.id]
@@ -213,12 +173,10 @@ class HealthJudge:
         for n in self.rack.nodes:
             h, r = self.nodes[n.id], readings[n.id]
             why, kind, sev = "", "", "major"
-            h.heard = h.heard or r.online
-            start = self.start_t if self.start_t is not None else t
-            if not r.online and not h.heard and t - start < CONNECT_GRACE_S:
+            if not r.online and r.connecting:
                 # not lost: never yet heard, its link still opening (no alarm for it)
                 why = "unavailable: connecting"
-            elif not r.online and not h.heard:
+            elif not r.online and not r.heard:
                 why, kind = (f"unavailable: never connected ({CONNECT_GRACE_S:.0f} s since "
                              "the host started)"), "link_lost"
             elif not r.online:

@@ -9,27 +9,22 @@ failed on at the bus voltage, sharing by droop), with an alarm and an event. Saf
 lasts until the measurements agree with the plan again — every measured bus in the
 policy's band and no converter current-limited — for EXIT_PERIODS periods in a row.
 
-A node not yet energised since the host first heard from it (its output still off or
-soft-starting under the bus voltage, before the first command has brought it up) is not
-judged for START_GRACE_S (its reading is still reported as measured):
-a bus nobody has switched on yet is not a sag. One that was energised once is judged at
-every reading from then on, and one that has not come up after the grace is judged too.
-Units: V, s.
+A node still `starting` (readings.StartUp: heard, not yet energised, within its grace)
+is not judged, though its reading is still reported as measured: a bus nobody has
+switched on yet is not a sag. Units: V, s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pfproto import defs as d
 from powerflow.control.alarms import AlarmBook
-from powerflow.control.health import Reading
+from powerflow.control.readings import Reading
 from powerflow.model.rack import BROWNOUT_V_PU, Rack
 
 DEBOUNCE = 2  # distinct readings in a row before the supervisor acts
 EXIT_PERIODS = 3  # periods of agreement before safe mode ends
-START_GRACE_S = 10.0  # s after first contact a node not yet energised is not judged: the
-# first command follows within a period and soft-start takes ~0.1 s (firmware: 100 V/s)
 
 
 @dataclass
@@ -71,31 +66,6 @@ def measure(readings: dict[int, Reading]) -> Measured:
     hi = max(r.vout if r.vout is not None else vs[i] for i, r in readings.items() if i in vs)
     return Measured(vs[lo], hi, lo, cc, fs, len(vs), newest,
                     None if jlo is None else judged[jlo], jlo)
-
-
-class StartUp:
-    """Which nodes are still starting: heard from, not yet energised, within the grace."""
-
-    def __init__(self, rack: Rack) -> None:
-        self.level = BROWNOUT_V_PU * rack.bus_voltage  # V: energised at or above this
-        self.first_heard: dict[int, float] = {}  # node -> s
-        self.energised: set[int] = set()
-
-    def mark(self, t: float, readings: dict[int, Reading]) -> dict[int, Reading]:
-        """The readings, each flagged `starting` where it is."""
-        out = {}
-        for i, r in readings.items():
-            if r.online:
-                self.first_heard.setdefault(i, t)
-            # energised: seen at the bus voltage, or in any mode past off and soft-start (a
-            # converter regulating or current-limited into a low bus is judged at once)
-            if r.fresh and ((r.vout is not None and r.vout >= self.level)
-                            or r.mode not in (d.MODE_OFF, d.MODE_SOFTSTART)):
-                self.energised.add(i)
-            starting = (i not in self.energised and i in self.first_heard
-                        and t - self.first_heard[i] < START_GRACE_S)
-            out[i] = replace(r, starting=True) if starting else r
-        return out
 
 
 class Supervisor:
