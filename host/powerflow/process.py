@@ -41,11 +41,18 @@ def listen(bind: str, port: int) -> socket.socket:
     try:
         # SO_REUSEADDR (set by create_server) lets a restarted host rebind a port whose old
         # connections are in TIME_WAIT; a port another process listens on is still refused
-        return socket.create_server(addr, family=family, backlog=128)
+        sock = socket.create_server(addr, family=family, backlog=128)
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else str(e)
         hint = " (another process listens there; choose --port)" if e.errno == errno.EADDRINUSE else ""
         raise ListenError(f"cannot listen on {bind}:{port}: {why}{hint}") from None
+    # asyncio sets TCP_NODELAY only on sockets it creates with proto IPPROTO_TCP, and this
+    # one (proto 0) is handed to the server ready-made: without it, a response's headers
+    # and body are two segments, the second held by Nagle until the client's delayed ACK,
+    # and every request on a kept-alive connection took 40 ms more (measured: 44 against
+    # 0.7 ms). Accepted connections inherit the option from the listening socket (Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def state_dir(explicit: str | Path | None = None) -> Path:
