@@ -235,7 +235,10 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
         open_bound = min((nd.bound for nd in heap), default=float("inf"))
         proved = not heap or open_bound >= best * (1 - gap)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # waits for the node solves under way (tens of ms): a pool left to wind down on
+        # its own can meet the interpreter's exit with its pipes closed (an OSError
+        # printed at exit, seen after a bench run)
+        pool.shutdown(wait=True, cancel_futures=True)
     # nodes pruned within the gap still bound the optimum: the incumbent may not be it
     lower = min(open_bound, floor, pruned, best)
     return SearchOutcome(best_open, best_flow, lower * d.base_kw, nodes, len(checked),
