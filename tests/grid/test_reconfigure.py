@@ -136,7 +136,8 @@ def test_a_bound_from_the_roots_dual_never_exceeds_the_node_optimum(seed: int) -
     the least loss of the radial configurations the node holds, found by enumerating them
     all (the exact load flow of each); never above the node's own solve (within the
     solver's gap tolerance); and worth having: some fixings against the root's optimum are
-    priced above the root's bound."""
+    priced above the root's bound. The arcs a node's dual fixes against a cutoff (reduced-
+    cost fixing) are kept by every configuration of the node under the cutoff."""
     case = random_case(400 + seed, n=14, ties=4)
     d = branchflow_data(case)
     relax = Relaxation(d)
@@ -148,7 +149,7 @@ def test_a_bound_from_the_roots_dual_never_exceeds_the_node_optimum(seed: int) -
     into = [[int(k) for k in d.into(i) if not d.arc_fixed[k]] for i in range(d.n_node)]
     multi = [i for i, ks in enumerate(into) if len(ks) >= 2]
     rng = np.random.default_rng(seed)
-    raised = 0
+    raised = implied = 0
     for _ in range(30):
         fixed: dict[int, bool] = {}
         for bus in rng.choice(multi, size=min(len(multi), int(rng.integers(1, 4))),
@@ -164,7 +165,23 @@ def test_a_bound_from_the_roots_dual_never_exceeds_the_node_optimum(seed: int) -
             # the solve stops within its absolute gap tolerance (1e-6 p.u.) of the optimum
             assert cheap <= node.bound_pu + relax.settings.tol_gap_abs, (fixed, cheap)
             raised += cheap > root.bound_pu * (1 + 1e-3)
-    assert raised > 0
+            # reduced-cost fixing from the node's dual: every configuration of the node
+            # under the cutoff keeps the arcs it fixes; what it leaves out is not under it
+            for q in (0.1, 0.5):
+                if not held:
+                    break
+                cutoff = float(np.quantile(held, q))
+                more, left = relax.implied(node, fixed, cutoff)
+                under = [arcs for arcs, loss in trees if loss < cutoff
+                         and all(arcs[k] == v for k, v in fixed.items())]
+                assert left >= cutoff
+                if more is None:
+                    assert not under, (fixed, cutoff)
+                    continue
+                implied += len(more)
+                for arcs in under:
+                    assert all(arcs[k] == v for k, v in more.items()), (fixed, more)
+    assert raised > 0 and implied > 0
 
 
 def test_voltage_limit_is_kept_by_the_search() -> None:

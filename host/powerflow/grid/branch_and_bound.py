@@ -218,6 +218,13 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                         pruned = min(pruned, cheap)
                         got[2].append(cheap - nd.bound)
                         continue
+                    # arcs whose other value the parent's dual prices out: fixed now
+                    more, left = serial.relaxation.implied(nd.result, fx, best * (1 - gap))
+                    pruned = min(pruned, left)
+                    if more is None:
+                        got[2].append(left - nd.bound)
+                        continue
+                    fx.update(more)
                     children.append(fx)
                     parents.append(nd)
             for fx, parent, res in zip(children, parents, pool.map(_solve_in_worker, children)):
