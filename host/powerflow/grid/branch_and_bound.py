@@ -105,9 +105,12 @@ def _split(into: list[np.ndarray], node: _Node, i: int) -> float:
     return float(np.sum(flow[ks] * np.minimum(a[ks], 1.0 - a[ks])))
 
 
-def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts) -> int | None:
+def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts,
+               prices: tuple[np.ndarray, np.ndarray] | None = None) -> int | None:
     """The bus to branch on: among those whose inflow is split between arcs, the one whose
-    branching is expected to raise the bound most (`pc`), else the most split (by flow)."""
+    branching is expected to raise the bound most (`pc`), else the most split (by flow).
+    With `prices` (Relaxation.fixing_prices of the node) each child's expected gain is at
+    least what the node's dual already guarantees it."""
     rates = pc.rates()
     best, bus = -1.0, None
     for i, ks in enumerate(into):
@@ -116,8 +119,14 @@ def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts) -> int | N
         split = _split(into, node, i)
         if split <= SPLIT_EPS:
             continue
-        score = split if rates is None else (max(rates[0][i] * split, 1e-12)
-                                             * max(rates[1][i] * split, 1e-12))
+        lo = hi = 0.0
+        if prices is not None:  # child k: k on, the bus's other arcs off
+            free = [int(k) for k in ks if int(k) not in node.fixed]
+            off_all = float(sum(prices[1][k] for k in free))
+            g = [prices[0][k] + off_all - prices[1][k] for k in free]
+            lo, hi = min(g), max(g)
+        score = split if rates is None else (max(rates[0][i] * split, lo, 1e-12)
+                                             * max(rates[1][i] * split, hi, 1e-12))
         if score > best:
             best, bus = score, i
     if bus is None:  # no split left but the node is not settled: fix any open choice
@@ -203,7 +212,7 @@ def branch_and_bound(case: Case, start: tuple[int, ...] | None, vmin: float | No
                     if nd.bound >= best * (1 - gap):
                         pruned = min(pruned, nd.bound)
                         continue
-                bus = _split_bus(into, nd, pc)
+                bus = _split_bus(into, nd, pc, serial.relaxation.fixing_prices(nd.result))
                 if bus is None:  # every parent fixed: the node is one configuration
                     floor = min(floor, nd.bound)
                     continue

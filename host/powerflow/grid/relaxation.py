@@ -310,6 +310,16 @@ class Relaxation:
                 out[k], left = True, min(left, b_off)
         return out, left
 
+    def fixing_prices(self, parent: NodeBound) -> tuple[Floats, Floats] | None:
+        """Per arc, what fixing it on and what fixing it off adds to a node's dual bound
+        (p.u., >= 0; see `implied`), from the node's own dual. None without a dual."""
+        if parent.dual is None:
+            return None
+        z = parent.dual
+        on = np.where(self._lower_idx >= 0, z[self._le0 + np.maximum(self._lower_idx, 0)], 0.0)
+        off = np.where(self._upper_idx >= 0, z[self._le0 + np.maximum(self._upper_idx, 0)], 0.0)
+        return on, off
+
     def solve(self, fixed: Mapping[int, bool]) -> NodeBound:
         """Bound with arc k's activity fixed to 1 (True) or 0 (False) for each k in `fixed`."""
         b = self.rhs(fixed)
