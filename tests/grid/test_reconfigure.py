@@ -165,6 +165,14 @@ def test_a_bound_from_the_roots_dual_never_exceeds_the_node_optimum(seed: int) -
             # the solve stops within its absolute gap tolerance (1e-6 p.u.) of the optimum
             assert cheap <= node.bound_pu + relax.settings.tol_gap_abs, (fixed, cheap)
             raised += cheap > root.bound_pu * (1 + 1e-3)
+            # what fixing one more arc adds to the dual bound, as the branching prices it
+            prices = relax.fixing_prices(node)
+            assert prices is not None
+            at = -float(relax.rhs(fixed) @ node.dual)
+            for k in [k for k in range(d.n_arc) if not d.arc_fixed[k] and k not in fixed][:5]:
+                for v, add in ((True, prices[0][k]), (False, prices[1][k])):
+                    got = -float(relax.rhs({**fixed, k: v}) @ node.dual)
+                    assert add >= -1e-12 and got == pytest.approx(at + add, rel=1e-9, abs=1e-12)
             # reduced-cost fixing from the node's dual: every configuration of the node
             # under the cutoff keeps the arcs it fixes; what it leaves out is not under it
             for q in (0.1, 0.5):
