@@ -1056,12 +1056,17 @@ def _site_command(args: argparse.Namespace) -> int:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     setup_logging("info")
+    from powerflow.process import StopDeadline
+
+    deadline = StopDeadline()
     try:
         asyncio.run(run_site(args.site, addr, args.id, args.emulate, args.duration, sock,
-                             args.period))
+                             args.period, deadline=deadline))
     except BrokerError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        deadline.disarm()  # asyncio.run has joined the loop's threads: the stop is over
     return 0
 
 

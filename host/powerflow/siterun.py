@@ -24,6 +24,7 @@ import uvicorn
 
 from powerflow.logs import kv
 from powerflow.model.site import Site, load_site
+from powerflow.process import StopDeadline
 from powerflow.site.agent import SiteAgent
 from powerflow.site.broker import Mosquitto
 from powerflow.site.controller import SiteController
@@ -37,10 +38,11 @@ DEFAULT_SITE_PORT = 8480
 
 async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
                    emulate: bool = False, duration: float | None = None,
-                   sock: socket.socket | None = None, period_s: float | None = None
-                   ) -> dict[str, Any]:
+                   sock: socket.socket | None = None, period_s: float | None = None,
+                   deadline: StopDeadline | None = None) -> dict[str, Any]:
     """Run until `duration` s (None: until SIGINT/SIGTERM). Without `addr`, `emulate` starts
-    a broker of its own (with generated passwords and the site's ACL)."""
+    a broker of its own (with generated passwords and the site's ACL). `deadline`, if
+    given, is armed as the stop begins (the caller disarms it once the process may end)."""
     site: Site = load_site(site_path)
     if period_s is not None:
         site = replace(site, policy=replace(site.policy, period_s=period_s,
@@ -61,11 +63,12 @@ async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
             addr = BrokerAddress.parse(broker.url, cid, str(broker.password_file(cid)))
             log.info(kv(event="broker", url=broker.url, logs=str(tmp)))
             if emulate:
+                racks: list[subprocess.Popen[bytes]] = []
+                up.callback(_stop_processes, racks)  # all told at once, then waited for
                 for k, r in enumerate(site.racks):
                     if r.rack_file is not None:
-                        up.callback(_stop_process, _start_rack(
-                            r.rack_file, broker, site.name, r.client, site.policy.period_s,
-                            k, tmp))
+                        racks.append(_start_rack(r.rack_file, broker, site.name, r.client,
+                                                 site.policy.period_s, k, tmp))
                         continue
                     s = StandIn(r, diurnal(0.75, 0.2, 60.0, phase=k))
                     standins.append(s)
@@ -79,7 +82,7 @@ async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
         server = None
         if sock is not None:
             server = uvicorn.Server(uvicorn.Config(create_site_app(ctrl), log_level="warning",
-                                                   lifespan="off"))
+                                                   lifespan="off", timeout_graceful_shutdown=5))
             tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             host, port = sock.getsockname()[:2]
             log.info(kv(event="started", site=site.name, controller=cid, racks=len(site.racks),
@@ -94,6 +97,8 @@ async def run_site(site_path: str | Path, addr: BrokerAddress | None, cid: str,
                     await asyncio.wait_for(stop.wait(), 0.5)
         finally:
             stop.set()
+            if deadline is not None:
+                deadline.arm()
             if server is not None:
                 server.should_exit = True
             for t in tasks[:-1] if server is not None else tasks:
@@ -119,13 +124,17 @@ def _start_rack(rack_file: str, broker: Mosquitto, site: str, client: str, perio
     return proc
 
 
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to its process group, SIGKILL if it has not ended within 5 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
+def _stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every process group at once, then SIGKILL to any that has not ended
+    within 5 s of it: the stop takes the slowest rack's time, not the sum of them all."""
+    for proc in procs:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+            os.killpg(proc.pid, signal.SIGTERM)
+    until = time.monotonic() + 5.0
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, until - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
