@@ -124,7 +124,7 @@ def _split_bus(into: list[np.ndarray], node: _Node, pc: _Pseudocosts,
             free = [int(k) for k in ks if int(k) not in node.fixed]
             off_all = float(sum(prices[1][k] for k in free))
             g = [prices[0][k] + off_all - prices[1][k] for k in free]
-            lo, hi = min(g), max(g)
+            lo, hi = (min(g), max(g)) if g else (0.0, 0.0)
         score = split if rates is None else (max(rates[0][i] * split, lo, 1e-12)
                                              * max(rates[1][i] * split, hi, 1e-12))
         if score > best:
