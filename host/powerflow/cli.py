@@ -947,18 +947,17 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     from powerflow.process import StopDeadline
 
-    deadline = StopDeadline()
     try:
-        asyncio.run(run_host(args.rack, args.emulate, args.duration, args.port or DEFAULT_PORT,
-                             args.db, not args.no_start, telemetry_ms=args.telemetry_ms,
-                             faults=faults, control=not args.no_control, api=api,
-                             physics_log=args.physics_log, sock=sock, state=args.state_dir,
-                             live=interactive, site=site, deadline=deadline))
+        with StopDeadline() as deadline:
+            asyncio.run(run_host(args.rack, args.emulate, args.duration,
+                                 args.port or DEFAULT_PORT, args.db, not args.no_start,
+                                 telemetry_ms=args.telemetry_ms, faults=faults,
+                                 control=not args.no_control, api=api,
+                                 physics_log=args.physics_log, sock=sock, state=args.state_dir,
+                                 live=interactive, site=site, deadline=deadline))
     except RackError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
-    finally:
-        deadline.disarm()  # asyncio.run has joined the loop's threads: the stop is over
     return 0
 
 
@@ -1058,15 +1057,13 @@ def _site_command(args: argparse.Namespace) -> int:
     setup_logging("info")
     from powerflow.process import StopDeadline
 
-    deadline = StopDeadline()
     try:
-        asyncio.run(run_site(args.site, addr, args.id, args.emulate, args.duration, sock,
-                             args.period, deadline=deadline))
+        with StopDeadline() as deadline:
+            asyncio.run(run_site(args.site, addr, args.id, args.emulate, args.duration, sock,
+                                 args.period, deadline=deadline))
     except BrokerError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
-    finally:
-        deadline.disarm()  # asyncio.run has joined the loop's threads: the stop is over
     return 0
 
 

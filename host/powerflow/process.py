@@ -81,7 +81,8 @@ def default_db(rack_name: str, emulated: bool, folder: Path) -> Path:
 
 
 class StopDeadline:
-    """Once armed, ends the process (status 1) unless disarmed within `seconds` s."""
+    """Once armed, ends the process (status 1) unless disarmed within `seconds` s; as a
+    context manager, disarmed on the way out."""
 
     def __init__(self, seconds: float = STOP_WITHIN_S) -> None:
         self.seconds = seconds
@@ -97,6 +98,12 @@ class StopDeadline:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def __enter__(self) -> StopDeadline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disarm()  # the run is over (asyncio.run has joined its threads): so is the stop
 
     def _expire(self) -> None:
         sys.stderr.write(f"powerflow: error: the host did not stop within {self.seconds:g} s; "

@@ -171,8 +171,10 @@ class Relaxation:
             le.add({W[i]: 1.0}, d.w_hi)
             le.add({W[i]: -1.0}, -d.w_lo)
         p_rows, q_rows = d.p_rows, d.q_rows
-        self._lower_row: dict[int, int] = {}
-        self._upper_row: dict[int, int] = {}
+        # per switchable arc, the row (among the <= rows) of its a >= 0 and a <= 1 bounds:
+        # the two entries of b a node changes to fix it on or off (-1 elsewhere)
+        self._lower_row = np.full(na, -1, np.int64)
+        self._upper_row = np.full(na, -1, np.int64)
         for k in range(na):
             t, h, r, x = int(d.arc_tail[k]), int(d.arc_head[k]), d.r[k], d.x[k]
             drop = {W[h]: a_h[k], W[t]: -a_t[k], P[k]: 2 * r, Q[k]: 2 * x,
@@ -215,12 +217,6 @@ class Relaxation:
                     le.add({A[k]: 1.0 for k in pair}, 1.0)
         for members in d.cycles:  # some branch of every loop is open
             le.add({A[k]: 1.0 for b in members.tolist() for k in arcs_of[b]}, len(members) - 1.0)
-        # row of each switchable arc's a >= (lower) and a <= (upper) bound, by arc index
-        self._lower_idx = np.full(na, -1, np.int64)
-        self._upper_idx = np.full(na, -1, np.int64)
-        for k, lower in self._lower_row.items():
-            self._lower_idx[k] = lower
-            self._upper_idx[k] = self._upper_row[k]
         rows = [eq, le, cones]
         offset = np.cumsum([0] + [len(g.b) for g in rows])
         self._le0 = int(offset[1])
@@ -257,6 +253,8 @@ class Relaxation:
         node differs from the root in b alone (A, q and the cones are the same)."""
         b = self.b.copy()
         for k, on in fixed.items():
+            if self._lower_row[k] < 0:
+                raise KeyError(f"arc {k} is not switchable")
             if on:
                 b[self._le0 + self._lower_row[k]] = -1.0
             else:
@@ -289,13 +287,14 @@ class Relaxation:
         start from a smaller problem) at no cost of a solve."""
         if parent.dual is None:
             return {}, float("inf")
-        free = np.array([k for k in self._lower_row if k not in fixed], dtype=np.int64)
+        free = np.array([k for k in np.flatnonzero(self._lower_row >= 0).tolist()
+                         if k not in fixed], dtype=np.int64)
         if not len(free):
             return {}, float("inf")
-        z = parent.dual
-        base = -float(self.rhs(fixed) @ z)
-        on = base + z[self._le0 + self._lower_idx[free]]  # the bound with k fixed on
-        off = base + z[self._le0 + self._upper_idx[free]]  # ... and fixed off
+        price_on, price_off = self.fixing_prices(parent)
+        base = -float(self.rhs(fixed) @ parent.dual)
+        on = base + price_on[free]  # the bound with k fixed on
+        off = base + price_off[free]  # ... and fixed off
         on = on - DUAL_SLACK * np.abs(on)
         off = off - DUAL_SLACK * np.abs(off)
         both = (on >= cutoff) & (off >= cutoff)
@@ -310,14 +309,18 @@ class Relaxation:
                 out[k], left = True, min(left, b_off)
         return out, left
 
-    def fixing_prices(self, parent: NodeBound) -> tuple[Floats, Floats] | None:
+    def fixing_prices(self, parent: NodeBound) -> tuple[Floats, Floats]:
         """Per arc, what fixing it on and what fixing it off adds to a node's dual bound
-        (p.u., >= 0; see `implied`), from the node's own dual. None without a dual."""
+        (p.u., >= 0, 0 for an arc that is not switchable; see `implied`), from the node's
+        own dual; zeros without one."""
+        na = self.data.n_arc
         if parent.dual is None:
-            return None
+            return np.zeros(na), np.zeros(na)
         z = parent.dual
-        on = np.where(self._lower_idx >= 0, z[self._le0 + np.maximum(self._lower_idx, 0)], 0.0)
-        off = np.where(self._upper_idx >= 0, z[self._le0 + np.maximum(self._upper_idx, 0)], 0.0)
+        sw = self._lower_row >= 0
+        on, off = np.zeros(na), np.zeros(na)
+        on[sw] = z[self._le0 + self._lower_row[sw]]
+        off[sw] = z[self._le0 + self._upper_row[sw]]
         return on, off
 
     def solve(self, fixed: Mapping[int, bool]) -> NodeBound:
