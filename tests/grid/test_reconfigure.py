@@ -118,6 +118,23 @@ def test_branch_and_bound_proves_the_ieee33_optimum_from_a_poor_start(ieee33, wo
     assert out.nodes > 1
 
 
+def test_pseudocosts_count_a_gain_only_up_to_what_prunes() -> None:
+    """A child whose bound went past the cutoff is pruned however far past: its gain counts
+    as the room its parent had, so one outlier (an infeasible child, a dual bound through a
+    big-M row) does not outweigh every ordinary branching of its bus."""
+    from powerflow.grid.branch_and_bound import _Pseudocosts
+
+    pc = _Pseudocosts(3)
+    pc.learn(1, 0.5, [0.002, 40.0], room=0.01)  # the second child "gained" 40 p.u.
+    pc.learn(2, 0.5, [0.004, 0.006], room=0.01)
+    lo, hi = pc.rates()
+    assert lo[1] == pytest.approx(0.004) and hi[1] == pytest.approx(0.02)  # 0.01 / 0.5
+    assert hi[2] == pytest.approx(0.012) and hi[1] < 2 * hi[2]
+    pc.learn(2, 0.5, [1.0], room=-0.001)  # the cutoff moved past the parent: nothing learnt
+    assert pc.n[2] == 1
+    assert pc.rates()[0][0] == pytest.approx((0.004 + 0.008) / 2)  # unseen bus: the average
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_relaxation_bound_never_exceeds_the_optimum(seed: int) -> None:
     """The root bound (no branching) is a true lower bound, on AC and DC networks."""
