@@ -204,3 +204,39 @@ def test_the_largest_joint_jump_is_remembered_for_its_memory_and_kept_in_reserve
         ctrl._forecast(t, low)
         t += 1.0
     assert ctrl.jump_w() == 0.0  # forgotten after its memory
+
+
+def test_supply_readied_for_a_hinted_start_turns_converters_on_but_caps_nothing() -> None:
+    """A job hinted to start soon (DeviceView.ready_w) is carried by the converters kept on,
+    but nothing is capped for it before it draws: caps follow the forecast. Before, the
+    readied watts were folded into the forecast bound, and lower classes were capped for
+    the half-minute before each hinted start (bench/RESULTS.md, what prediction buys)."""
+    rack = load_rack(ROOT / "examples" / "racks" / "small-pod.toml")
+    gpus = [d.id for d in rack.devices if d.id.startswith("gpu")]
+
+    def pod(ready: bool, as_forecast: bool) -> RackView:
+        v = view(rack, 0.8)
+        for dv in v.devices:
+            if dv.id in gpus and ready:
+                if as_forecast:
+                    dv.upper_w = 300.0
+                else:
+                    dv.ready_w = 300.0
+        return v
+
+    def running(a) -> int:
+        return sum(v is not None for v in a.vref.values())
+
+    def capped(a) -> list[str]:
+        return [d for d, dv in a.devices.items() if dv["cap_w"] is not None]
+
+    quiet = Allocator(rack).allocate(pod(False, False), Policy(), Memory())
+    ready = Allocator(rack).allocate(pod(True, False), Policy(), Memory())
+    folded = Allocator(rack).allocate(pod(True, True), Policy(), Memory())
+    assert capped(quiet) == [] and capped(ready) == []
+    assert capped(folded)  # what folding the readiness into the bound did
+    assert running(ready) > running(quiet)
+    # the converters on can carry the readied start
+    on = [n for n in rack.nodes if ready.vref[n.id] is not None]
+    need = sum(dv.upper_w for dv in pod(False, False).devices if dv.id not in gpus) + 300.0 * 4
+    assert sum(n.rating_w for n in on) >= need

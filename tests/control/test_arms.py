@@ -112,18 +112,22 @@ def test_the_hinted_arm_announces_the_jobs_and_the_allocator_readies_supply(tmp_
     assert h.duration_s == 15.0
     r = ScenarioRun(sc, "controlled", "hinted")
     r.start()
-    uppers = {}
+    uppers, ready = {}, {}
     for p_ in range(75):
         a = r.step(p_)
         uppers[p_ + 1] = a.devices["gpu2"]["p95_w"]
+        ready[p_ + 1] = a.devices["gpu2"]["ready_w"]
         if p_ + 1 == 8:
             assert r.ctrl.hints.listing(8.0) == []  # not yet announced
         if p_ + 1 == 20:
             assert [x.job for x in r.ctrl.hints.listing(20.0)] == ["job1"]
-    # before the lead the bound is the idle GPU's; within it, the job's power is ready
-    assert max(uppers[t] for t in range(20, 69 - int(HINT_LEAD_S))) < 150.0
-    lead = [uppers[t] for t in range(69 - int(HINT_LEAD_S) + 1, 69)]
-    assert min(lead) >= busy - 1e-6
+    # before the lead nothing is ready; within it the job's power is ready (converters) while
+    # the bound the caps follow stays the idle GPU's until the period the job starts in
+    assert max(ready[t] for t in range(20, 69 - int(HINT_LEAD_S))) == 0.0
+    assert max(uppers[t] for t in range(20, 68)) < 150.0
+    lead = [ready[t] for t in range(69 - int(HINT_LEAD_S) + 1, 69)]
+    assert min(lead) == pytest.approx(busy)
+    assert uppers[69] >= busy - 1e-6
     # the reactive and predictive arms send no hints
     q = ScenarioRun(sc, "controlled", "predictive")
     assert q._hints == [] and ScenarioRun(sc, "controlled", "hinted")._hints

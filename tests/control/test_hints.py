@@ -59,7 +59,7 @@ def test_hints_expire_end_early_replace_and_are_bounded() -> None:
     assert book.listing(2010.0) == []  # every one expired at its end
 
 
-def test_a_hint_raises_the_forecast_and_the_allocators_bound_before_the_start_only() -> None:
+def test_a_hint_raises_the_forecast_and_readies_supply_before_the_start_only() -> None:
     rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
     ctrl = RackController(rack)
     obs = {dv.id: DeviceObs(100.0, 0.3) for dv in rack.devices}
@@ -72,8 +72,10 @@ def test_a_hint_raises_the_forecast_and_the_allocators_bound_before_the_start_on
     assert f.mean_w[1] == pytest.approx(100.0, abs=1.0)  # the start is 5 s away
     assert f.mean_w[10] == 290.0 and f.upper_w[10] >= 290.0  # within 10 s: the job's power
     assert ctrl.forecasts["gpu2"].mean_w[10] == pytest.approx(100.0, abs=1.0)  # not hinted
-    assert views["gpu0"].upper_w == 290.0 and views["gpu0"].mean_w < 110.0  # supply ready
-    assert views["gpu2"].upper_w < 150.0
+    # supply is made ready for it, but the forecast the caps follow is still the measured one
+    assert views["gpu0"].ready_w == 290.0 and views["gpu0"].upper_w < 150.0
+    assert views["gpu0"].mean_w < 110.0
+    assert views["gpu2"].upper_w < 150.0 and views["gpu2"].ready_w == 0.0
     # an end hint ends the hint's influence: the forecast is the forecaster's again
     ctrl.hints.end(t, "train", t + 3.0)
     ctrl._forecast(t + 1.0, obs)
@@ -90,12 +92,12 @@ def test_a_hint_raises_the_forecast_and_the_allocators_bound_before_the_start_on
     # a hint without watts readies each device's p_max_w
     ctrl.hints.start(t + 3.0, "full", ["cpu0"], t + 10.0, None, 60.0)
     views = {v.id: v for v in ctrl._forecast(t + 4.0, obs)}
-    assert views["cpu0"].upper_w == 150.0
+    assert views["cpu0"].ready_w == 150.0
     # long after its start the hint no longer holds the allocator's bound up
     ctrl.hints.start(t + 4.0, "later", ["gpu1"], t + 5.0, 290.0, 600.0)
     for k in range(int(HINT_LEAD_S) + 2):
         views = {v.id: v for v in ctrl._forecast(t + 5.0 + k, obs)}
-    assert views["gpu1"].upper_w < 200.0
+    assert views["gpu1"].upper_w < 200.0 and views["gpu1"].ready_w == 0.0
     assert set(HORIZONS) == set(g.mean_w)
     book = HintBook({f"d{k}": (0.0, 100.0) for k in range(20)})
     for k in range(10000 // 20):  # the device entries of all hints held are bounded

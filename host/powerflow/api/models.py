@@ -279,6 +279,8 @@ class DevicePlan(BaseModel):
     forecast_w: float = Field(description="mean forecast, W")
     p95_w: float = Field(description="P95 forecast, W")
     cap_w: float | None = Field(description="cap, W; null: uncapped")
+    ready_w: float = Field(0.0, description="supply held ready for a job hinted to start "
+                                            "soon, W (0: none); converters only, no caps")
     smoothing_up_w_per_s: float | None = Field(None, description="power smoothing commanded: the "
                                           "most its power may rise, W/s; null: none")
     smoothing_down_w_per_s: float | None = Field(None, description="the most it may fall, W/s; "

@@ -63,6 +63,10 @@ class DeviceView:
     mean_w: float  # demand forecast over the next period, W
     upper_w: float  # its P95 bound, W
     measured_w: float = 0.0
+    # W the converters should be ready to carry for it though no forecast says so yet: a
+    # job hinted to start soon (HintBook.prepare). Phase shedding keeps supply for it; caps
+    # follow the forecast, so nothing is capped before the job draws
+    ready_w: float = 0.0
 
 
 @dataclass
@@ -302,6 +306,10 @@ class Allocator:
                 battery_w = -min(bat.p_charge_max_w, max(room, 0.0))
             load_hi[self.bat_seg] -= battery_w
             load_mean[self.bat_seg] -= battery_w
+        # supply made ready for hinted starts: what ties, shedding and the check carry
+        ready = np.array([dv.ready_w for dv in view.devices])
+        if ready.any():
+            np.add.at(load_hi, self.dev_seg, np.maximum(np.minimum(ready, capv) - upper_c, 0.0))
         # 4. ties, 5. phase shedding, 6. shares
         closed, tie_why = self._ties(load_hi, plim, pol, view)
         reason = "optimal"
@@ -360,6 +368,7 @@ class Allocator:
                           "forecast_w": round(float(mean[k]), 2),
                           "p95_w": round(float(upper[k]), 2),
                           "cap_w": None if (c := caps[d]) is None else round(float(c), 2),
+                          "ready_w": round(float(view.devices[k].ready_w), 2),
                           "smoothing_up_w_per_s": pol.smoothing_up_w_per_s or None,
                           "smoothing_down_w_per_s": pol.smoothing_down_w_per_s or None,
                           "binding": dev_binding[d]}

@@ -2,13 +2,15 @@
 
 A scheduler's prolog and epilog (Slurm, a Kubernetes hook) say "devices X… start job J at
 time T with about W watts each for D seconds" and "job J ends at T". The controller folds
-them into the forecasts and the allocator prepares supply before the start (converters on,
-lower classes capped in advance) — see `RackController`. Hints are advisory:
+them into the forecasts and the allocator prepares supply before the start — see
+`RackController`. Hints are advisory:
 
 - they can only *raise* what the allocator prepares for: the hinted watts are a floor under
-  a device's forecast (mean and bound) over the horizons the start falls in, and under its
-  upper bound from HINT_LEAD_S before the start; nothing a hint says lowers a forecast drawn
-  from measurement (an end hint only ends the hint's own influence);
+  a device's forecast (mean and bound) over the horizons the start falls in (so lower
+  classes are capped for the job from the period it starts in), and converters are kept on
+  for them from HINT_LEAD_S before the start (`prepare`, the allocator's `ready_w`: supply,
+  not a forecast, so nothing is capped that early); nothing a hint says lowers a forecast
+  drawn from measurement (an end hint only ends the hint's own influence);
 - they expire: a hint is dropped at its end (start + duration, or the end a later hint gave),
   and the book holds at most MAX_HINTS;
 - a hint for an unknown device, a time in the past or beyond HINT_HORIZON_S, a power outside
@@ -128,23 +130,23 @@ class HintBook:
              means: dict[int, Floats], uppers: dict[int, Floats]
              ) -> tuple[dict[int, Floats], dict[int, Floats]]:
         """The forecasts (per horizon in periods, W per device in `index` order) with the
-        hints folded in, as new arrays: over a horizon h, a job starting between now and
-        now + h periods (and still running then) raises its devices' mean and upper bound to
-        at least the hinted watts; from HINT_LEAD_S before a start the one-period bound is
-        raised to it (supply ready). Never lowers either."""
+        hints folded in, as new arrays: over a horizon h, a job starting before now + h
+        periods (and still running then) raises its devices' mean and upper bound to at
+        least the hinted watts, until a period after its start. Never lowers either. (Supply readied before a start is
+        not a forecast: see `prepare`.)"""
         self.expire(now)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
         for hz in means:
             t = now + hz * period_s
             for h in self.hints.values():
-                if now < h.start_t <= t < h.end_t:
+                # over the horizons the start falls in, until a period after it (by then
+                # the forecaster has seen a period of the job)
+                if h.start_t <= t < h.end_t and now < h.start_t + period_s:
                     for dv in h.devices:
                         k, w = index[dv], self.watts(h, dv)
                         means[hz][k] = max(means[hz][k], w)
                         uppers[hz][k] = max(uppers[hz][k], w)
-        for dv, w in self.prepare(now).items():
-            uppers[1][index[dv]] = max(uppers[1][index[dv]], w)
         return means, uppers
 
     def watts(self, h: Hint, device: str) -> float:
