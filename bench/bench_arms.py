@@ -8,15 +8,21 @@ training-jobs: the predictive arm with the forecaster shown each device's demand
 what it was served (what caps hide from it). In-process, fast mode.
 
     .venv/bin/python -u bench/bench_arms.py
+    .venv/bin/python -u bench/bench_arms.py --seeds 1,2,3,4,5   # the structured scenarios
+                                                                # over seeds, averaged
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
+
 from powerflow.scenario.arms import ARMS
-from powerflow.scenario.runner import ScenarioRun, arm_outcomes, run_arms
+from powerflow.scenario.runner import VALUE_OUTCOMES, ScenarioRun, arm_outcomes, run_arms
 from powerflow.scenario.spec import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,5 +60,44 @@ def main() -> None:
           f"loss {a['loss_wh']:.2f} Wh")
 
 
+STRUCTURED = ("training-jobs", "inference-day")
+
+
+def over_seeds(seeds: list[int]) -> None:
+    """The structured scenarios with each seed (its workloads' random draws: batch arrivals,
+    bursts, phases), every arm; per arm the mean over seeds (and the range), and the share
+    of the gap closed computed on the means: one seed's counts of a few violations are
+    noise."""
+    print(f"\n| scenario | arm | unmet Wh mean (range) | feed violations mean (range) | "
+          f"brownouts mean | loss Wh mean |   seeds {seeds}")
+    print("|---|---|---|---|---|---|")
+    for name in STRUCTURED:
+        sc0 = load_scenario(ROOT / "examples" / "scenarios" / f"{name}.toml")
+        runs = [run_arms(dataclasses.replace(sc0, seed=s), ARMS)["arms"] for s in seeds]
+        mean = {arm: {k: float(np.mean([r[arm][k] for r in runs])) for k in VALUE_OUTCOMES}
+                for arm in ARMS}
+        for arm in ARMS:
+            u = [r[arm]["capped_wh"] for r in runs]
+            v = [r[arm]["feed_limit_violations"] for r in runs]
+            print(f"| {name} | {arm} | {np.mean(u):.2f} ({min(u):.2f}–{max(u):.2f}) | "
+                  f"{np.mean(v):.1f} ({min(v)}–{max(v)}) | {mean[arm]['brownouts']:.1f} | "
+                  f"{mean[arm]['loss_wh']:.2f} |", flush=True)
+        for arm in ("predictive", "hinted"):
+            cells = []
+            for k in KEYS:
+                gap = mean["reactive"][k] - mean["oracle"][k]
+                cells.append("—" if abs(gap) < 1e-9 else
+                             f"{(mean['reactive'][k] - mean[arm][k]) / gap:.2f}")
+            print(f"| {name} | value of {arm}: " + " / ".join(
+                f"{k} {c}" for k, c in zip(KEYS, cells)) + " | | | | |")
+
+
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", help="comma-separated seeds: only the structured scenarios, "
+                                    "each seed, averaged")
+    args = ap.parse_args()
+    if args.seeds:
+        over_seeds([int(x) for x in args.seeds.split(",")])
+    else:
+        main()

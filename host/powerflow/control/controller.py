@@ -155,18 +155,19 @@ class RackController:
         mean1 = np.clip(means[1], 0.0, pmax)
         upper1 = np.clip(np.maximum(uppers[1], means[1]), 0.0, pmax)
         names = MODELS
+        ready = self._ready(t)
         views = []
         for k, dv in enumerate(self.rack.devices):
             self.forecasts[dv.id] = DeviceForecast(
                 {h: float(means[h][k]) for h in HORIZONS}, {h: float(uppers[h][k]) for h in HORIZONS},
                 {h: names[int(models[h][k])] for h in HORIZONS}, bool(stale[k]))
             views.append(DeviceView(dv.id, float(mean1[k]), float(upper1[k]), float(y[k]),
-                                    ready_w=self._ready_w(t, dv.id, float(pmax[k]))))
+                                    ready_w=min(ready.get(dv.id, 0.0), float(pmax[k]))))
         return views
 
-    def _ready_w(self, t: float, device: str, pmax: float) -> float:
-        """W of supply to hold ready for `device` now (a hinted start; 0 without one)."""
-        return min(self.hints.prepare(t).get(device, 0.0), pmax) if self.hints.hints else 0.0
+    def _ready(self, t: float) -> dict[str, float]:
+        """W of supply to hold ready per device now (hinted starts; {} without any)."""
+        return self.hints.prepare(t) if self.hints.hints else {}
 
     def _record_jump(self, t: float, total_w: float) -> None:
         """Keep the rises of the devices' total power from one period to the next (W) for the
@@ -312,13 +313,14 @@ class RackController:
               feed_w: float, memory: Memory) -> Allocation:
         """An allocation from the present forecasts and verdicts, judging and learning nothing."""
         devs = []
+        ready = self._ready(t)
         for dv in self.rack.devices:
             f = self.forecasts[dv.id]
             pmax = self.policy.p_max_w.get(dv.id, dv.p_max_w)
             mean = min(max(f.mean_w.get(1, self.last_power[dv.id]), 0.0), pmax)
             upper = min(max(f.upper_w.get(1, mean), mean), pmax)
             devs.append(DeviceView(dv.id, mean, upper, self.last_power[dv.id],
-                                   ready_w=self._ready_w(t, dv.id, pmax)))
+                                   ready_w=min(ready.get(dv.id, 0.0), pmax)))
         rd = self.readings(t, nodes)
         view = RackView(t, self._views(rd, nodes), devs, battery, feed_w, self._sag(nodes),
                         self._budget(t), jump_w=self.jump_w())

@@ -132,8 +132,8 @@ class HintBook:
         """The forecasts (per horizon in periods, W per device in `index` order) with the
         hints folded in, as new arrays: over a horizon h, a job starting before now + h
         periods (and still running then) raises its devices' mean and upper bound to at
-        least the hinted watts, until a period after its start. Never lowers either. (Supply readied before a start is
-        not a forecast: see `prepare`.)"""
+        least the hinted watts, until a period after its start. Never lowers either.
+        (Supply readied before a start is not a forecast: see `prepare`.)"""
         self.expire(now)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
