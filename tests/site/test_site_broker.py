@@ -89,6 +89,22 @@ class Rig:
         raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
+async def bounded(coro, seconds: float = 90.0):
+    """Run a test's coroutine for at most `seconds`: a hang fails the test in that time with
+    every task's stack (where it waits), not at pytest's 300-s timeout with the threads'
+    (a fresh-clone run once hung in the malformed-budgets test, not reproduced since)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await coro
+    except TimeoutError:
+        import io
+        buf = io.StringIO()
+        for t in asyncio.all_tasks():
+            t.print_stack(file=buf)
+        raise AssertionError(f"the test did not finish within {seconds} s; tasks:\n"
+                             f"{buf.getvalue()}") from None
+
+
 async def cancel(tasks) -> None:
     for t in tasks:
         t.cancel()
@@ -135,7 +151,7 @@ def test_budgets_reach_every_rack_and_survive_a_broker_restart(broker) -> None:
             await cancel(tasks)
         assert rig.worst_over_w <= 1e-6, rig.worst_over_w
 
-    asyncio.run(main())
+    asyncio.run(bounded(main()))
 
 
 def test_the_acl_refuses_forged_budgets_and_reading_another_racks(broker) -> None:
@@ -180,7 +196,7 @@ def test_the_acl_refuses_forged_budgets_and_reading_another_racks(broker) -> Non
                 async with a.client("rack-r1"):
                     pass
 
-    asyncio.run(main())
+    asyncio.run(bounded(main()))
 
 
 def test_stale_and_malformed_budgets_are_refused_counted_and_change_nothing(broker) -> None:
@@ -213,7 +229,7 @@ def test_stale_and_malformed_budgets_are_refused_counted_and_change_nothing(brok
             await cancel(tasks)
         assert rig.worst_over_w <= 1e-6
 
-    asyncio.run(main())
+    asyncio.run(bounded(main()))
 
 
 def controller_process(broker: Mosquitto, cid: str, log: Path) -> subprocess.Popen:
@@ -256,7 +272,7 @@ def test_the_standby_takes_over_when_the_active_is_killed(broker, tmp_path) -> N
                 await cancel(tasks)
                 assert rig.worst_over_w <= 1e-6, rig.worst_over_w
 
-        took = asyncio.run(main())
+        took = asyncio.run(bounded(main()))
         assert took <= 5.0, took
     finally:
         for p in procs:
