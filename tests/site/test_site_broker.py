@@ -89,20 +89,31 @@ class Rig:
         raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
+def _awaiting(task: asyncio.Task) -> str:
+    """Where a task waits: its coroutine's chain of awaits, file:line each."""
+    out, c = [], task.get_coro()
+    while c is not None:
+        f = getattr(c, "cr_frame", None) or getattr(c, "gi_frame", None)
+        if f is not None:
+            out.append(f"  {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}")
+        c = getattr(c, "cr_await", None) or getattr(c, "gi_yieldfrom", None)
+    return f"{task.get_name()}:\n" + "\n".join(out)
+
+
 async def bounded(coro, seconds: float = 90.0):
-    """Run a test's coroutine for at most `seconds`: a hang fails the test in that time with
-    every task's stack (where it waits), not at pytest's 300-s timeout with the threads'
-    (a fresh-clone run once hung in the malformed-budgets test, not reproduced since)."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await coro
-    except TimeoutError:
-        import io
-        buf = io.StringIO()
-        for t in asyncio.all_tasks():
-            t.print_stack(file=buf)
-        raise AssertionError(f"the test did not finish within {seconds} s; tasks:\n"
-                             f"{buf.getvalue()}") from None
+    """Run a test's coroutine for at most `seconds`: a hang fails the test in that time saying
+    where every task waits, not at pytest's 300-s timeout with only the threads' stacks (a
+    fresh-clone run once hung in the malformed-budgets test, not reproduced since)."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    where = "\n".join(_awaiting(t) for t in asyncio.all_tasks()
+                      if t is not asyncio.current_task())
+    task.cancel()
+    await asyncio.wait({task}, timeout=5.0)
+    raise AssertionError(f"the test did not finish within {seconds} s; the tasks wait at:\n"
+                         f"{where}")
 
 
 async def cancel(tasks) -> None:
