@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from powerflow.scenario.arms import ARMS
-from powerflow.scenario.runner import VALUE_OUTCOMES, ScenarioRun, arm_outcomes, run_arms
+from powerflow.scenario.runner import (VALUE_OUTCOMES, ScenarioRun, arm_outcomes, gap_closed,
+                                       run_arms)
 from powerflow.scenario.spec import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("capped_wh", "feed_limit_violations", "brownouts", "loss_wh")
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, v, hv, el in values:
         for what, val in (("prediction", v), ("hints", hv)):
-            cell = ["—" if val.get(k) is None else f"{val[k]:.2f}" for k in KEYS]
+            cell = ["—" if val.get(k) is None else f"{val[k]:.2f}" for k in VALUE_OUTCOMES]
             print(f"| {name} | {what} | " + " | ".join(cell) + f" | {el:.0f} s |")
     sc = load_scenario(ROOT / "examples" / "scenarios" / "training-jobs.toml")
     r = ScenarioRun(sc, "controlled", "predictive")
@@ -85,12 +85,9 @@ def over_seeds(seeds: list[int]) -> None:
                   f"{np.mean(v):.1f} ({min(v)}–{max(v)}) | {mean[arm]['brownouts']:.1f} | "
                   f"{mean[arm]['loss_wh']:.2f} |", flush=True)
         for arm, what in (("predictive", "prediction"), ("hinted", "hints")):
-            cells = []
-            for k in KEYS:
-                gap = mean["reactive"][k] - mean["oracle"][k]
-                cells.append("—" if abs(gap) < 1e-9 else
-                             f"{(mean['reactive'][k] - mean[arm][k]) / gap:.2f}")
-            values.append(f"| {name} | {what} | " + " | ".join(cells) + " |")
+            val = gap_closed(mean, arm)
+            values.append(f"| {name} | {what} | " + " | ".join(
+                "—" if val[k] is None else f"{val[k]:.2f}" for k in VALUE_OUTCOMES) + " |")
     print("\n| scenario | value of (on the means) | unmet energy | feed violations | brownouts "
           "| loss |")
     print("|---|---|---|---|---|---|")

@@ -391,14 +391,14 @@ def run_arms(sc: Scenario, arms: tuple[str, ...] = ("predictive", "reactive", "o
         r.mode = arm  # named by its arm in the progress
         out[arm] = arm_outcomes(r.run(progress), sc)
     res = {"scenario": sc.name, "rack": sc.rack.name, "duration_s": sc.duration_s,
-           "arms": out, "prediction_value": _gap_closed(out, "predictive")}
+           "arms": out, "prediction_value": gap_closed(out, "predictive")}
     if "hinted" in out:
-        res["hint_value"] = _gap_closed(out, "hinted")
+        res["hint_value"] = gap_closed(out, "hinted")
     res["elapsed_s"] = round(time.perf_counter() - t0, 2)
     return res
 
 
-def _gap_closed(out: dict[str, Any], arm: str) -> dict[str, float | None]:
+def gap_closed(out: dict[str, Any], arm: str) -> dict[str, float | None]:
     """Per outcome, the share of the reactive arm's gap to the oracle that `arm` closes."""
     value: dict[str, float | None] = {}
     if {arm, "reactive", "oracle"} <= set(out):
