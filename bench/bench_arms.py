@@ -94,12 +94,23 @@ def over_seeds(seeds: list[int]) -> None:
     print("\n".join(values))
 
 
+def _seeds(text: str) -> list[int]:
+    """--seeds: comma-separated integers from 0 to 2**31 - 1, as a scenario's seed."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}")
+    if not all(0 <= x < 2**31 for x in seeds):
+        raise argparse.ArgumentTypeError(f"seeds are 0 to {2**31 - 1}; got {text!r}")
+    return seeds
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", help="comma-separated seeds: only the structured scenarios, "
-                                    "each seed, averaged")
+    ap.add_argument("--seeds", type=_seeds, help="comma-separated seeds: only the structured "
+                                                 "scenarios, each seed, averaged")
     args = ap.parse_args()
     if args.seeds:
-        over_seeds([int(x) for x in args.seeds.split(",")])
+        over_seeds(args.seeds)
     else:
         main()
