@@ -203,13 +203,15 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
                          "--set 'priorities={\"gpu0\": 1}'; `policy` alone lists the fields")
     po.add_argument("--profile", default=None, metavar="NAME",
                     help="switch to a named profile of the rack file")
-    hn = sub.add_parser("hint", help="job hints from a scheduler: a job starts or ends",
+    hn = sub.add_parser("hint", help="job hints from a scheduler: a job starts, pauses or ends",
                         description="Tell the controller what a scheduler knows in advance "
                                     "(a Slurm prolog/epilog, a Kubernetes hook): devices start "
                                     "a job at a time with about W watts each for a duration, or "
-                                    "a job ends. Hints are advisory and expire at the job's end "
+                                    "a job ends; and what a training framework knows: the job "
+                                    "pauses (a checkpoint, an evaluation) at about W watts for a "
+                                    "while. Hints are advisory and expire at the job's end "
                                     "(see examples/schedulers/).")
-    hns = hn.add_subparsers(dest="hint_command", required=True, metavar="start|end|list")
+    hns = hn.add_subparsers(dest="hint_command", required=True, metavar="start|pause|end|list")
     hs = _client(hns, "start", "devices start a job")
     hs.add_argument("job", help="the scheduler's job id")
     hs.add_argument("--devices", required=True, metavar="ID,ID,...",
@@ -223,6 +225,14 @@ def _add_operator(sub: argparse._SubParsersAction) -> None:
     hs.add_argument("--at", default="now", metavar="WHEN",
                     help="when it starts: now, +30s, +5m (from now) or a Unix time "
                          "(default now; at most an hour ahead)")
+    hp = _client(hns, "pause", "a hinted job pauses (a checkpoint, an evaluation), then returns")
+    hp.add_argument("job", help="the job id, as hinted at its start")
+    hp.add_argument("--watts", type=float, required=True, metavar="W",
+                    help="about this many W per device during the pause")
+    hp.add_argument("--for", dest="duration", required=True, metavar="DURATION",
+                    help="how long it lasts: 15s, 2m or seconds")
+    hp.add_argument("--at", default="now", metavar="WHEN",
+                    help="when it starts: now, +5s (from now) or a Unix time (default now)")
     he = _client(hns, "end", "a job ends")
     he.add_argument("job", help="the scheduler's job id, as hinted at its start")
     he.add_argument("--at", default="now", metavar="WHEN",

@@ -315,7 +315,7 @@ def _device_list(text: str) -> list[str]:
 
 
 def cmd_hint(args: Any) -> int:
-    """Job hints: start, end, list."""
+    """Job hints: start, pause, end, list."""
     url = host_url(args.host)
     if args.hint_command == "list":
         out: Any = call("GET", url, "/hints")
@@ -325,6 +325,10 @@ def cmd_hint(args: Any) -> int:
             **({} if args.watts is None else {"watts": args.watts}),
             "duration_s": _duration(args.duration, "--for"),
             **_when(args.at)})
+    elif args.hint_command == "pause":
+        out = call("POST", url, "/hints", json_body={
+            "kind": "pause", "job": args.job, "watts": args.watts,
+            "duration_s": _duration(args.duration, "--for"), **_when(args.at)})
     else:
         out = call("POST", url, "/hints", json_body={"kind": "end", "job": args.job,
                                                       **_when(args.at)})
@@ -339,6 +343,9 @@ def cmd_hint(args: Any) -> int:
         power = "up to p_max_w" if h["watts"] is None else f"about {h['watts']:g} W"
         print(f"job {h['job']}: {', '.join(h['devices'])} at {power} each, "
               f"from {h['start'] - now:+.0f} s to {h['end'] - now:+.0f} s from now")
+        for p in h.get("pauses", []):
+            print(f"  pause at about {p['watts']:g} W each, from {p['start'] - now:+.0f} s to "
+                  f"{p['end'] - now:+.0f} s from now")
     return 0
 
 

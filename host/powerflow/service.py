@@ -150,17 +150,26 @@ class HostService:
         if at is not None and in_s is not None:
             raise Invalid("hint: give the time as at (Unix time) or in_s (from now), not both")
         when = at if at is not None else now + (in_s or 0.0)
+        # what each kind of hint takes: the fields it needs, and those it must not have
+        needs = {"start": ("devices", "duration_s"), "end": (),
+                 "pause": ("watts", "duration_s")}[kind]
+        refuses = {"start": (), "end": ("devices", "watts", "duration_s"),
+                   "pause": ("devices",)}[kind]
+        given = {"devices": devices, "watts": watts, "duration_s": duration_s}
+        for name in needs:
+            if given[name] is None:
+                raise Invalid(f"hint: field '{name}': a {kind} hint needs it")
+        for name in refuses:
+            if given[name] is not None:
+                raise Invalid(f"hint: field '{name}': a {kind} hint names the job, not this")
         try:
             if kind == "end":
-                for name, v in (("devices", devices), ("watts", watts),
-                                ("duration_s", duration_s)):
-                    if v is not None:
-                        raise Invalid(f"hint: field '{name}': an end hint names the job only")
                 return book.end(now, job, when).as_dict()
-            for name, v in (("devices", devices), ("duration_s", duration_s)):
-                if v is None:
-                    raise Invalid(f"hint: field '{name}': a start hint needs it")
-            assert devices is not None and duration_s is not None
+            assert duration_s is not None
+            if kind == "pause":
+                assert watts is not None
+                return book.pause(now, job, when, duration_s, watts).as_dict()
+            assert devices is not None
             return book.start(now, job, devices, when, watts, duration_s).as_dict()
         except HintError as e:
             raise Invalid(str(e)) from None

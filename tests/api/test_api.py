@@ -94,7 +94,8 @@ def test_the_hint_commands_as_a_schedulers_prolog_and_epilog_run_them(host: Host
                    "--at", "+2h"), "beyond the 3600 s horizon"),
             (OPS, ("start", "j1", "--devices", "gpu0", "--watts", "200", "--for", "soon"),
              "--for 'soon'"),
-            (OPS, ("end", "never-started"), "no hinted job")):
+            (OPS, ("end", "never-started"), "no hinted job"),
+            (OPS, ("pause", "never-started", "--watts", "100", "--for", "15s"), "no hinted job")):
         r = cli(token, *args)
         assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert json.loads(cli(READ, "list", "--json").stdout) == before
@@ -102,9 +103,14 @@ def test_the_hint_commands_as_a_schedulers_prolog_and_epilog_run_them(host: Host
             "--at", "+20s")
     assert r.returncode == 0 and r.stdout.startswith("job slurm-42: gpu0, gpu1 at about 280 W"), \
         r.stderr
+    r = cli(OPS, "pause", "slurm-42", "--watts", "110", "--for", "15s", "--at", "+60s")
+    assert r.returncode == 0 and "  pause at about 110 W each" in r.stdout, r.stderr
+    r = cli(OPS, "pause", "slurm-42", "--watts", "110", "--for", "15s", "--at", "+65s")
+    assert r.returncode == 1 and "overlaps" in r.stderr and "Traceback" not in r.stderr
     listed = json.loads(cli(READ, "list", "--json").stdout)
     assert [(h["job"], h["devices"], h["end"] - h["start"]) for h in listed] == \
         [("slurm-42", ["gpu0", "gpu1"], 600.0)]
+    assert [p["end"] - p["start"] for p in listed[0]["pauses"]] == [15.0]
     r = cli(OPS, "end", "slurm-42", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["end"] <= listed[0]["start"]
 

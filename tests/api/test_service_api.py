@@ -324,7 +324,14 @@ def test_job_hints_are_for_operators_checked_audited_and_move_the_forecast(tmp_p
            {**good, "in_s": None, "at": 1.0}, {**good, "watts": 1000.0},
            {**good, "duration_s": None}, {**good, "at": 2e9}, {**good, "extra": 1},
            {"kind": "end", "job": "nope"}, {"kind": "end", "job": "slurm-4711", "watts": 5.0},
-           {**good, "kind": "pause"}]
+           {**good, "kind": "pause"}, {"kind": "pause", "job": "slurm-4711", "in_s": 30.0,
+                                       "duration_s": 15.0, "watts": 110.0}]  # no such job yet
+    pause = {"kind": "pause", "job": "slurm-4711", "in_s": 30.0, "duration_s": 15.0,
+             "watts": 110.0}
+    bad_pauses = [{**pause, "in_s": 40.0},  # overlaps the one held
+                  {**pause, "in_s": 700.0},  # after the job's end
+                  {**pause, "watts": None}, {**pause, "watts": 400.0},
+                  {**pause, "devices": ["gpu0"]}]
 
     async def go() -> dict[str, Any]:
         await periods(svc, 3)
@@ -337,6 +344,10 @@ def test_job_hints_are_for_operators_checked_audited_and_move_the_forecast(tmp_p
         await periods(svc, 1)
         out["forecasts"] = (await client.get(V1 + "/forecasts", headers=op)).json()
         out["list"] = (await client.get(V1 + "/hints", headers=op)).json()
+        out["pause"] = await client.post(V1 + "/hints", json=pause, headers=op)
+        out["bad_pauses"] = [await client.post(V1 + "/hints", json=b, headers=op)
+                             for b in bad_pauses]
+        out["list_paused"] = (await client.get(V1 + "/hints", headers=op)).json()
         out["end"] = await client.post(V1 + "/hints", headers=op,
                                        json={"kind": "end", "job": "slurm-4711", "in_s": 20.0})
         out["audit"] = (await client.get(V1 + "/audit", headers=op)).json()
@@ -355,7 +366,13 @@ def test_job_hints_are_for_operators_checked_audited_and_move_the_forecast(tmp_p
     assert r["good"].status_code == 200, r["good"].text
     h = r["good"].json()
     assert h["devices"] == ["gpu0", "gpu1"] and h["end"] - h["start"] == 600.0
-    assert r["list"] == [h]
+    assert r["list"] == [h] and h["pauses"] == []
+    assert r["pause"].status_code == 200, r["pause"].text
+    p = r["pause"].json()["pauses"]
+    assert len(p) == 1 and p[0]["end"] - p[0]["start"] == 15.0 and p[0]["watts"] == 110.0
+    for b, resp in zip(bad_pauses, r["bad_pauses"], strict=True):
+        assert resp.status_code == 422, (b, resp.text)
+    assert r["list_paused"] == [r["pause"].json()]  # the refused pauses stored nothing
     # the job starts 5 s ahead: the 10-s forecast is the hinted power, the 1-s one is not
     f = r["forecasts"]["gpu0"]
     assert f["mean_w"]["10"] == 290.0 and f["mean_w"]["1"] != 290.0
@@ -363,4 +380,5 @@ def test_job_hints_are_for_operators_checked_audited_and_move_the_forecast(tmp_p
     assert r["end"].status_code == 200 and r["end"].json()["end"] - h["start"] < 20.0
     writes = [(a["who"], a["path"], a["status"]) for a in r["audit"] if a["path"].endswith("/hints")]
     assert writes[0] == ("grafana", "/api/v1/hints", 403)
-    assert [s for _, _, s in writes[1:]] == [422] * len(bad) + [200, 200]
+    assert [s for _, _, s in writes[1:]] == ([422] * len(bad) + [200, 200]
+                                             + [422] * len(bad_pauses) + [200])

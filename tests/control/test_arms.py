@@ -131,3 +131,56 @@ def test_the_hinted_arm_announces_the_jobs_and_the_allocator_readies_supply(tmp_
     # the reactive and predictive arms send no hints
     q = ScenarioRun(sc, "controlled", "predictive")
     assert q._hints == [] and ScenarioRun(sc, "controlled", "hinted")._hints
+
+
+PAUSED = """
+[scenario]
+name = "one job with checkpoints"
+rack = "RACK"
+duration_s = 60
+seed = 2
+[[job]]
+kind = "training"
+devices = ["gpu2", "gpu3"]
+start_s = 5
+duration_s = 70
+init_s = 0
+iteration_s = 5
+dip_frac = 0.2
+busy_util = 0.9
+checkpoint_every_s = 30
+checkpoint_s = 10
+checkpoint_util = 0.15
+"""
+
+
+def test_the_hinted_arm_announces_pauses_and_the_forecast_follows_them_while_measured(
+        tmp_path) -> None:
+    from powerflow.control.hints import HINT_TOLERANCE
+    from powerflow.scenario.arms import scenario_hints
+
+    p = tmp_path / "paused.toml"
+    p.write_text(PAUSED.replace("RACK", str(ROOT / "examples" / "racks" / "small-pod.toml")))
+    sc = load_scenario(p)
+    start, pause = scenario_hints(sc)
+    busy, low = 80.0 + 0.9 * 220.0, 80.0 + 0.15 * 220.0
+    assert (start.kind, pause.kind) == ("start", "pause")
+    # the checkpoint from 35 s to 45 s of the trace, on the controller's clock (1 s behind),
+    # announced a step ahead
+    assert (pause.start_t, pause.duration_s, pause.issue_t) == (34.0, 10.0, 29.0)
+    assert pause.watts == pytest.approx(low) and pause.devices == ("gpu2", "gpu3")
+    out = {}
+    for arm in ("hinted", "predictive"):
+        r = ScenarioRun(sc, "controlled", arm)
+        r.start()
+        out[arm] = {k + 1: r.step(k).devices["gpu2"] for k in range(48)}  # by controller time
+    hinted, pred = out["hinted"], out["predictive"]
+    # from the period after the pause is measured, the bound is the pause's watts within the
+    # tolerance, while supply stays ready for the job's return (converters kept on)
+    tol = HINT_TOLERANCE * 300.0
+    for t in range(36, 43):
+        assert hinted[t]["p95_w"] <= low + tol + 1e-6, (t, hinted[t])
+        assert hinted[t]["ready_w"] == pytest.approx(busy)
+    assert max(pred[t]["p95_w"] for t in range(36, 43)) > low + tol  # unhinted: wider
+    # the period before the return, the bound is the job's watts again
+    assert hinted[43]["p95_w"] >= busy - 1e-6

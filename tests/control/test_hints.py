@@ -1,13 +1,15 @@
 """Job hints (control/hints.py): what is refused, what is stored, and how a hint moves the
-forecasts and what the allocator prepares — only ever upward, and only until it expires."""
+forecasts and what the allocator prepares — upward on its own, downward only where
+measurement agrees, and only until it expires."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from powerflow.control.controller import HORIZONS, DeviceObs, RackController
-from powerflow.control.hints import (HINT_HORIZON_S, HINT_LEAD_S, MAX_HINTS, HintBook,
-                                     HintError)
+from powerflow.control.hints import (END_HOLD_S, HINT_HORIZON_S, HINT_LEAD_S, HINT_TOLERANCE,
+                                     MAX_HINTS, MAX_PAUSES, HintBook, HintError)
 from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
 
@@ -104,3 +106,94 @@ def test_a_hint_raises_the_forecast_and_readies_supply_before_the_start_only() -
         book.start(0.0, f"j{k}", [f"d{i}" for i in range(20)], 0.0, 1.0, 60.0)
     with pytest.raises(HintError, match="at most 10000 in all"):
         book.start(0.0, "more", ["d0"], 0.0, 1.0, 60.0)
+
+
+IDX = {"gpu0": 0, "gpu1": 1, "cpu0": 2}
+
+
+def _fold(book: HintBook, now: float, mean: list[float], upper: list[float],
+          measured: list[float] | None) -> tuple[dict, dict]:
+    means = {h: np.array(mean) for h in (1, 10)}
+    uppers = {h: np.array(upper) for h in (1, 10)}
+    return book.fold(now, 1.0, IDX, means, uppers,
+                     None if measured is None else np.array(measured))
+
+
+def test_a_pause_lowers_the_forecast_only_while_measurement_agrees_and_the_return_is_raised(
+        ) -> None:
+    book = HintBook(DEVS)
+    book.start(0.0, "j", ["gpu0", "gpu1"], 0.0, 290.0, 600.0)
+    book.pause(0.0, "j", 100.0, 15.0, 110.0)  # a checkpoint from 100 s to 115 s
+    tol = HINT_TOLERANCE * 300.0
+    busy, dip = [280.0, 280.0, 100.0], [300.0, 300.0, 140.0]
+    # before it, the devices busy: nothing lowered, not even the horizons inside the pause
+    m, u = _fold(book, 95.0, busy, dip, [290.0, 290.0, 100.0])
+    assert (m[10][0], u[10][0]) == (280.0, 300.0)
+    # in it, gpu0 measured down: held at the pause's watts; gpu1 still at 290 W is left to
+    # its forecast (measurement wins), cpu0 is not in the job; without measurement, nothing
+    m, u = _fold(book, 101.0, busy, dip, [112.0, 290.0, 100.0])
+    assert (m[1][0], u[1][0]) == (110.0, 110.0 + tol) and (m[10][0], u[10][0]) == (110.0,
+                                                                                   110.0 + tol)
+    assert (m[1][1], u[1][1]) == (280.0, 300.0) and (m[1][2], u[1][2]) == (100.0, 140.0)
+    m, u = _fold(book, 101.0, busy, dip, None)
+    assert (m[1][0], u[1][0]) == (280.0, 300.0)
+    # the forecaster has learnt the dip; the horizons after the return get the job's watts
+    low = [110.0, 110.0, 100.0]
+    m, u = _fold(book, 106.0, low, [125.0, 125.0, 140.0], [111.0, 111.0, 100.0])
+    assert m[1][0] == 110.0 and (m[10][0], u[10][0]) == (290.0, 290.0)
+    m, u = _fold(book, 114.5, low, [125.0, 125.0, 140.0], [111.0, 111.0, 100.0])
+    assert (m[1][0], u[1][0]) == (290.0, 290.0)  # the return falls in the next period
+    m, u = _fold(book, 116.5, low, [125.0, 125.0, 140.0], [290.0, 290.0, 100.0])
+    assert (m[1][0], u[1][0]) == (110.0, 125.0)  # a period after it: the forecaster's own
+    # supply stays ready for the job through the pause, until HINT_LEAD_S after the return
+    assert book.prepare(105.0) == {"gpu0": 290.0, "gpu1": 290.0}
+    assert book.prepare(115.0 + HINT_LEAD_S - 0.5) == {"gpu0": 290.0, "gpu1": 290.0}
+    assert book.prepare(115.0 + HINT_LEAD_S) == {}
+
+
+@pytest.mark.parametrize("args,msg", [
+    (("nope", 200.0, 15.0, 110.0), "no hinted job 'nope'"),
+    (("j", 590.0, 15.0, 110.0), "within its job"),
+    (("j", 105.0, 15.0, 110.0), "overlaps"),
+    (("j", 200.0, 15.0, 301.0), "0 to 300 W"),
+    (("j", 200.0, 0.0, 110.0), "field 'duration_s'"),
+    (("j", 200.0, float("nan"), 110.0), "field 'duration_s'"),
+    (("j", 20.0, 15.0, 110.0), "in the past"),
+])
+def test_bad_pauses_are_refused_and_nothing_is_stored(args: tuple, msg: str) -> None:
+    book = HintBook(DEVS)
+    book.start(50.0, "j", ["gpu0", "gpu1"], 50.0, 290.0, 550.0)
+    book.pause(50.0, "j", 100.0, 15.0, 110.0)
+    before = book.listing(50.0)
+    with pytest.raises(HintError, match=msg):
+        book.pause(50.0, *args)
+    assert book.listing(50.0) == before
+
+
+def test_pauses_are_bounded_and_an_end_cuts_them() -> None:
+    book = HintBook(DEVS)
+    book.start(0.0, "j", ["gpu0"], 0.0, 290.0, 3000.0)
+    for k in range(MAX_PAUSES):
+        book.pause(0.0, "j", 10.0 + 10.0 * k, 5.0, 110.0)
+    with pytest.raises(HintError, match=f"{MAX_PAUSES} pauses"):
+        book.pause(0.0, "j", 2900.0, 5.0, 110.0)
+    h = book.end(0.0, "j", 22.0)
+    assert [(p.start_t, p.end_t) for p in h.pauses] == [(10.0, 15.0), (20.0, 22.0)]
+
+
+def test_after_a_hinted_end_an_idle_device_is_held_at_what_it_draws_for_a_while() -> None:
+    book = HintBook(DEVS)
+    book.start(0.0, "j", ["gpu0", "gpu1"], 0.0, 290.0, 100.0)
+    band = [150.0, 150.0, 100.0], [200.0, 200.0, 140.0]  # the job's errors still in the band
+    tol = HINT_TOLERANCE * 300.0
+    # gpu0 idles at 90 W: held there; gpu1 still draws near the job's watts: left alone
+    m, u = _fold(book, 101.0, *band, [90.0, 280.0, 100.0])
+    assert (m[1][0], u[1][0]) == (90.0, 90.0 + tol) and (m[1][1], u[1][1]) == (150.0, 200.0)
+    assert (m[1][2], u[1][2]) == (100.0, 140.0)
+    # another job hinted on gpu0 takes over from the hold
+    book.start(102.0, "k", ["gpu0"], 150.0, 250.0, 60.0)
+    m, u = _fold(book, 102.0, *band, [90.0, 90.0, 100.0])
+    assert u[1][0] == 200.0 and u[1][1] == 90.0 + tol
+    # END_HOLD_S after the end, the forecaster's own again
+    m, u = _fold(book, 100.0 + END_HOLD_S, *band, [90.0, 90.0, 100.0])
+    assert u[1][1] == 200.0 and "j" not in book.ended

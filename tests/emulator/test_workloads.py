@@ -41,6 +41,14 @@ def test_a_training_job_moves_together_with_its_steps_checkpoints_and_evaluation
     assert np.allclose(a[dip], 0.35, atol=0.011) and np.allclose(a[steps & ~dip], 0.95, atol=0.011)
     # the step is a 7 s period: all GPUs ramp at once every step
     assert 0.2 < dip.sum() / steps.sum() < 0.3
+    # its pauses, as a framework's hooks would announce them, are the ones it plays
+    inside = np.zeros(len(t), bool)
+    for p0, p1, pu in Workload.training_pauses(job, 1200.0):
+        sel = (t >= p0) & (t < p1)
+        inside |= sel
+        assert sel.any() and np.allclose(a[sel], pu, atol=0.011)
+    assert (inside == (ck | ev)).all()
+    assert Workload.training_pauses(job, 500.0) == [(420.0, 440.0, 0.15)]
 
 
 def test_inference_follows_its_day_with_bursts_that_hit_every_replica() -> None:

@@ -319,20 +319,30 @@ class ForecastOut(BaseModel):
 
 
 class HintIn(Strict):
-    """A scheduler's hint (its prolog or epilog): `start` — `devices` start `job` at `at`
-    (Unix time, s) or `in_s` from now (neither: now), drawing about `watts` (W) each for
-    `duration_s` (s); `end` — `job` ends then. Advisory: a hint can make the allocator
-    prepare more supply, never trust less than it measures; it expires at the job's end."""
+    """A scheduler's hint (its prolog or epilog) or a training framework's: `start` —
+    `devices` start `job` at `at` (Unix time, s) or `in_s` from now (neither: now), drawing
+    about `watts` (W) each for `duration_s` (s); `end` — `job` ends then; `pause` — the job's
+    devices draw about `watts` each from then for `duration_s` (a checkpoint, an evaluation),
+    then return to the job's watts. Advisory: a hint can make the allocator prepare more
+    supply; it lowers a forecast only while measurement agrees; it expires at the job's end."""
 
-    kind: Literal["start", "end"]
+    kind: Literal["start", "end", "pause"]
     job: str = Field(min_length=1, max_length=128, description="the scheduler's job id")
     devices: list[str] | None = Field(None, max_length=4096,
                                       description="start: the job's devices (rack device ids)")
     at: float | None = Field(None, description="when, Unix time (s)")
     in_s: float | None = Field(None, description="when, s from now (instead of at)")
     watts: float | None = Field(None, description="start: about this many W per device "
-                                                  "(omitted: each device's p_max_w)")
-    duration_s: float | None = Field(None, description="start: how long the job runs, s")
+                                                  "(omitted: each device's p_max_w); pause: "
+                                                  "about this many W per device in the pause")
+    duration_s: float | None = Field(None, description="start: how long the job runs, s; "
+                                                       "pause: how long the pause lasts, s")
+
+
+class PauseOut(BaseModel):
+    start: float = Field(description="Unix time (s) the pause starts")
+    end: float = Field(description="Unix time (s) the job returns to its watts")
+    watts: float = Field(description="W per device in the pause, about")
 
 
 class HintOut(BaseModel):
@@ -342,6 +352,7 @@ class HintOut(BaseModel):
     end: float = Field(description="Unix time (s) it ends; the hint expires then")
     watts: float | None = Field(description="W per device, about; null: each device's "
                                             "p_max_w")
+    pauses: list[PauseOut] = Field(description="its pauses still to end, by start")
 
 
 class PolicyView(BaseModel):

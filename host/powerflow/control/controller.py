@@ -146,9 +146,9 @@ class RackController:
             u[k, 0] = 0.0 if ob.utilisation is None else float(ob.utilisation)
         means, uppers, models = self.forecaster.step(y, u, stale)
         self._record_jump(t, float(y.sum()))
-        if self.hints.hints:
+        if self.hints.active:
             means, uppers = self.hints.fold(t, self.policy.period_s, self.dev_index, means,
-                                            uppers)
+                                            uppers, y)
         pmax = self.pmax.copy()
         for dev, cap in self.policy.p_max_w.items():
             pmax[self.dev_index[dev]] = cap

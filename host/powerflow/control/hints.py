@@ -1,21 +1,27 @@
 """Job hints: what a scheduler knows in advance, told to the controller (pure computation).
 
 A scheduler's prolog and epilog (Slurm, a Kubernetes hook) say "devices X… start job J at
-time T with about W watts each for D seconds" and "job J ends at T". The controller folds
-them into the forecasts and the allocator prepares supply before the start — see
-`RackController`. Hints are advisory:
+time T with about W watts each for D seconds" and "job J ends at T"; a training framework's
+checkpoint or evaluation hook says "job J pauses at T for D seconds at about W watts each"
+(the job's devices wait on storage or run forward passes only, then return to the job's
+watts). The controller folds them into the forecasts and the allocator prepares supply —
+see `RackController`. Hints are advisory:
 
-- they can only *raise* what the allocator prepares for: the hinted watts are a floor under
-  a device's forecast (mean and bound) over the horizons the start falls in (so lower
-  classes are capped for the job from the period it starts in), and converters are kept on
-  for them from HINT_LEAD_S before the start (`prepare`, the allocator's `ready_w`: supply,
-  not a forecast, so nothing is capped that early); nothing a hint says lowers a forecast
-  drawn from measurement (an end hint only ends the hint's own influence);
+- what *raises* the forecast only raises: the hinted watts are a floor under a device's
+  forecast (mean and bound) over the horizons a start or a return from a pause falls in (so
+  lower classes are capped for the job from the period it starts or returns in), and
+  converters are kept on for them from HINT_LEAD_S before a start and through a pause
+  (`prepare`, the allocator's `ready_w`: supply, not a forecast, so nothing is capped that
+  early);
+- what *lowers* it needs measurement to agree: inside a pause, and for END_HOLD_S after a
+  job's end, a device is held near what it draws only while its measured power is down there
+  (within HINT_TOLERANCE of its p_max_w); a device drawing more than the hint said is left to
+  its forecast, so a wrong hint costs at most the period in which it is found wrong;
 - they expire: a hint is dropped at its end (start + duration, or the end a later hint gave),
-  and the book holds at most MAX_HINTS;
-- a hint for an unknown device, a time in the past or beyond HINT_HORIZON_S, a power outside
-  the device's [0, p_max_w], a duration not in (0, HINT_MAX_DURATION_S], or an end for a job
-  the book does not hold is refused with HintError, and nothing is stored.
+  and the book holds at most MAX_HINTS jobs of MAX_PAUSES pauses each;
+- a hint for an unknown device or job, a time in the past or beyond HINT_HORIZON_S, a power
+  outside the devices' [0, p_max_w], a duration not in (0, HINT_MAX_DURATION_S], a pause
+  outside its job or overlapping another is refused with HintError, and nothing is stored.
 
 Times are on the controller's clock (s; Unix time in the live host, rack time in scenarios).
 """
@@ -34,11 +40,28 @@ HINT_LEAD_S = 30.0  # how long before a hinted start the allocator prepares for 
 PAST_TOLERANCE_S = 5.0  # a hint this late is taken as "now" (clocks of two machines differ)
 MAX_HINTS = 1000  # hints held at once: the book is bounded whatever a scheduler sends
 MAX_HINT_DEVICES = 10000  # device entries over all hints held (each is work every period)
+HINT_TOLERANCE = 0.05  # "about W": how near (share of p_max_w) a device is held to a hint
+MAX_PAUSES = 256  # pauses held per job
+# after a hinted end, how long a device that stays idle is forecast at what it draws (s): the
+# forecaster's band still holds the job's errors for minutes (its window is 300 periods)
+END_HOLD_S = 120.0
 JOB_NAME = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")
 
 
 class HintError(ValueError):
     """A hint that is refused; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A stretch of a job at lower power (a checkpoint, an evaluation): from `start_t` to
+    `end_t` (s, controller clock) each of its devices draws about `watts` (W)."""
+    start_t: float
+    end_t: float
+    watts: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"start": self.start_t, "end": self.end_t, "watts": self.watts}
 
 
 @dataclass(frozen=True)
@@ -48,10 +71,12 @@ class Hint:
     start_t: float  # s, controller clock
     end_t: float  # s
     watts: float | None  # W per device, about (None: each device's p_max_w)
+    pauses: tuple[Pause, ...] = ()  # by start, none overlapping
 
     def as_dict(self) -> dict[str, object]:
         return {"job": self.job, "devices": list(self.devices), "start": self.start_t,
-                "end": self.end_t, "watts": self.watts}
+                "end": self.end_t, "watts": self.watts,
+                "pauses": [p.as_dict() for p in self.pauses]}
 
 
 class HintBook:
@@ -60,6 +85,7 @@ class HintBook:
     def __init__(self, devices: dict[str, tuple[float, float]]) -> None:
         self.devices = devices
         self.hints: dict[str, Hint] = {}
+        self.ended: dict[str, Hint] = {}  # jobs ended less than END_HOLD_S ago, oldest first
 
     def _when(self, now: float, at: float, field: str) -> float:
         if not math.isfinite(at):
@@ -114,40 +140,119 @@ class HintBook:
             raise HintError(f"hint: field 'job': no hinted job {job!r} (hints: "
                             f"{', '.join(sorted(self.hints)) or 'none'})")
         end = self._when(now, at, "end")
-        h = Hint(h.job, h.devices, min(h.start_t, end), end, h.watts)
+        pauses = tuple(Pause(p.start_t, min(p.end_t, end), p.watts) for p in h.pauses
+                       if p.start_t < end)
+        h = Hint(h.job, h.devices, min(h.start_t, end), end, h.watts, pauses)
+        self.hints[job] = h
+        return h
+
+    def pause(self, now: float, job: str, at: float, duration_s: float, watts: float) -> Hint:
+        """Record that `job` pauses (a checkpoint, an evaluation) from `at` (s) for
+        `duration_s` (s), its devices drawing about `watts` (W) each, then returns to the
+        job's watts."""
+        self.expire(now)
+        h = self.hints.get(job)
+        if h is None:
+            raise HintError(f"hint: field 'job': no hinted job {job!r} (hints: "
+                            f"{', '.join(sorted(self.hints)) or 'none'})")
+        start = self._when(now, at, "start")
+        if not (math.isfinite(duration_s) and 0.0 < duration_s):
+            raise HintError(f"hint: field 'duration_s': expected more than 0 s; got "
+                            f"{duration_s!r}")
+        end = start + duration_s
+        if start < h.start_t or end > h.end_t:
+            raise HintError("hint: a pause must lie within its job (the job runs from "
+                            f"{h.start_t - now:+.0f} s to {h.end_t - now:+.0f} s from now)")
+        top = min(self.devices[dv][1] for dv in h.devices)
+        if not (math.isfinite(watts) and 0.0 <= watts <= top):
+            raise HintError(f"hint: field 'watts': expected 0 to {top:g} W (the least p_max_w "
+                            f"of the job's devices); got {watts!r}")
+        kept = [p for p in h.pauses if p.end_t + HINT_LEAD_S > now]  # prepare still reads
+        if any(p.start_t < end and start < p.end_t for p in kept):
+            raise HintError("hint: the pause overlaps one already hinted for the job")
+        if len(kept) >= MAX_PAUSES:
+            raise HintError(f"hint: the job holds {MAX_PAUSES} pauses already")
+        pauses = tuple(sorted(kept + [Pause(start, end, float(watts))],
+                              key=lambda p: p.start_t))
+        h = Hint(h.job, h.devices, h.start_t, h.end_t, h.watts, pauses)
         self.hints[job] = h
         return h
 
     def expire(self, now: float) -> None:
+        """Drop the hints that ended; keep each END_HOLD_S among the ended (as many jobs and
+        device entries as the book holds at most, the oldest dropped first)."""
         for job in [j for j, h in self.hints.items() if h.end_t <= now]:
-            del self.hints[job]
+            self.ended.pop(job, None)
+            self.ended[job] = self.hints.pop(job)
+        for job in [j for j, h in self.ended.items() if h.end_t + END_HOLD_S <= now]:
+            del self.ended[job]
+        while self.ended and (len(self.ended) > MAX_HINTS or sum(
+                len(h.devices) for h in self.ended.values()) > MAX_HINT_DEVICES):
+            del self.ended[next(iter(self.ended))]
+
+    @property
+    def active(self) -> bool:
+        """Whether any hint can move a forecast now (held, or ended within END_HOLD_S)."""
+        return bool(self.hints or self.ended)
 
     def listing(self, now: float) -> list[Hint]:
         self.expire(now)
         return sorted(self.hints.values(), key=lambda h: (h.start_t, h.job))
 
     def fold(self, now: float, period_s: float, index: dict[str, int],
-             means: dict[int, Floats], uppers: dict[int, Floats]
+             means: dict[int, Floats], uppers: dict[int, Floats],
+             measured: Floats | None = None
              ) -> tuple[dict[int, Floats], dict[int, Floats]]:
         """The forecasts (per horizon in periods, W per device in `index` order) with the
-        hints folded in, as new arrays: over a horizon h, a job starting before now + h
-        periods (and still running then) raises its devices' mean and upper bound to at
-        least the hinted watts, until a period after its start. Never lowers either.
-        (Supply readied before a start is not a forecast: see `prepare`.)"""
+        hints folded in, as new arrays. Over a horizon h (time t = now + h periods):
+
+        - a job starting, or returning from a pause, at or before t and still running then
+          raises its devices' mean and upper bound to at least the hinted watts, until a
+          period after that start (by then the forecaster has seen a period of it);
+        - inside a pause, a device whose `measured` power (W, this period) is down to the
+          pause's watts (within the tolerance) is held there: mean at most the pause's
+          watts, upper bound at most those plus the tolerance;
+        - for END_HOLD_S after a job's end, a device no other hint names whose measured power
+          is below the job's watts is held at it: mean at most the measured power, upper
+          bound at most that plus the tolerance.
+
+        Without `measured`, nothing is lowered."""
         self.expire(now)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
+        named = {dv for h in self.hints.values() for dv in h.devices}
         for hz in means:
             t = now + hz * period_s
             for h in self.hints.values():
-                # over the horizons the start falls in, until a period after it (by then
-                # the forecaster has seen a period of the job)
-                if h.start_t <= t < h.end_t and now < h.start_t + period_s:
-                    for dv in h.devices:
-                        k, w = index[dv], self.watts(h, dv)
+                if not h.start_t <= t < h.end_t:
+                    continue
+                inside = next((p for p in h.pauses if p.start_t <= t < p.end_t), None)
+                rise = max([h.start_t] + [p.end_t for p in h.pauses if p.end_t <= t])
+                for dv in h.devices:
+                    k = index[dv]
+                    if inside is not None:
+                        if measured is not None and measured[k] <= inside.watts + self.tol(dv):
+                            means[hz][k] = min(means[hz][k], inside.watts)
+                            uppers[hz][k] = min(uppers[hz][k], inside.watts + self.tol(dv))
+                    elif now < rise + period_s:
+                        w = self.watts(h, dv)
                         means[hz][k] = max(means[hz][k], w)
                         uppers[hz][k] = max(uppers[hz][k], w)
+            if measured is None:
+                continue
+            for h in self.ended.values():
+                if not t < h.end_t + END_HOLD_S:
+                    continue
+                for dv in h.devices:
+                    k = index[dv]
+                    if dv not in named and measured[k] + self.tol(dv) <= self.watts(h, dv):
+                        means[hz][k] = min(means[hz][k], measured[k])
+                        uppers[hz][k] = min(uppers[hz][k], measured[k] + self.tol(dv))
         return means, uppers
+
+    def tol(self, device: str) -> float:
+        """W a device may differ from a hint and still be taken to follow it."""
+        return HINT_TOLERANCE * self.devices[device][1]
 
     def watts(self, h: Hint, device: str) -> float:
         """W the hint says `device` will draw: its watts, or the device's p_max_w if none."""
@@ -156,10 +261,14 @@ class HintBook:
     def prepare(self, now: float) -> dict[str, float]:
         """W per device the allocator should have supply ready for now: the hinted watts of a
         job from HINT_LEAD_S before its start until HINT_LEAD_S after it (by then the
-        forecaster has seen the job)."""
+        forecaster has seen the job), and through each of its pauses until HINT_LEAD_S after
+        the return (the converters a pause would let go are needed when it ends)."""
         out: dict[str, float] = {}
         for h in self.hints.values():
-            if h.start_t - HINT_LEAD_S <= now < min(h.end_t, h.start_t + HINT_LEAD_S):
+            ready = h.start_t - HINT_LEAD_S <= now < min(h.end_t, h.start_t + HINT_LEAD_S)
+            ready = ready or any(p.start_t <= now < min(h.end_t, p.end_t + HINT_LEAD_S)
+                                 for p in h.pauses)
+            if ready:
                 for dv in h.devices:
                     out[dv] = max(out.get(dv, 0.0), self.watts(h, dv))
         return out

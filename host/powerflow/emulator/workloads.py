@@ -156,6 +156,38 @@ class Workload:
                      else j.p("busy_util"))
         return u + self._noise(j, t, idx)
 
+    @staticmethod
+    def training_pauses(j: Job, until: float) -> list[tuple[float, float, float]]:
+        """The pauses of training job `j` that start before trace time `until` (s), as
+        (start, end, utilisation), trace time: its checkpoints and evaluation pauses, exactly
+        as `_gen_training` plays them (a checkpoint inside an evaluation pause wins)."""
+        t0 = j.p("start_s") + j.p("init_s")
+        last = min(j.p("duration_s") - j.p("init_s"), until - t0)  # s after the first step
+        cuts = {0.0, last}
+        for every, length in ((j.p("checkpoint_every_s"), j.p("checkpoint_s")),
+                              (j.p("eval_every_s"), j.p("eval_s"))):
+            if every > 0:
+                k = 1
+                while k * every < last:
+                    cuts.update((k * every, min(k * every + length, last)))
+                    k += 1
+        edges = sorted(c for c in cuts if 0.0 <= c <= last)
+        out: list[tuple[float, float, float]] = []
+        ck, ev = j.p("checkpoint_every_s"), j.p("eval_every_s")
+        for a, b in zip(edges, edges[1:]):
+            s = 0.5 * (a + b)
+            if ck > 0 and s >= ck and s % ck < j.p("checkpoint_s"):
+                u = j.p("checkpoint_util")
+            elif ev > 0 and s >= ev and s % ev < j.p("eval_s"):
+                u = j.p("eval_util")
+            else:
+                continue
+            if out and abs(out[-1][1] - (t0 + a)) < 1e-9 and out[-1][2] == u:
+                out[-1] = (out[-1][0], t0 + b, u)
+            else:
+                out.append((t0 + a, t0 + b, u))
+        return out
+
     def _gen_inference(self, j: Job, t: float, idx: np.ndarray) -> Floats:
         day = j.p("day_s")
         hour = (t % day) / day * 24.0

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from powerflow.emulator.physics import RackPhysics
+from powerflow.emulator.workloads import Workload
 from powerflow.model.arrays import Floats
 from powerflow.scenario.spec import Event, Scenario
 
@@ -102,6 +103,7 @@ class Oracle:
 @dataclass(frozen=True)
 class ScheduledHint:
     issue_t: float  # s, the controller's clock (rack time of the period's end)
+    kind: str  # "start" or "pause"
     job: str
     devices: tuple[str, ...]
     start_t: float
@@ -126,9 +128,20 @@ def scenario_hints(sc: Scenario) -> list[ScheduledHint]:
             continue
         devs = tuple(sc.rack.devices[k].id for k in j.devices)
         u = j.p("busy_util")
-        watts = min(min((sc.rack.devices[k].p_min_w + u * (sc.rack.devices[k].p_max_w
-                                                           - sc.rack.devices[k].p_min_w))
-                        * sc.load_scale, sc.rack.devices[k].p_max_w) for k in j.devices)
-        out.append(ScheduledHint(max(start - HINT_NOTICE_S, 0.0), f"job{j.index + 1}", devs,
-                                 max(start, 0.0), length, watts))
+        out.append(ScheduledHint(max(start - HINT_NOTICE_S, 0.0), "start", f"job{j.index + 1}",
+                                 devs, max(start, 0.0), length, _watts(sc, j, u)))
+        for a, b, pu in Workload.training_pauses(j, (dur + 1.0) * speed):
+            a, b = a / speed - 1.0, min(b / speed - 1.0, start + length)
+            if a >= dur or b <= a:
+                continue
+            out.append(ScheduledHint(max(a - j.p("iteration_s") / speed, 0.0), "pause",
+                                     f"job{j.index + 1}", devs, a, b - a, _watts(sc, j, pu)))
     return sorted(out, key=lambda h: h.issue_t)
+
+
+def _watts(sc: Scenario, j: Any, u: float) -> float:
+    """W each device of job `j` draws at utilisation `u`, as the physics plays it (the least
+    over the job's devices)."""
+    devs = sc.rack.devices
+    return min(min((devs[k].p_min_w + u * (devs[k].p_max_w - devs[k].p_min_w)) * sc.load_scale,
+                   devs[k].p_max_w) for k in j.devices)

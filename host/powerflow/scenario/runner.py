@@ -305,8 +305,12 @@ class ScenarioRun:
             while self._hints and self._hints[0].issue_t <= t + sc.period_s:  # the scheduler's
                 h = self._hints.pop(0)  # hints, on the controller's clock
                 shift = now - (t + sc.period_s)
-                self.ctrl.hints.start(now, h.job, list(h.devices), max(h.start_t + shift, now),
-                                      h.watts, h.duration_s)
+                if h.kind == "start":
+                    self.ctrl.hints.start(now, h.job, list(h.devices),
+                                          max(h.start_t + shift, now), h.watts, h.duration_s)
+                else:
+                    self.ctrl.hints.pause(now, h.job, max(h.start_t + shift, now),
+                                          h.duration_s, h.watts)
             alloc = self.ctrl.step(now,
                                    io.observe_nodes(), io.observe_devices(), io.battery(),
                                    io.feed_w())

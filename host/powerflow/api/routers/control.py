@@ -52,9 +52,11 @@ async def hints(svc: HostService = Depends(service)) -> list[HintOut]:
 
 @router.post("/hints", responses=errors(409, 422))
 async def add_hint(req: HintIn, svc: HostService = Depends(service)) -> HintOut:
-    """A scheduler's hint (operator role; audited): a job starting on devices, or ending.
-    Refused (422, nothing stored): an unknown device, a time in the past or more than an
-    hour ahead, a power outside the devices' [0, p_max_w], an end for an unknown job."""
+    """A scheduler's hint (operator role; audited): a job starting on devices, ending, or
+    pausing (a checkpoint, an evaluation). Refused (422, nothing stored): an unknown device,
+    a time in the past or more than an hour ahead, a power outside the devices' [0,
+    p_max_w], an end or a pause for an unknown job, a pause outside its job or overlapping
+    another."""
     # on the event loop's thread, as the control loop reads the hints: never beside a period
     return HintOut.model_validate(svc.add_hint(req.kind, req.job, req.devices, req.at,
                                                req.in_s, req.watts, req.duration_s))
