@@ -9,7 +9,8 @@ import pytest
 
 from powerflow.control.controller import HORIZONS, DeviceObs, RackController
 from powerflow.control.hints import (END_HOLD_S, HINT_HORIZON_S, HINT_LEAD_S, HINT_TOLERANCE,
-                                     MAX_HINTS, MAX_PAUSES, HintBook, HintError)
+                                     MAX_HINTS, MAX_PAUSES, START_HOLD_S, HintBook,
+                                     HintError)
 from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
 
@@ -126,6 +127,7 @@ def test_a_pause_lowers_the_forecast_only_while_measurement_agrees_and_the_retur
     book.pause(0.0, "j", 100.0, 15.0, 110.0)  # a checkpoint from 100 s to 115 s
     tol = HINT_TOLERANCE * 300.0
     busy, dip = [280.0, 280.0, 100.0], [300.0, 300.0, 140.0]
+    _fold(book, 1.0, busy, dip, [290.0, 290.0, 100.0])  # the job reached its watts long ago
     # before it, the devices busy: nothing lowered, not even the horizons inside the pause
     m, u = _fold(book, 95.0, busy, dip, [290.0, 290.0, 100.0])
     assert (m[10][0], u[10][0]) == (280.0, 300.0)
@@ -197,3 +199,21 @@ def test_after_a_hinted_end_an_idle_device_is_held_at_what_it_draws_for_a_while(
     # END_HOLD_S after the end, the forecaster's own again
     m, u = _fold(book, 100.0 + END_HOLD_S, *band, [90.0, 90.0, 100.0])
     assert u[1][1] == 200.0 and "j" not in book.ended
+
+
+def test_once_a_job_reaches_its_watts_its_bound_is_held_there_while_its_steps_are_learnt(
+        ) -> None:
+    book = HintBook(DEVS)
+    book.start(0.0, "j", ["gpu0", "gpu1"], 10.0, 290.0, 600.0)
+    fc = [200.0, 200.0, 100.0], [220.0, 220.0, 140.0]  # the forecaster reads a dip as level
+    m, u = _fold(book, 12.0, *fc, [150.0, 150.0, 100.0])  # loading the model: below it
+    assert u[1][0] == 220.0 and "j" not in book.ramped
+    m, u = _fold(book, 20.0, *fc, [288.0, 150.0, 100.0])  # gpu0 first reaches the watts
+    assert book.ramped == {"j": 20.0}
+    assert (m[1][0], u[1][0], u[1][1], u[1][2]) == (200.0, 290.0, 290.0, 140.0)
+    m, u = _fold(book, 20.0 + START_HOLD_S - 1.0, *fc, [160.0, 160.0, 100.0])  # in a dip
+    assert u[1][0] == 290.0
+    m, u = _fold(book, 20.0 + START_HOLD_S, *fc, [160.0, 160.0, 100.0])  # learnt by now
+    assert u[1][0] == 220.0
+    book.start(60.0, "j", ["gpu0"], 70.0, 290.0, 600.0)  # restarted: a ramp still to come
+    assert "j" not in book.ramped

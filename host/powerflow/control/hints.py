@@ -9,7 +9,9 @@ see `RackController`. Hints are advisory:
 
 - what *raises* the forecast only raises: the hinted watts are a floor under a device's
   forecast (mean and bound) over the horizons a start or a return from a pause falls in (so
-  lower classes are capped for the job from the period it starts or returns in), and
+  lower classes are capped for the job from the period it starts or returns in), under its
+  bound for START_HOLD_S after the job first reaches them (while the forecaster learns the
+  job's steps), and
   converters are kept on for them from HINT_LEAD_S before a start and through a pause
   (`prepare`, the allocator's `ready_w`: supply, not a forecast, so nothing is capped that
   early);
@@ -45,6 +47,10 @@ MAX_PAUSES = 256  # pauses held per job
 # after a hinted end, how long a device that stays idle is forecast at what it draws (s): the
 # forecaster's band still holds the job's errors for minutes (its window is 300 periods)
 END_HOLD_S = 120.0
+# once a hinted job's devices first reach its watts, how long its bound is held at them (s):
+# the forecaster has not yet learnt the job's steps, and would read its first all-reduce dips
+# as the job's level (measured: training-jobs, bench/RESULTS.md)
+START_HOLD_S = 30.0
 JOB_NAME = re.compile(r"[A-Za-z0-9_.:@/-]{1,128}")
 
 
@@ -85,6 +91,7 @@ class HintBook:
     def __init__(self, devices: dict[str, tuple[float, float]]) -> None:
         self.devices = devices
         self.hints: dict[str, Hint] = {}
+        self.ramped: dict[str, float] = {}  # job -> when its devices first reached its watts
         self.ended: dict[str, Hint] = {}  # jobs ended less than END_HOLD_S ago, oldest first
 
     def _when(self, now: float, at: float, field: str) -> float:
@@ -130,6 +137,7 @@ class HintBook:
         h = Hint(job, tuple(devices), start, start + duration_s,
                  None if watts is None else float(watts))
         self.hints[job] = h
+        self.ramped.pop(job, None)  # a new start: its ramp is still to come
         return h
 
     def end(self, now: float, job: str, at: float) -> Hint:
@@ -184,6 +192,7 @@ class HintBook:
         for job in [j for j, h in self.hints.items() if h.end_t <= now]:
             self.ended.pop(job, None)
             self.ended[job] = self.hints.pop(job)
+            self.ramped.pop(job, None)
         for job in [j for j, h in self.ended.items() if h.end_t + END_HOLD_S <= now]:
             del self.ended[job]
         while self.ended and (len(self.ended) > MAX_HINTS or sum(
@@ -208,7 +217,9 @@ class HintBook:
 
         - a job starting, or returning from a pause, at or before t and still running then
           raises its devices' mean and upper bound to at least the hinted watts, until a
-          period after that start (by then the forecaster has seen a period of it);
+          period after that start (by then the forecaster has seen a period of it); and for
+          START_HOLD_S from when its devices were first measured at its watts, their upper
+          bound (outside pauses);
         - inside a pause, a device whose `measured` power (W, this period) is down to the
           pause's watts (within the tolerance) is held there: mean at most the pause's
           watts, upper bound at most those plus the tolerance;
@@ -216,11 +227,14 @@ class HintBook:
           is below the job's watts is held at it: mean at most the measured power, upper
           bound at most that plus the tolerance.
 
-        Without `measured`, nothing is lowered."""
+        Without `measured`, nothing is lowered. (The book notes when each job's devices
+        first reach its watts: the one state a fold keeps.)"""
         self.expire(now)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
         named = {dv for h in self.hints.values() for dv in h.devices}
+        if measured is not None:
+            self._note_ramps(now, index, measured)
         for hz in means:
             t = now + hz * period_s
             for h in self.hints.values():
@@ -238,6 +252,8 @@ class HintBook:
                         w = self.watts(h, dv)
                         means[hz][k] = max(means[hz][k], w)
                         uppers[hz][k] = max(uppers[hz][k], w)
+                    elif h.job in self.ramped and now < self.ramped[h.job] + START_HOLD_S:
+                        uppers[hz][k] = max(uppers[hz][k], self.watts(h, dv))
             if measured is None:
                 continue
             for h in self.ended.values():
@@ -249,6 +265,12 @@ class HintBook:
                         means[hz][k] = min(means[hz][k], measured[k])
                         uppers[hz][k] = min(uppers[hz][k], measured[k] + self.tol(dv))
         return means, uppers
+
+    def _note_ramps(self, now: float, index: dict[str, int], measured: Floats) -> None:
+        for h in self.hints.values():
+            if h.job not in self.ramped and h.start_t <= now and any(
+                    measured[index[dv]] >= self.watts(h, dv) - self.tol(dv) for dv in h.devices):
+                self.ramped[h.job] = now
 
     def tol(self, device: str) -> float:
         """W a device may differ from a hint and still be taken to follow it."""
