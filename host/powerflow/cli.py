@@ -266,8 +266,8 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
     scr.add_argument("--arms", type=_arms, default=None, metavar="ARM,ARM,...",
                      help="run the controlled rack once per arm instead — predictive (the "
                           "forecaster), reactive (persistence), oracle (perfect foresight), "
-                          "hinted (the forecaster and the jobs' hints as a scheduler sends "
-                          "them) — and print what each cost and the share of the "
+                          "hinted (the forecaster and the jobs' hints as a scheduler and a "
+                          "training loop send them) — and print what each cost and the share of the "
                           "reactive-to-oracle gap the forecaster closes (prediction_value; "
                           "hint_value for the hinted arm)")
     scr.add_argument("--json", action="store_true",

@@ -145,6 +145,18 @@ def test_the_slurm_and_kubernetes_examples_send_their_hints(host: Host, tmp_path
     h = listed()["slurm-77"]
     assert h["devices"] == ["gpu0", "gpu1"] and h["watts"] == 250.0
     assert h["end"] - h["start"] == 5400.0  # the job's time limit
+    # the training loop announces a checkpoint of its job (examples/schedulers/training)
+    hook = [sys.executable, str(ex / "training" / "pause_hints.py"), "slurm-77", "--watts",
+            "110", "--for", "15"]
+    tenv = {**env, "POWERFLOW_HOST": host.url, "POWERFLOW_TOKEN": OPS}
+    r = subprocess.run(hook, env=tenv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (p,) = listed()["slurm-77"]["pauses"]
+    assert p["watts"] == 110.0 and p["end"] - p["start"] == 15.0
+    r = subprocess.run(hook[:2] + ["slurm-78"] + hook[3:], env=tenv, capture_output=True,
+                       text=True, timeout=60)  # a job never hinted: said, and training goes on
+    assert r.returncode == 1 and "no hinted job 'slurm-78'" in r.stderr
+    assert "Traceback" not in r.stderr
     r = subprocess.run([str(ex / "slurm" / "epilog.sh")], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "slurm-77" not in listed()
@@ -168,8 +180,10 @@ def test_the_slurm_and_kubernetes_examples_send_their_hints(host: Host, tmp_path
     assert "gpu2, gpu3 at about 280 W" in said[0]
     assert not any(j.startswith("k8s-") for j in listed())
     audit = call(host, "GET", "/api/v1/audit", READ).json()
-    hints = [a for a in audit if a["path"] == "/api/v1/hints"][-4:]
-    assert [(a["who"], a["status"]) for a in hints] == [("alice", 200)] * 4
+    hints = [a for a in audit if a["path"] == "/api/v1/hints"][-6:]
+    # prolog, the pause, the refused pause, epilog, the pod's start and end: every one audited
+    assert [(a["who"], a["status"]) for a in hints] == [("alice", 200)] * 2 + [
+        ("alice", 422)] + [("alice", 200)] * 3
 
 
 def test_server_sent_events_stream_live_state(host: Host) -> None:

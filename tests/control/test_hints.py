@@ -217,3 +217,25 @@ def test_once_a_job_reaches_its_watts_its_bound_is_held_there_while_its_steps_ar
     assert u[1][0] == 220.0
     book.start(60.0, "j", ["gpu0"], 70.0, 290.0, 600.0)  # restarted: a ramp still to come
     assert "j" not in book.ramped
+
+
+def test_the_training_loop_hook_announces_each_pause_for_as_long_as_the_last_took() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "pause_hints", ROOT / "examples" / "schedulers" / "training" / "pause_hints.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sent: list[tuple[str, float, float]] = []
+    now = [0.0]
+    hints = mod.PauseHints("slurm-9", send=lambda *a: sent.append(a) or True,
+                           clock=lambda: now[0])
+    for took in (12.0, 14.0):
+        with hints.pause("checkpoint", watts=110.0):
+            now[0] += took
+    with hints.pause("eval", watts=200.0):
+        now[0] += 25.0
+    assert sent == [("slurm-9", 110.0, mod.FIRST_S), ("slurm-9", 110.0, 12.0),
+                    ("slurm-9", 200.0, mod.FIRST_S)]
+    assert hints.took == {"checkpoint": 14.0, "eval": 25.0}

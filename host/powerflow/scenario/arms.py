@@ -6,9 +6,10 @@
 - `oracle`: perfect foresight of the scenario's own demand — each device's trace as the
   physics will play it, the scheduled load changes included: the mean and the peak over each
   horizon;
-- `hinted`: the forecaster as in `predictive`, and job hints as a scheduler would send them
-  (`scenario_hints`): each training job announced HINT_NOTICE_S before it starts, with its
-  devices, its busy power and its duration.
+- `hinted`: the forecaster as in `predictive`, and job hints as a scheduler and a training
+  loop would send them (`scenario_hints`): each training job announced HINT_NOTICE_S before
+  it starts, with its devices, its busy power and its duration; each of its checkpoints and
+  evaluation pauses a step ahead, with its power and length.
 
 Each is an object with the forecaster's `step(y, u, stale) -> (means, uppers, models)`, one
 call a control period; means and uppers per horizon (periods), W per device.
@@ -114,9 +115,12 @@ class ScheduledHint:
 def scenario_hints(sc: Scenario) -> list[ScheduledHint]:
     """The hints a scheduler would send for the scenario's training jobs: each job announced
     HINT_NOTICE_S before its start (or at once), with its busy power (W per device, as the
-    physics will ask it) and its duration. The controller's clock runs 1 s behind the
-    physics' (the runner's settling second). Batch jobs arrive unannounced (a prolog
-    could say them only as they start) and inference has no start; neither is hinted."""
+    physics will ask it) and its duration; and those its training loop would send (the
+    hook in examples/schedulers/training): each checkpoint and evaluation pause one
+    iteration before it starts, with its power and its length. The controller's clock runs
+    1 s behind the physics' (the runner's settling second). Batch jobs arrive unannounced
+    (a prolog could say them only as they start) and inference has no start; neither is
+    hinted. By issue time."""
     out = []
     speed, dur = sc.trace_speed, sc.duration_s
     for j in sc.jobs:
