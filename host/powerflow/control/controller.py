@@ -32,6 +32,7 @@ from powerflow.control.supervisor import Measured, Supervisor, measure
 from powerflow.control.policy import Policy, PolicyError, rack_policy
 from powerflow.control.hints import HintBook
 from powerflow.forecast.batch import MODELS, BatchForecaster
+from powerflow.forecast.returns import ReturnMemory
 from powerflow.model.rack import Rack
 
 HORIZONS = (1, 10, 60)  # periods
@@ -75,6 +76,9 @@ class RackController:
         self.allocator = Allocator(rack)
         self.memory = Memory()
         self.forecaster = forecaster or BatchForecaster(len(rack.devices), HORIZONS, n_exog=1)
+        # the forecaster's own: pauses of a periodic device repeat their lengths (not for the
+        # arms' persistence or foresight, which stand for something else)
+        self.returns = ReturnMemory(len(rack.devices)) if forecaster is None else None
         self.pmax = np.array([dv.p_max_w for dv in rack.devices])
         self.dev_index = {dv.id: k for k, dv in enumerate(rack.devices)}
         # what schedulers announced (POST /hints): folded into the forecasts each period
@@ -145,6 +149,8 @@ class RackController:
             self.last_power[dv.id] = float(y[k])
             u[k, 0] = 0.0 if ob.utilisation is None else float(ob.utilisation)
         means, uppers, models = self.forecaster.step(y, u, stale)
+        if self.returns is not None:
+            means, uppers = self.returns.step(y, self.forecaster.lags, means, uppers)
         self._record_jump(t, float(y.sum()))
         if self.hints.active:
             means, uppers = self.hints.fold(t, self.policy.period_s, self.dev_index, means,

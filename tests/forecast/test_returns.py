@@ -1,0 +1,68 @@
+"""Returns from pauses, learnt (forecast/returns.py): a periodic device's second checkpoint is
+expected back after the first one's length; nothing is learnt from all-reduce dips or from a
+device without a period, and nothing is ever lowered."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from powerflow.forecast.returns import EARLY, ReturnMemory
+
+BUSY, DIP, CKPT = 289.0, 157.0, 113.0
+
+
+def _trace(n: int, pauses: list[tuple[int, int]]) -> np.ndarray:
+    """A training GPU's period means: 7-period steps with a 2-period all-reduce dip, and
+    checkpoints (start, length) at CKPT."""
+    y = np.where(np.arange(n) % 7 >= 5, DIP, BUSY)
+    for a, n_ in pauses:
+        y[a:a + n_] = CKPT
+    return y
+
+
+def _run(y: np.ndarray, lag: int) -> tuple[list[float], list[float]]:
+    """Feed the memory a forecaster that says persistence with a 20-W band; the mean and
+    bound it returns for the next period."""
+    mem = ReturnMemory(1)
+    m1, u1 = [], []
+    for v in y:
+        means = {1: np.array([v]), 10: np.array([v])}
+        uppers = {1: np.array([v + 20.0]), 10: np.array([v + 20.0])}
+        m, u = mem.step(np.array([v]), np.array([lag]), means, uppers)
+        assert m[1][0] >= v and u[1][0] >= v + 20.0  # never lowered
+        m1.append(float(m[1][0]))
+        u1.append(float(u[1][0]))
+    return m1, u1
+
+
+def test_the_second_pause_of_a_kind_is_expected_back_after_the_first_ones_length() -> None:
+    y = _trace(400, [(100, 15), (302, 15)])
+    m, u = _run(y, lag=7)
+    raised = [k for k in range(len(y)) if u[k] > y[k] + 20.0 + 1e-9]
+    # the first checkpoint comes back unforeseen; in the second, the periods before the
+    # return (forecasting it) are raised to the busy level, EARLY periods ahead, and no other
+    assert raised == list(range(302 + 15 - 1 - EARLY, 302 + 15 - 1 + 1))
+    assert all(u[k] == BUSY and m[k] == BUSY for k in raised)
+
+
+def test_dips_and_devices_without_a_period_teach_nothing() -> None:
+    y = _trace(400, [(100, 15), (302, 15)])
+    _, u = _run(y, lag=0)  # no period: a burst's end, a batch job's
+    assert u == [v + 20.0 for v in y]
+    _, u = _run(_trace(400, []), lag=7)  # steps with their dips only
+    assert u == [v + 20.0 for v in _trace(400, [])]
+
+
+def test_a_pause_of_another_kind_is_not_taken_for_a_known_one() -> None:
+    y = _trace(400, [(100, 15)])
+    y[300:325] = 201.0  # an evaluation pause: another level
+    _, u = _run(y, lag=7)
+    assert u == [v + 20.0 for v in y]
+
+
+def test_a_device_that_does_not_step_teaches_nothing_even_with_a_period_found() -> None:
+    y = np.full(400, BUSY)  # a batch job: flat while it runs, idle in its gaps
+    y[100:115] = CKPT
+    y[302:317] = CKPT
+    _, u = _run(y, lag=7)
+    assert u == [v + 20.0 for v in y]
