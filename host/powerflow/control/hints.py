@@ -140,13 +140,18 @@ class HintBook:
         self.ramped.pop(job, None)  # a new start: its ramp is still to come
         return h
 
-    def end(self, now: float, job: str, at: float) -> Hint:
-        """Record that `job` ends at `at` (s)."""
+    def _held(self, now: float, job: str) -> Hint:
+        """The hint held for `job` (after expiring what ended), or HintError."""
         self.expire(now)
         h = self.hints.get(job)
         if h is None:
             raise HintError(f"hint: field 'job': no hinted job {job!r} (hints: "
                             f"{', '.join(sorted(self.hints)) or 'none'})")
+        return h
+
+    def end(self, now: float, job: str, at: float) -> Hint:
+        """Record that `job` ends at `at` (s)."""
+        h = self._held(now, job)
         end = self._when(now, at, "end")
         pauses = tuple(Pause(p.start_t, min(p.end_t, end), p.watts) for p in h.pauses
                        if p.start_t < end)
@@ -158,11 +163,7 @@ class HintBook:
         """Record that `job` pauses (a checkpoint, an evaluation) from `at` (s) for
         `duration_s` (s), its devices drawing about `watts` (W) each, then returns to the
         job's watts."""
-        self.expire(now)
-        h = self.hints.get(job)
-        if h is None:
-            raise HintError(f"hint: field 'job': no hinted job {job!r} (hints: "
-                            f"{', '.join(sorted(self.hints)) or 'none'})")
+        h = self._held(now, job)
         start = self._when(now, at, "start")
         if not (math.isfinite(duration_s) and 0.0 < duration_s):
             raise HintError(f"hint: field 'duration_s': expected more than 0 s; got "
