@@ -9,7 +9,8 @@ import pytest
 
 from powerflow.control.controller import HORIZONS, DeviceObs, RackController
 from powerflow.control.hints import (END_HOLD_S, HINT_HORIZON_S, HINT_LEAD_S, HINT_TOLERANCE,
-                                     MAX_HINTS, MAX_PAUSES, START_HOLD_S, HintBook,
+                                     MAX_ALL_PAUSES, MAX_HINTS, MAX_PAUSES, START_HOLD_S,
+                                     HintBook,
                                      HintError)
 from powerflow.model.rack import load_rack
 from tests.conftest import ROOT
@@ -239,3 +240,25 @@ def test_the_training_loop_hook_announces_each_pause_for_as_long_as_the_last_too
     assert sent == [("slurm-9", 110.0, mod.FIRST_S), ("slurm-9", 110.0, 12.0),
                     ("slurm-9", 200.0, mod.FIRST_S)]
     assert hints.took == {"checkpoint": 14.0, "eval": 25.0}
+
+
+def test_a_jobs_pauses_are_found_by_bisection_and_bounded_over_all_jobs() -> None:
+    book = HintBook({f"d{k}": (0.0, 100.0) for k in range(50)})
+    book.start(0.0, "j", ["d0"], 0.0, 90.0, 3000.0)
+    for k in range(10):
+        book.pause(0.0, "j", 100.0 + 100.0 * k, 10.0, 20.0)
+    h = book.hints["j"]
+    assert h.pause_at(50.0) == (None, 0.0)
+    assert h.pause_at(105.0) == (h.pauses[0], 0.0)
+    assert h.pause_at(150.0) == (None, 110.0) and h.pause_at(110.0) == (None, 110.0)
+    assert h.pause_at(2000.0) == (None, 1010.0)
+    for j in range(1, MAX_ALL_PAUSES // MAX_PAUSES + 2):
+        book.start(0.0, f"j{j}", ["d1"], 0.0, 90.0, 3000.0)
+        for k in range(MAX_PAUSES):
+            try:
+                book.pause(0.0, f"j{j}", 10.0 + 10.0 * k, 5.0, 20.0)
+            except HintError as e:
+                assert "in all" in str(e)
+                assert sum(len(x.pauses) for x in book.hints.values()) == MAX_ALL_PAUSES
+                return
+    raise AssertionError("the pauses over all jobs were not bounded")

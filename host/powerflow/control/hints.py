@@ -20,7 +20,8 @@ see `RackController`. Hints are advisory:
   (within HINT_TOLERANCE of its p_max_w); a device drawing more than the hint said is left to
   its forecast, so a wrong hint costs at most the period in which it is found wrong;
 - they expire: a hint is dropped at its end (start + duration, or the end a later hint gave),
-  and the book holds at most MAX_HINTS jobs of MAX_PAUSES pauses each;
+  and the book holds at most MAX_HINTS jobs of MAX_PAUSES pauses each (MAX_ALL_PAUSES in
+  all);
 - a hint for an unknown device or job, a time in the past or beyond HINT_HORIZON_S, a power
   outside the devices' [0, p_max_w], a duration not in (0, HINT_MAX_DURATION_S], a pause
   outside its job or overlapping another is refused with HintError, and nothing is stored.
@@ -30,6 +31,7 @@ Times are on the controller's clock (s; Unix time in the live host, rack time in
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import dataclass
@@ -43,7 +45,8 @@ PAST_TOLERANCE_S = 5.0  # a hint this late is taken as "now" (clocks of two mach
 MAX_HINTS = 1000  # hints held at once: the book is bounded whatever a scheduler sends
 MAX_HINT_DEVICES = 10000  # device entries over all hints held (each is work every period)
 HINT_TOLERANCE = 0.05  # "about W": how near (share of p_max_w) a device is held to a hint
-MAX_PAUSES = 256  # pauses held per job
+MAX_PAUSES = 256  # pauses held per job ...
+MAX_ALL_PAUSES = 10000  # ... and over all jobs
 # after a hinted end, how long a device that stays idle is forecast at what it draws (s): the
 # forecaster's band still holds the job's errors for minutes (its window is 300 periods)
 END_HOLD_S = 120.0
@@ -77,7 +80,15 @@ class Hint:
     start_t: float  # s, controller clock
     end_t: float  # s
     watts: float | None  # W per device, about (None: each device's p_max_w)
-    pauses: tuple[Pause, ...] = ()  # by start, none overlapping
+    pauses: tuple[Pause, ...] = ()  # by start, none overlapping (so by end too)
+
+    def pause_at(self, t: float) -> tuple[Pause | None, float]:
+        """The pause time `t` (s) falls in (None: none), and when the job last started or
+        came back from a pause at or before `t` (s). Bisection: a job may hold many."""
+        k = bisect.bisect_right(self.pauses, t, key=lambda p: p.start_t) - 1
+        inside = self.pauses[k] if k >= 0 and t < self.pauses[k].end_t else None
+        back = [p.end_t for p in self.pauses[max(k - 1, 0):k + 1] if p.end_t <= t]
+        return inside, max([self.start_t] + back)
 
     def as_dict(self) -> dict[str, object]:
         return {"job": self.job, "devices": list(self.devices), "start": self.start_t,
@@ -181,6 +192,9 @@ class HintBook:
             raise HintError("hint: the pause overlaps one already hinted for the job")
         if len(kept) >= MAX_PAUSES:
             raise HintError(f"hint: the job holds {MAX_PAUSES} pauses already")
+        if sum(len(x.pauses) for j, x in self.hints.items() if j != job) + len(kept) \
+                >= MAX_ALL_PAUSES:
+            raise HintError(f"hint: the jobs hold {MAX_ALL_PAUSES} pauses in all already")
         pauses = tuple(sorted(kept + [Pause(start, end, float(watts))],
                               key=lambda p: p.start_t))
         h = Hint(h.job, h.devices, h.start_t, h.end_t, h.watts, pauses)
@@ -241,8 +255,7 @@ class HintBook:
             for h in self.hints.values():
                 if not h.start_t <= t < h.end_t:
                     continue
-                inside = next((p for p in h.pauses if p.start_t <= t < p.end_t), None)
-                rise = max([h.start_t] + [p.end_t for p in h.pauses if p.end_t <= t])
+                inside, rise = h.pause_at(t)
                 for dv in h.devices:
                     k = index[dv]
                     if inside is not None:
