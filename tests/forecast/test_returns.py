@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from powerflow.forecast.returns import EARLY, ReturnMemory
+from powerflow.forecast.returns import JITTER, ReturnMemory
 
 BUSY, DIP, CKPT = 289.0, 157.0, 113.0
 
@@ -39,10 +39,15 @@ def test_the_second_pause_of_a_kind_is_expected_back_after_the_first_ones_length
     y = _trace(400, [(100, 15), (302, 15)])
     m, u = _run(y, lag=7)
     raised = [k for k in range(len(y)) if u[k] > y[k] + 20.0 + 1e-9]
-    # the first checkpoint comes back unforeseen; in the second, the periods before the
-    # return (forecasting it) are raised to the busy level, EARLY periods ahead, and no other
-    assert raised == list(range(302 + 15 - 1 - EARLY, 302 + 15 - 1 + 1))
+    # the first checkpoint comes back unforeseen; in the second, the forecasts for the
+    # periods within JITTER of the return are raised to the busy level, and no other
+    assert raised == list(range(302 + 15 - 1 - JITTER, 302 + 15 - 1 + 1))
     assert all(u[k] == BUSY and m[k] == BUSY for k in raised)
+    # a pause a period longer than the one remembered: still raised up to its return
+    y = _trace(400, [(100, 15), (302, 16)])
+    _, u = _run(y, lag=7)
+    raised = [k for k in range(len(y)) if u[k] > y[k] + 20.0 + 1e-9]
+    assert raised == list(range(302 + 15 - 1 - JITTER, 302 + 16))
 
 
 def test_dips_and_devices_without_a_period_teach_nothing() -> None:

@@ -9,7 +9,7 @@ same time. `ReturnMemory` remembers, per device, the level and length of its las
 when a stepping device (a period found, and its steps' dips seen lately) is in a pause at
 the level of one it has seen, the return is expected after that one's length, and the
 device's forecast (mean and bound) is raised to its busy level over the horizons the return
-falls in, until a period after it. Measured on training-jobs over five seeds
+falls in, give or take a period. Measured on training-jobs over five seeds
 (bench/RESULTS.md): feed-limit violations 1.0 → 0.6 a run, capped energy unchanged.
 
 It only ever raises a forecast, never lowers one. Pure computation on arrays (one column per
@@ -30,8 +30,10 @@ PAUSE_MIN = 4  # ... and this many in a row a pause (an all-reduce dip spans at 
 BUSY_WINDOW = 30  # periods the busy level is the 90th percentile of (outside pauses)
 MATCH = 0.15  # a pause is of a kind seen before within this share of the busy level
 REMEMBER = 4  # pauses remembered per device
-EARLY = 0  # periods before the expected return its forecast is raised (1: 0.2 Wh more capped
-# a run on training-jobs, no fewer violations)
+# periods a return may come before or after the expected one (a pause's length is counted
+# in whole periods, and its first or last may straddle a step's dip): the forecast is raised
+# over the horizons within this of it
+JITTER = 1
 
 
 class ReturnMemory:
@@ -78,13 +80,16 @@ class ReturnMemory:
         uppers = {h: m.copy() for h, m in uppers.items()}
         for k in np.flatnonzero((self.low >= PAUSE_MIN) & self.periodic):
             level = self.level_sum[k] / self.low[k]
-            lengths = [n for lv, n in self.seen[k]
-                       if abs(lv - level) <= MATCH * self.busy[k] and n > self.low[k] - 1]
-            if not lengths:
+            # the periods it is expected back in (one per pause of its kind remembered), the
+            # soonest not yet behind by more than JITTER
+            backs = [int(self.start[k]) + n for lv, n in self.seen[k]
+                     if abs(lv - level) <= MATCH * self.busy[k]]
+            backs = [b for b in backs if b + JITTER > self.t]
+            if not backs:
                 continue
-            back = int(self.start[k]) + min(lengths)  # the period it is expected back in
+            back = min(backs)
             for h in means:
-                if back - EARLY <= self.t + h and self.t < back + 1:
+                if abs(self.t + h - back) <= JITTER:
                     means[h][k] = max(means[h][k], self.busy[k])
                     uppers[h][k] = max(uppers[h][k], self.busy[k])
         return means, uppers
