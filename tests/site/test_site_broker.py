@@ -290,3 +290,46 @@ def test_the_standby_takes_over_when_the_active_is_killed(broker, tmp_path) -> N
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
+
+
+def test_a_session_ends_even_when_its_reporter_swallows_the_cancel() -> None:
+    """On Python 3.11, asyncio.wait_for (inside aiomqtt's publish) swallows a cancel that
+    arrives as the publish completes: the reporter then went on for ever and the session
+    never ended (a fresh-clone run hung in the malformed-budgets test). A client whose
+    publish swallows the cancel, as that race does, must not hold the session."""
+    site = fast_site()
+    s = StandIn(site.racks[0], diurnal(0.8, 0.15, 5.0))
+    agent = SiteAgent(None, site.name, s.rack.client, s.budget, s.demand, PERIOD)  # type: ignore[arg-type]
+
+    class SwallowingClient:
+        def __init__(self) -> None:
+            self.reporting = asyncio.Event()
+            self.reports = 0
+
+        async def subscribe(self, *a, **k) -> None:
+            pass
+
+        async def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+            if not topic.endswith("/report"):
+                return
+            self.reports += 1
+            self.reporting.set()
+            try:
+                await asyncio.sleep(3600.0)
+            except asyncio.CancelledError:
+                return  # the race: the publish completed, the cancel is lost
+
+        @property
+        def messages(self):
+            async def gen():
+                await self.reporting.wait()  # the session ends while a report is in flight
+                return
+                yield
+            return gen()
+
+    async def main() -> int:
+        c = SwallowingClient()
+        await asyncio.wait_for(agent._session(c, asyncio.Event()), 10.0)  # type: ignore[arg-type]
+        return c.reports
+
+    assert asyncio.run(bounded(main(), 20.0)) == 1  # and no report after the session ended

@@ -126,13 +126,19 @@ class SiteAgent:
         await c.subscribe(self.topic("cmd/#"), qos=1)
         await c.subscribe(active_topic(self.site), qos=1)
         await self._birth(c)
-        reporter = asyncio.create_task(self._report_every_period(c))
+        ended = asyncio.Event()
+        reporter = asyncio.create_task(self._report_every_period(c, ended))
         try:
             async for m in c.messages:
                 if stop.is_set():
                     break
                 await self._handle(c, str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
         finally:
+            # the event as well as the cancel: on Python 3.11 a cancel arriving as a publish
+            # completes is swallowed by asyncio.wait_for (in aiomqtt's publish), and the
+            # reporter went on for ever (a fresh-clone test run hung here); it now stops at its
+            # next look
+            ended.set()
             reporter.cancel()
             # gather, not `suppress(CancelledError)`: a cancellation of this task arriving
             # while it waits here must go on, not be swallowed (the agent would reconnect)
@@ -144,13 +150,15 @@ class SiteAgent:
             seq=self._next(), t=self.clock(), floor_w=b.floor_w, safe_w=b.safe_w,
             feed_limit_w=b.feed_limit_w)), qos=1)
 
-    async def _report_every_period(self, c: aiomqtt.Client) -> None:
+    async def _report_every_period(self, c: aiomqtt.Client, ended: asyncio.Event) -> None:
         look = self.period_s / LOOKS_PER_PERIOD
-        while True:
+        while not ended.is_set():
             last = await self.publish_report(c)
             sent = [sum(x.p95_w for x in last.classes.values())]
             for _ in range(LOOKS_PER_PERIOD - 1):
                 await asyncio.sleep(look)
+                if ended.is_set():
+                    return
                 d = self.demand(self.clock())
                 p95 = sum(x.p95_w for x in d.classes.values())
                 if abs(p95 - sent[-1]) > EXCEPTION_FRAC * self.budget.feed_limit_w:
