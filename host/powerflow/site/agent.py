@@ -33,6 +33,7 @@ from powerflow.site.mqtt import BrokerAddress
 log = logging.getLogger("powerflow.site")
 RECONNECT_S = 1.0
 EXCEPTION_FRAC = 0.05  # of the feed limit: a P95 move that is reported before its period
+CANCEL_RETRY_S = 0.5  # s between cancels of a task that has not ended
 LOOKS_PER_PERIOD = 4  # how often the demand is looked at between reports
 
 
@@ -75,6 +76,19 @@ def rack_demand(rack: Rack, alloc: Allocation | None, measured_w: float) -> Rack
     return RackDemand(measured_w=round(max(measured_w, 0.0), 2),
                       min_w=round(sum(c.min_w for c in out.values()), 2),
                       headroom_w=round(headroom, 2), classes=out)
+
+
+async def _cancel_all(tasks: tuple[asyncio.Task, ...]) -> None:
+    """Cancel `tasks` and wait until every one has ended. On Python 3.11 asyncio.wait_for (in
+    aiomqtt's publish) swallows a cancel that arrives as the publish completes, and the task
+    goes on to its next await (a fresh-clone test run hung so): it is cancelled again until it
+    ends. A cancel of the caller while it waits here goes on (asyncio.wait swallows none)."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
+    await asyncio.gather(*tasks, return_exceptions=True)  # retrieve what they raised
 
 
 @dataclass
@@ -128,21 +142,23 @@ class SiteAgent:
         await self._birth(c)
         ended = asyncio.Event()
         reporter = asyncio.create_task(self._report_every_period(c, ended))
+        reader = asyncio.create_task(self._read(c, ended))
+        stopper = asyncio.create_task(stop.wait())
         try:
-            async for m in c.messages:
-                if stop.is_set():
-                    break
-                await self._handle(c, str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
+            # the session ends when the broker goes (the reader's MqttError, raised here for
+            # `run` to reconnect) or when `stop` is set, whether or not a message comes
+            done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                reader.result()
         finally:
-            # the event as well as the cancel: on Python 3.11 a cancel arriving as a publish
-            # completes is swallowed by asyncio.wait_for (in aiomqtt's publish), and the
-            # reporter went on for ever (a fresh-clone test run hung here); it now stops at its
-            # next look
             ended.set()
-            reporter.cancel()
-            # gather, not `suppress(CancelledError)`: a cancellation of this task arriving
-            # while it waits here must go on, not be swallowed (the agent would reconnect)
-            await asyncio.gather(reporter, return_exceptions=True)
+            await _cancel_all((reporter, reader, stopper))
+
+    async def _read(self, c: aiomqtt.Client, ended: asyncio.Event) -> None:
+        async for m in c.messages:
+            if ended.is_set():
+                return
+            await self._handle(c, str(m.topic), bytes(m.payload))  # type: ignore[arg-type]
 
     async def _birth(self, c: aiomqtt.Client) -> None:
         b = self.budget
