@@ -145,16 +145,25 @@ class Workload:
             u = j.p("init_util")
         else:
             s = tau - init  # time since the first step
-            ck_every, ev_every = j.p("checkpoint_every_s"), j.p("eval_every_s")
-            if ck_every > 0 and s >= ck_every and s % ck_every < j.p("checkpoint_s"):
-                u = j.p("checkpoint_util")
-            elif ev_every > 0 and s >= ev_every and s % ev_every < j.p("eval_s"):
-                u = j.p("eval_util")
+            paused = self._pause_util(j, s)
+            if paused is not None:
+                u = paused
             else:
                 it = j.p("iteration_s")
                 u = (j.p("dip_util") if (s % it) >= (1.0 - j.p("dip_frac")) * it
                      else j.p("busy_util"))
         return u + self._noise(j, t, idx)
+
+    @staticmethod
+    def _pause_util(j: Job, s: float) -> float | None:
+        """Training job `j`'s utilisation `s` s after its first step if it is in a pause (a
+        checkpoint, which wins, or an evaluation pause); None in its steps."""
+        ck, ev = j.p("checkpoint_every_s"), j.p("eval_every_s")
+        if ck > 0 and s >= ck and s % ck < j.p("checkpoint_s"):
+            return j.p("checkpoint_util")
+        if ev > 0 and s >= ev and s % ev < j.p("eval_s"):
+            return j.p("eval_util")
+        return None
 
     @staticmethod
     def training_pauses(j: Job, until: float) -> list[tuple[float, float, float]]:
@@ -173,14 +182,9 @@ class Workload:
                     k += 1
         edges = sorted(c for c in cuts if 0.0 <= c <= last)
         out: list[tuple[float, float, float]] = []
-        ck, ev = j.p("checkpoint_every_s"), j.p("eval_every_s")
         for a, b in zip(edges, edges[1:]):
-            s = 0.5 * (a + b)
-            if ck > 0 and s >= ck and s % ck < j.p("checkpoint_s"):
-                u = j.p("checkpoint_util")
-            elif ev > 0 and s >= ev and s % ev < j.p("eval_s"):
-                u = j.p("eval_util")
-            else:
+            u = Workload._pause_util(j, 0.5 * (a + b))
+            if u is None:
                 continue
             if out and abs(out[-1][1] - (t0 + a)) < 1e-9 and out[-1][2] == u:
                 out[-1] = (out[-1][0], t0 + b, u)
