@@ -240,3 +240,40 @@ def test_supply_readied_for_a_hinted_start_turns_converters_on_but_caps_nothing(
     on = [n for n in rack.nodes if ready.vref[n.id] is not None]
     need = sum(dv.upper_w for dv in pod(False, False).devices if dv.id not in gpus) + 300.0 * 4
     assert sum(n.rating_w for n in on) >= need
+
+
+def test_room_a_hint_frees_goes_to_lower_classes_and_never_caps_the_device_itself() -> None:
+    """DeviceView.room_w (HintBook.room): while lower classes are capped, a device a hint
+    says stays low is kept only that room, and the rest goes to the classes below; the
+    device itself is not capped, so a hint that proves wrong does not hold its job back."""
+    rack = load_rack(ROOT / "examples" / "racks" / "small-pod.toml")
+    prio = {d.id: d.priority for d in rack.devices}
+    p1 = [d for d in prio if prio[d] == 1]
+    demand = {d.id: d.p_max_w * 0.9 for d in rack.devices}
+    for d in p1:
+        demand[d] = 110.0  # the job's GPUs in a checkpoint
+
+    def plan(room: float | None):
+        v = view(rack, demand=demand)
+        for dv in v.devices:
+            dv.upper_w = dv.mean_w
+            if dv.id in p1:
+                dv.room_w = room
+        return Allocator(rack).allocate(v, Policy(), Memory())
+
+    kept, freed = plan(None), plan(125.0)
+    below = [d for d in prio if prio[d] > 1]
+    capped = [d for d in below if kept.devices[d]["cap_w"] is not None]
+    assert capped  # the feed is short: lower classes are capped in both
+    for d in p1:
+        assert kept.devices[d]["cap_w"] is None and freed.devices[d]["cap_w"] is None
+    # the 2 x (300 - 125) W the pause frees is given below, and no lower cap is lower
+    given = sum(freed.devices[d]["cap_w"] or prio_max(rack, d) for d in below)
+    before = sum(kept.devices[d]["cap_w"] or prio_max(rack, d) for d in below)
+    assert given == pytest.approx(before + 2 * (300.0 - 125.0), rel=0.02)
+    for d in below:
+        assert (freed.devices[d]["cap_w"] or 1e9) >= (kept.devices[d]["cap_w"] or 1e9) - 1e-6
+
+
+def prio_max(rack, device: str) -> float:
+    return next(d.p_max_w for d in rack.devices if d.id == device)

@@ -154,6 +154,31 @@ def test_a_pause_lowers_the_forecast_only_while_measurement_agrees_and_the_retur
     assert book.prepare(115.0 + HINT_LEAD_S) == {}
 
 
+def test_a_pause_frees_the_room_of_devices_measured_in_it_until_two_periods_before_the_return(
+        ) -> None:
+    """HintBook.room: what the caps need keep for a device that a hint says stays low. A
+    pause frees the rest of its p_max_w only while the device is measured at the pause's
+    watts and the return is more than two periods away; after a hinted end, an idle device
+    is kept what it draws, for END_HOLD_S."""
+    book = HintBook(DEVS)
+    book.start(0.0, "j", ["gpu0", "gpu1"], 0.0, 290.0, 600.0)
+    book.pause(0.0, "j", 100.0, 15.0, 110.0)  # a checkpoint from 100 s to 115 s
+    tol = HINT_TOLERANCE * 300.0
+
+    def room(now: float, measured: list[float]) -> dict[str, float]:
+        return book.room(now, 1.0, IDX, np.array(measured))
+
+    assert room(99.5, [290.0, 290.0, 100.0]) == {}  # not yet in the pause
+    # in it: gpu0 measured down is kept the pause's watts; gpu1 still busy is kept its all
+    assert room(101.0, [112.0, 290.0, 100.0]) == {"gpu0": 110.0 + tol}
+    assert room(112.9, [112.0, 112.0, 100.0]) == {"gpu0": 110.0 + tol, "gpu1": 110.0 + tol}
+    assert room(113.0, [112.0, 112.0, 100.0]) == {}  # the return two periods away: all back
+    # after the job's end, an idle device is kept what it draws; a busy one its all
+    book.end(200.0, "j", 300.0)
+    assert room(301.0, [90.0, 280.0, 100.0]) == {"gpu0": 90.0 + tol}
+    assert room(300.0 + END_HOLD_S - 2.0, [90.0, 90.0, 100.0]) == {}
+
+
 @pytest.mark.parametrize("args,msg", [
     (("nope", 200.0, 15.0, 110.0), "no hinted job 'nope'"),
     (("j", 590.0, 15.0, 110.0), "within its job"),

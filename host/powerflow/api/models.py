@@ -281,6 +281,10 @@ class DevicePlan(BaseModel):
     cap_w: float | None = Field(description="cap, W; null: uncapped")
     ready_w: float = Field(0.0, description="supply held ready for a job hinted to start "
                                             "soon, W (0: none); converters only, no caps")
+    room_w: float | None = Field(None, description="room the caps keep for it while lower "
+                                 "classes are capped, where a hint says it stays low (a "
+                                 "job's pause, after a job's end) and measurement agrees, W; "
+                                 "null: its p_max_w. Never a cap on the device itself")
     smoothing_up_w_per_s: float | None = Field(None, description="power smoothing commanded: the "
                                           "most its power may rise, W/s; null: none")
     smoothing_down_w_per_s: float | None = Field(None, description="the most it may fall, W/s; "

@@ -6,7 +6,9 @@ Pure computation (no I/O). Steps, each explained in the result:
    what the feed breaker allows, what the battery can add; a ramp-rate limit on the feed;
 2. caps: when the P95 demand exceeds supply, devices are capped in strict priority order
    (nobody is throttled while a lower-priority device is above its minimum), with
-   hysteresis and a staggered, randomised release;
+   hysteresis and a staggered, randomised release; each class above the one capped keeps
+   room for its ceiling (p_max_w), or for less where a hint says a device stays low over
+   the period and measurement agrees (`DeviceView.room_w`);
 3. battery: discharge to keep the feed under its limit (peak shaving), recharge in the
    valleys;
 4. tie switches: the normal state unless an island cannot be supplied, then the
@@ -67,6 +69,10 @@ class DeviceView:
     # job hinted to start soon (HintBook.prepare). Phase shedding keeps supply for it; caps
     # follow the forecast, so nothing is capped before the job draws
     ready_w: float = 0.0
+    # W of room the caps keep for it while lower classes are capped (None: its p_max_w): a
+    # hint that says it stays low over the period (a job's pause, after a job's end) and
+    # measurement that agrees (HintBook.room). Never a cap on the device itself
+    room_w: float | None = None
 
 
 @dataclass
@@ -209,6 +215,10 @@ class Allocator:
         pmin = np.array([pol.p_min_w.get(d.id, d.p_min_w) for d in devs])
         pmax = np.array([pol.p_max_w.get(d.id, d.p_max_w) for d in devs])
         want = np.clip(np.array([dv.upper_w for dv in view.devices]), 0.0, pmax)
+        # the room each device is kept while others are capped: its ceiling, or less where a
+        # hint says (and measurement agrees) that it stays low over the period
+        room = np.array([pmax[i] if dv.room_w is None else min(max(dv.room_w, pmin[i]), pmax[i])
+                         for i, dv in enumerate(view.devices)])
         binding = {d.id: "none" for d in devs}
         total = float(want.sum())
         caps: dict[str, float | None] = {d.id: (float(pmax[i]) if pmax[i] < devs[i].p_max_w
@@ -240,14 +250,16 @@ class Allocator:
             left = budget - give.sum()
             for p in sorted(set(prio)):  # most important first, each class up to its ceiling
                 idx = np.where(prio == p)[0]
-                need = np.maximum(pmax[idx] - pmin[idx], 0.0)
+                need = np.maximum(room[idx] - pmin[idx], 0.0)
                 take = min(left, float(need.sum()))
                 if need.sum() > 0:
                     give[idx] += take * need / need.sum()
                 left -= take
         mem.capped = {}
         for i, d in enumerate(devs):
-            if give[i] < pmax[i] - 1e-6:  # held at its share while capping lasts (hysteresis)
+            # held at its share while capping lasts (hysteresis); a device given all its room
+            # is not capped: a hint that proves wrong must not hold its own job back
+            if give[i] < room[i] - 1e-6:
                 c = float(max(give[i], 0.0))
                 caps[d.id] = c
                 mem.capped[d.id] = c
@@ -369,6 +381,8 @@ class Allocator:
                           "p95_w": round(float(upper[k]), 2),
                           "cap_w": None if (c := caps[d]) is None else round(float(c), 2),
                           "ready_w": round(float(view.devices[k].ready_w), 2),
+                          "room_w": (None if (r := view.devices[k].room_w) is None
+                                     else round(float(r), 2)),
                           "smoothing_up_w_per_s": pol.smoothing_up_w_per_s or None,
                           "smoothing_down_w_per_s": pol.smoothing_down_w_per_s or None,
                           "binding": dev_binding[d]}

@@ -87,6 +87,8 @@ class RackController:
         # the largest within jump_memory_s is at its head whatever the period
         self._jumps: deque[tuple[float, float]] = deque()
         self._last_total: float | None = None
+        # W of room hints let the caps keep for a device this period (HintBook.room)
+        self.room: dict[str, float] = {}
         self.forecasts: dict[str, DeviceForecast] = {dv.id: DeviceForecast()
                                                      for dv in rack.devices}
         self.last_power = {dv.id: dv.p_nom_w for dv in rack.devices}
@@ -155,6 +157,8 @@ class RackController:
         if self.hints.active:
             means, uppers = self.hints.fold(t, self.policy.period_s, self.dev_index, means,
                                             uppers, y)
+        self.room = (self.hints.room(t, self.policy.period_s, self.dev_index, y)
+                     if self.hints.active else {})
         pmax = self.pmax.copy()
         for dev, cap in self.policy.p_max_w.items():
             pmax[self.dev_index[dev]] = cap
@@ -168,7 +172,8 @@ class RackController:
                 {h: float(means[h][k]) for h in HORIZONS}, {h: float(uppers[h][k]) for h in HORIZONS},
                 {h: names[int(models[h][k])] for h in HORIZONS}, bool(stale[k]))
             views.append(DeviceView(dv.id, float(mean1[k]), float(upper1[k]), float(y[k]),
-                                    ready_w=min(ready.get(dv.id, 0.0), float(pmax[k]))))
+                                    ready_w=min(ready.get(dv.id, 0.0), float(pmax[k])),
+                                    room_w=self.room.get(dv.id)))
         return views
 
     def _ready(self, t: float) -> dict[str, float]:
@@ -326,7 +331,8 @@ class RackController:
             mean = min(max(f.mean_w.get(1, self.last_power[dv.id]), 0.0), pmax)
             upper = min(max(f.upper_w.get(1, mean), mean), pmax)
             devs.append(DeviceView(dv.id, mean, upper, self.last_power[dv.id],
-                                   ready_w=min(ready.get(dv.id, 0.0), pmax)))
+                                   ready_w=min(ready.get(dv.id, 0.0), pmax),
+                                   room_w=self.room.get(dv.id)))
         rd = self.readings(t, nodes)
         view = RackView(t, self._views(rd, nodes), devs, battery, feed_w, self._sag(nodes),
                         self._budget(t), jump_w=self.jump_w())

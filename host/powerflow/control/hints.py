@@ -18,7 +18,10 @@ see `RackController`. Hints are advisory:
 - what *lowers* it needs measurement to agree: inside a pause, and for END_HOLD_S after a
   job's end, a device is held near what it draws only while its measured power is down there
   (within HINT_TOLERANCE of its p_max_w); a device drawing more than the hint said is left to
-  its forecast, so a wrong hint costs at most the period in which it is found wrong;
+  its forecast, so a wrong hint costs at most the period in which it is found wrong; the
+  same devices, while the pause or the hold lasts past the next two periods, free the rest
+  of their p_max_w for lower classes while those are capped (`room`, the allocator's
+  `room_w`: room kept, never a cap on the device);
 - they expire: a hint is dropped at its end (start + duration, or the end a later hint gave),
   and the book holds at most MAX_HINTS jobs of MAX_PAUSES pauses each (MAX_ALL_PAUSES in
   all);
@@ -279,6 +282,42 @@ class HintBook:
                         means[hz][k] = min(means[hz][k], measured[k])
                         uppers[hz][k] = min(uppers[hz][k], measured[k] + self.tol(dv))
         return means, uppers
+
+    def room(self, now: float, period_s: float, index: dict[str, int], measured: Floats
+             ) -> dict[str, float]:
+        """W of room the caps need keep for a device that a hint says stays low until at
+        least two periods from `now` (s) and whose `measured` power (W, this period, in
+        `index` order) agrees — the rest of its p_max_w is free for lower classes:
+
+        - inside a pause that lasts past then, a device at the pause's watts (within the
+          tolerance) is kept those watts plus the tolerance;
+        - within END_HOLD_S of a job's end, a device no held hint names that draws less than
+          the job's watts is kept what it draws plus the tolerance.
+
+        Room, not a cap: a device that draws more than it is kept is not held back, and the
+        next period finds the hint wrong and keeps it its whole p_max_w again."""
+        self.expire(now)
+        out: dict[str, float] = {}
+        until = now + 2.0 * period_s
+        named: set[str] = set()
+        for h in self.hints.values():
+            named.update(h.devices)
+            if not h.start_t <= now or until >= h.end_t:
+                continue
+            inside, _ = h.pause_at(now)
+            if inside is None or until >= inside.end_t:
+                continue
+            for dv in h.devices:
+                if measured[index[dv]] <= inside.watts + self.tol(dv):
+                    out[dv] = inside.watts + self.tol(dv)
+        for h in self.ended.values():
+            if until >= h.end_t + END_HOLD_S:
+                continue
+            for dv in h.devices:
+                w = float(measured[index[dv]])
+                if dv not in named and w + self.tol(dv) <= self.watts(h, dv):
+                    out[dv] = min(out.get(dv, math.inf), w + self.tol(dv))
+        return out
 
     def _note_ramps(self, now: float, index: dict[str, int], measured: Floats) -> None:
         for h in self.hints.values():
