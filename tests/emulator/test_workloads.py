@@ -37,8 +37,14 @@ def test_a_training_job_moves_together_with_its_steps_checkpoints_and_evaluation
     ev = run & ~ck & (s >= 400) & (s % 400 < 30)
     steps = run & ~ck & ~ev
     assert np.allclose(a[ck], 0.15, atol=0.011) and np.allclose(a[ev], 0.55, atol=0.011)
-    dip = steps & (s % 7.0 >= 5.25)
+    # steps start at the first step and again, with their compute, at each return from a
+    # pause (the pauses' ends, from the list a framework's hooks announce)
+    ends = np.array([p1 for _, p1, _ in Workload.training_pauses(job, 1200.0)]) - 120.0
+    back = np.array([max([0.0] + [e for e in ends if e <= x]) for x in s])
+    dip = steps & ((s - back) % 7.0 >= 5.25)
     assert np.allclose(a[dip], 0.35, atol=0.011) and np.allclose(a[steps & ~dip], 0.95, atol=0.011)
+    after = steps & (s - back < 5.0) & (back > 0)  # the first 5 s after each return: compute
+    assert after.any() and np.allclose(a[after], 0.95, atol=0.011)
     # the step is a 7 s period: all GPUs ramp at once every step
     assert 0.2 < dip.sum() / steps.sum() < 0.3
     # its pauses, as a framework's hooks would announce them, are the ones it plays

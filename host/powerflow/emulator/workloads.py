@@ -13,7 +13,8 @@ Stabilization for AI Training Datacenters", 2025): every device of the job moves
     start_s (0)        when the job starts; before it the devices idle
     duration_s (inf)   how long it runs; after it the devices idle
     init_s (20)        loading the model and data: init_util, then all ramp at once
-    iteration_s (7)    one training step: compute, then the collective (all-reduce) dip
+    iteration_s (7)    one training step: compute, then the collective (all-reduce) dip;
+                       steps start at the first step and again at each return from a pause
     dip_frac (0.25)    share of the step spent in the communication dip
     busy_util (0.95)   utilisation while computing
     dip_util (0.35)    utilisation in the dip
@@ -149,10 +150,30 @@ class Workload:
             if paused is not None:
                 u = paused
             else:
+                # steps run only outside pauses: each return starts a step with its compute
+                # (a training loop checkpoints or evaluates between steps), so the phase
+                # counts from the latest return
                 it = j.p("iteration_s")
-                u = (j.p("dip_util") if (s % it) >= (1.0 - j.p("dip_frac")) * it
+                phase = (s - self._last_return(j, s)) % it
+                u = (j.p("dip_util") if phase >= (1.0 - j.p("dip_frac")) * it
                      else j.p("busy_util"))
         return u + self._noise(j, t, idx)
+
+    @staticmethod
+    def _last_return(j: Job, s: float) -> float:
+        """When training job `j` last came back from a pause at or before `s` s after its
+        first step (s after the first step; 0: none yet). `s` lies outside the pauses."""
+        out = 0.0
+        for every, length in ((j.p("checkpoint_every_s"), j.p("checkpoint_s")),
+                              (j.p("eval_every_s"), j.p("eval_s"))):
+            if every <= 0:
+                continue
+            k = math.floor(s / every)
+            for end in (k * every + length, (k - 1) * every + length):
+                # an end inside the other kind of pause is not a return (its end is)
+                if every <= end <= s and Workload._pause_util(j, end) is None:
+                    out = max(out, end)
+        return out
 
     @staticmethod
     def _pause_util(j: Job, s: float) -> float | None:
