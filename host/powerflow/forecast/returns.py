@@ -12,6 +12,10 @@ device's forecast (mean and bound) is raised to its busy level over the horizons
 falls in, give or take a period. Measured on training-jobs over five seeds
 (bench/RESULTS.md): feed-limit violations 1.0 → 0.6 a run, capped energy unchanged.
 
+After any return of a stepping device, its steps start again and for one step period the
+seasonal model's lags fall in the pause (it would forecast the pause's level, or its dips
+out of phase): the device's bound is held at its busy level over that period.
+
 It only ever raises a forecast, never lowers one. Pure computation on arrays (one column per
 device), one `step` a control period; lengths and times in periods.
 """
@@ -49,6 +53,7 @@ class ReturnMemory:
         self.dips = np.full((n_dev, 2), -np.inf)  # when its last two short dips ended
         self.seen: list[deque[tuple[float, int]]] = [deque(maxlen=REMEMBER)
                                                      for _ in range(n_dev)]  # (W, periods)
+        self.back_until = np.zeros(n_dev, np.int64)  # period up to which a return is held
 
     def step(self, y: Floats, lags: NDArray[np.int64], means: dict[int, Floats],
              uppers: dict[int, Floats]) -> tuple[dict[int, Floats], dict[int, Floats]]:
@@ -58,16 +63,20 @@ class ReturnMemory:
         self.t += 1
         y = np.asarray(y, float)
         low = (y < DROP * self.busy) & (self.busy > 0)
+        lags = np.asarray(lags)
         for k in np.flatnonzero(~low & (self.low >= PAUSE_MIN) & self.periodic):
             level = self.level_sum[k] / self.low[k]
             self.seen[k].append((float(level), int(self.low[k])))  # a pause ended: learnt
+            # back: its steps start again, and for a step period the seasonal model's lags
+            # fall in the pause — its bound is held at the busy level meanwhile
+            self.back_until[k] = self.t + max(int(lags[k]), 1)
         dip = ~low & (self.low > 0) & (self.low < PAUSE_MIN)
         self.dips[dip] = np.stack([self.dips[dip, 1], np.full(int(dip.sum()), self.t)], 1)
         began = low & (self.low == 0)
         self.start[began] = self.t
         # stepping: a period found, and two step dips (all-reduce) seen lately — what a
         # training job does, and a batch job's gaps or an inference burst's end do not
-        self.periodic[began] = ((np.asarray(lags) > 0)
+        self.periodic[began] = ((lags > 0)
                                 & (self.dips[:, 0] >= self.t - BUSY_WINDOW))[began]
         self.level_sum = np.where(low, self.level_sum + y, 0.0)
         self.low = np.where(low, self.low + 1, 0)
@@ -78,6 +87,10 @@ class ReturnMemory:
             self.busy[ok] = np.nanquantile(arr[:, ok], 0.9, axis=0)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
+        for k in np.flatnonzero(self.back_until > self.t):
+            for h in uppers:
+                if self.t + h <= self.back_until[k]:
+                    uppers[h][k] = max(uppers[h][k], self.busy[k])
         for k in np.flatnonzero((self.low >= PAUSE_MIN) & self.periodic):
             level = self.level_sum[k] / self.low[k]
             # the periods it is expected back in (one per pause of its kind remembered), the
