@@ -225,7 +225,9 @@ def cmd_plan(args: Any) -> int:
     print(f"  {'device':>8} {'mean W':>8} {'P95 W':>8} {'cap W':>8}  binding")
     for dev, dv in a["devices"].items():
         print(f"  {dev:>8} {dv['forecast_w']:8.1f} {dv['p95_w']:8.1f} "
-              f"{'-' if dv['cap_w'] is None else format(dv['cap_w'], '.1f'):>8}  {dv['binding']}")
+              f"{'-' if dv['cap_w'] is None else format(dv['cap_w'], '.1f'):>8}  {dv['binding']}"
+              + ("" if dv.get("room_w") is None else
+                 f"; room kept {dv['room_w']:.0f} W (a hint: it stays low)"))
     return 0
 
 

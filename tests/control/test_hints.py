@@ -177,6 +177,21 @@ def test_a_pause_frees_the_room_of_devices_measured_in_it_until_two_periods_befo
     book.end(200.0, "j", 300.0)
     assert room(301.0, [90.0, 280.0, 100.0]) == {"gpu0": 90.0 + tol}
     assert room(300.0 + END_HOLD_S - 2.0, [90.0, 90.0, 100.0]) == {}
+    # the controller hands it to the allocator with each period's views (DeviceView.room_w)
+    rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
+    ctrl = RackController(rack)
+    ctrl.hints.start(0.0, "j", ["gpu0", "gpu1"], 0.0, 290.0, 600.0)
+    ctrl.hints.pause(0.0, "j", 100.0, 15.0, 110.0)
+    busy = {dv.id: DeviceObs(290.0 if dv.id in ("gpu0", "gpu1") else 100.0, 0.5)
+            for dv in rack.devices}
+    for k in range(100):
+        views = {v.id: v for v in ctrl._forecast(float(k), busy)}
+    assert all(v.room_w is None for v in views.values())
+    paused = {**busy, "gpu0": DeviceObs(111.0, 0.2), "gpu1": DeviceObs(111.0, 0.2)}
+    views = {v.id: v for v in ctrl._forecast(101.0, paused)}
+    assert views["gpu0"].room_w == views["gpu1"].room_w == 110.0 + tol
+    assert views["gpu2"].room_w is None and ctrl.room == {"gpu0": 110.0 + tol,
+                                                          "gpu1": 110.0 + tol}
 
 
 @pytest.mark.parametrize("args,msg", [
