@@ -250,7 +250,7 @@ class HintBook:
         self.expire(now)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
-        named = {dv for h in self.hints.values() for dv in h.devices}
+        named = self._named()
         if measured is not None:
             self._note_ramps(now, index, measured)
         for hz in means:
@@ -278,7 +278,7 @@ class HintBook:
                     continue
                 for dv in h.devices:
                     k = index[dv]
-                    if dv not in named and measured[k] + self.tol(dv) <= self.watts(h, dv):
+                    if self._idle_after(h, dv, float(measured[k]), named):
                         means[hz][k] = min(means[hz][k], measured[k])
                         uppers[hz][k] = min(uppers[hz][k], measured[k] + self.tol(dv))
         return means, uppers
@@ -299,9 +299,8 @@ class HintBook:
         self.expire(now)
         out: dict[str, float] = {}
         until = now + 2.0 * period_s
-        named: set[str] = set()
+        named = self._named()
         for h in self.hints.values():
-            named.update(h.devices)
             if not h.start_t <= now or until >= h.end_t:
                 continue
             inside, _ = h.pause_at(now)
@@ -315,9 +314,18 @@ class HintBook:
                 continue
             for dv in h.devices:
                 w = float(measured[index[dv]])
-                if dv not in named and w + self.tol(dv) <= self.watts(h, dv):
+                if self._idle_after(h, dv, w, named):
                     out[dv] = min(out.get(dv, math.inf), w + self.tol(dv))
         return out
+
+    def _named(self) -> set[str]:
+        """The devices the held hints name."""
+        return {dv for h in self.hints.values() for dv in h.devices}
+
+    def _idle_after(self, h: Hint, device: str, measured_w: float, named: set[str]) -> bool:
+        """Whether `device` of ended job `h`, drawing `measured_w` (W), went idle: no held
+        hint (`named`) names it and it draws less than the job's watts by the tolerance."""
+        return device not in named and measured_w + self.tol(device) <= self.watts(h, device)
 
     def _note_ramps(self, now: float, index: dict[str, int], measured: Floats) -> None:
         for h in self.hints.values():

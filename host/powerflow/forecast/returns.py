@@ -87,10 +87,9 @@ class ReturnMemory:
             self.busy[ok] = np.nanquantile(arr[:, ok], 0.9, axis=0)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
-        for k in np.flatnonzero(self.back_until > self.t):
-            for h in uppers:
-                if self.t + h <= self.back_until[k]:
-                    uppers[h][k] = max(uppers[h][k], self.busy[k])
+        for h in uppers:  # back lately: the bound held at the busy level (vectorised)
+            held = self.back_until >= self.t + h
+            uppers[h] = np.where(held, np.maximum(uppers[h], self.busy), uppers[h])
         for k in np.flatnonzero((self.low >= PAUSE_MIN) & self.periodic):
             level = self.level_sum[k] / self.low[k]
             # the periods it is expected back in (one per pause of its kind remembered), the
