@@ -58,10 +58,11 @@ def test_batch_matches_one_forecaster_per_device_on_periodic_series() -> None:
     assert list(batch.lags) == [7, 11, 7]
     assert seasonal > steps  # the seasonal model was chosen, not only compared
     # long after the checkpoint, a seasonal forecast's P95 band is the noise's (3 W sigma),
-    # from its last few periods, not the checkpoint's errors still in the 300-error window
+    # from its last few periods, though the checkpoint's errors are still in the 300-error
+    # window (this series keeps its step clock through the pause, so the errors include a
+    # step period after the return read at the restarted phase)
     sel = models[1] == MODELS.index("seasonal")
     assert sel.any()
     band = (uppers[1] - means[1])[sel]
-    whole = np.array([np.quantile(list(f.bounds[("selected", 1)].window), 0.95)
-                      for f in singles])[sel]
-    assert np.all(band < 15.0) and np.max(whole) > 5 * np.max(band), (band, whole)
+    worst = np.array([np.max(list(f.bounds[("selected", 1)].window)) for f in singles])[sel]
+    assert np.all(band < 15.0) and np.min(worst) > 5 * np.max(band), (band, worst)

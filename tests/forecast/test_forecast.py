@@ -107,3 +107,63 @@ def test_season_lags_find_the_period_and_only_a_period() -> None:
     for h in (1, 3, 10, 60):
         assert seasonal_forecast(clean, lags, h)[0] == (280.0 if (len(t) - 1 + h) % 7 < 5
                                                         else 150.0)
+
+
+def test_seasonal_forecast_counts_the_phase_from_the_return() -> None:
+    """A training loop's steps start afresh when it comes back from a checkpoint: after a
+    return the seasonal forecast reads the run before at the phase counted from its start,
+    then its own run; exact on every target of the run, where reading whole periods back
+    across the pause (the phase the steps had before it) is not."""
+    from powerflow.forecast.models import seasonal_forecast
+    from powerflow.forecast.runs import StepRuns
+
+    def steps(k: int) -> float:  # a 7-period step: 5 periods of compute, a 2-period dip
+        return 280.0 if k % 7 < 5 else 150.0
+
+    runs = [(0, 100), (115, 200), (212, 300)]  # [start, end) of each run; 40 W between
+    y = np.full(300, 40.0)
+    for a, b in runs:
+        y[a:b] = [steps(k - a) for k in range(a, b)]
+    tracker, lags = StepRuns(1), np.array([7])
+    exact = blind_wrong = in_pause = 0
+    for i in range(300):
+        tracker.update(y[i:i + 1])
+        spans = tracker.spans()
+        arr = y[None, max(0, i + 1 - 360):i + 1]
+        run = next(((a, b) for a, b in runs if a <= i < b), None)
+        if run is None:
+            in_pause += i >= 104 and spans.run[0] == 0  # 4 periods into a pause: a pause
+            continue
+        assert spans.run[0] == i - run[0] + 1
+        for h in (1, 3, 10, 30):
+            if run[0] > 0 and i + h < run[1]:
+                want = steps(i + h - run[0])
+                assert seasonal_forecast(arr, lags, h, spans)[0] == want, (i, h)
+                exact += 1
+                blind_wrong += seasonal_forecast(arr, lags, h)[0] != want
+    assert exact > 500 and blind_wrong > 50 and in_pause > 10
+
+
+def test_a_job_starting_on_a_calm_device_widens_its_band_at_once() -> None:
+    """A device that idled for the whole error window starts a training job: from its first
+    step's dip its P95 band covers the steps' edges (130 W), where a band over the window's
+    calm errors stays at the idle noise's until misses move its level (three weeks of steps
+    later; measured: 2 W for the first 20 periods, 6 misses in them)."""
+    from powerflow.forecast.batch import BatchForecaster
+
+    rng = np.random.default_rng(4)
+    idle = 50.0 + rng.normal(0, 1.0, 400)
+    k = np.arange(120)
+    steps = np.where(k % 7 < 5, 280.0, 150.0) + rng.normal(0, 1.0, len(k))
+    y = np.concatenate([idle, steps])
+    f = BatchForecaster(1, (1,), n_exog=0)
+    misses, bands, upper = 0, [], np.inf
+    for i, v in enumerate(y):
+        if 400 < i <= 420:  # the forecast made a period ago against what came
+            misses += v > upper
+        means, uppers, _ = f.step(np.array([v]))
+        upper = float(uppers[1][0])
+        bands.append(upper - float(means[1][0]))
+    assert max(bands[300:400]) < 10  # calm: the idle noise's band
+    assert min(bands[407:420]) > 130, bands[400:420]  # from the first dip on, the edges'
+    assert misses <= 3, misses

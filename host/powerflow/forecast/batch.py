@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from powerflow.forecast.models import (BAND_WINDOW, LAGS, SEASON_EVERY, SEASON_MIN_HISTORY,
+from powerflow.forecast.models import (BAND_MIN, BAND_WINDOW, LAGS, SEASON_EVERY, SEASON_MIN_HISTORY,
                                        SEASON_WINDOW, SWITCH_MARGIN, WINDOWS, band_window,
                                        season_lags, seasonal_forecast, selector_decay)
+from powerflow.forecast.runs import StepRuns
 from powerflow.model.arrays import Floats
 
 MEAN_WINDOW = 120  # as RollingMean's default
@@ -48,6 +49,7 @@ class BatchForecaster:
         # per horizon, device, model (persistence, ridge, mean, seasonal)
         self.err = np.zeros((nh, n_dev, len(MODELS)))
         self.lags = np.zeros(n_dev, np.int64)  # each device's period (periods; 0: none)
+        self.runs = StepRuns(n_dev)  # where each device's current run of steps began
         self.seen = np.zeros(nh, np.int64)
         self.q, self.gamma = q, gamma
         self.alpha = np.full((nh, n_dev), 1.0 - q)
@@ -107,6 +109,7 @@ class BatchForecaster:
         self.y[:, slot] = y
         self.x[:, slot, :] = x
         self.count += 1
+        self.runs.update(y)
         f_now = self._features()
         if self.count <= 50:
             order = (np.arange(self.count)) % self.keep
@@ -132,9 +135,10 @@ class BatchForecaster:
         recent = self.y[:, np.arange(self.count - span, self.count) % self.keep]
         if self.count % SEASON_EVERY == 0 and min(self.count, self.keep) >= SEASON_MIN_HISTORY:
             self.lags = season_lags(recent)
+        spans = self.runs.spans()
         for hi, h in enumerate(self.h):
             ridge = y + np.einsum("df,df->d", g, self.w[hi]) * self.scale
-            both = np.stack([y, ridge, level, seasonal_forecast(recent, self.lags, h)], axis=1)
+            both = np.stack([y, ridge, level, seasonal_forecast(recent, self.lags, h, spans)], axis=1)
             e = self.err[hi]
             best = np.argmin(e[:, 1:], axis=1) + 1  # persistence unless clearly beaten
             k = np.where(e[rows, best] < (1.0 - SWITCH_MARGIN) * e[:, 0], best, 0)
@@ -159,7 +163,8 @@ class BatchForecaster:
         self.p[hi] = p * np.where(tr > self.p_max_trace, self.p_max_trace / tr, 1.0)[:, None, None]
 
     def _margin(self, hi: int, last: NDArray[np.int64]) -> Floats:
-        """Each device's margin (W) from its newest `last` errors (all held, if fewer)."""
+        """Each device's margin (W) from its newest `last` errors (all held, if fewer), and
+        never below the quantile of its newest BAND_MIN (as `ConformalBound.margin`)."""
         size = self.win.shape[2]
         n_all = min(int(self.win_n[hi]), size)
         if n_all < 10:
@@ -171,10 +176,17 @@ class BatchForecaster:
         else:  # the newest n of each row; the older ones pushed past the end as +inf
             age = (self.win_n[hi] - 1 - np.arange(size)) % size  # of each slot, 0 = newest
             data = np.sort(np.where(age[None, :] < n[:, None], self.win[hi], np.inf), axis=1)
-        # np.quantile's default (linear) rule, one level and one count per device
-        pos = level * (n - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi_ = np.minimum(lo + 1, n - 1)
-        rows = np.arange(self.d)
-        v = data[rows, lo] + (pos - lo) * (data[rows, hi_] - data[rows, lo])
-        return np.maximum(0.0, v)
+        m = min(BAND_MIN, n_all)
+        newest = (self.win_n[hi] - 1 - np.arange(m)) % size
+        recent = np.sort(self.win[hi][:, newest], axis=1)
+        return np.maximum(0.0, np.maximum(_quantile(data, level, n), _quantile(recent, level, m)))
+
+
+def _quantile(data: Floats, level: Floats, n: NDArray[np.int64] | int) -> Floats:
+    """Per row of sorted `data`, np.quantile's default (linear) rule over its first `n`
+    values, at that row's `level`."""
+    pos = level * (np.asarray(n) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.asarray(n) - 1)
+    rows = np.arange(len(data))
+    return data[rows, lo] + (pos - lo) * (data[rows, hi] - data[rows, lo])

@@ -31,6 +31,7 @@ from collections import deque
 
 import numpy as np
 from numpy.typing import NDArray
+from powerflow.forecast.runs import RunSpans, StepRuns
 from powerflow.model.arrays import Floats
 
 LAGS = (1, 2, 5, 10, 30, 60)
@@ -157,22 +158,47 @@ def season_lags(arr: Floats) -> NDArray[np.int64]:
     return np.where(ok, best + 2, 0).astype(np.int64)
 
 
-def seasonal_forecast(arr: Floats, lags: NDArray[np.int64], h: int) -> Floats:
+def seasonal_forecast(arr: Floats, lags: NDArray[np.int64], h: int,
+                      spans: RunSpans | None = None) -> Floats:
     """y(t+h) per row: the mean of the values SEASON_CYCLES whole periods before t+h (the
-    newest that are already known); the last value where there is no period or history."""
+    newest that are already known); the last value where there is no period or history.
+
+    With `spans` (forecast/runs.py), a device's values are read from its current run of
+    steps only, since its steps started afresh when the run began: where the run is younger
+    than the target's phase, from the run before it at the same phase counted from that
+    run's start; where neither holds one, as without `spans`."""
     d, n = arr.shape
-    last = arr[:, -1]
+    rows = np.arange(d)[:, None]
     lag = np.maximum(lags, 1)
     m0 = -(-h // lag)  # the fewest whole periods reaching back past now
     backs = (m0[:, None] + np.arange(SEASON_CYCLES)[None, :]) * lag[:, None] - h
     ok = (backs < n) & (lags[:, None] > 0)
-    vals = arr[np.arange(d)[:, None], np.where(ok, n - 1 - backs, n - 1)]
+    idx = n - 1 - backs
+    if spans is not None:
+        run = np.where(spans.run > 0, np.minimum(spans.run, n), n)
+        start = n - run  # index the current run began at
+        in_run = ok & (idx >= start[:, None])
+        # the run before: [ps, pe), read at the target's phase counted from each run's start
+        pe = start - spans.gap
+        ps = np.maximum(pe - spans.prev, 0)
+        phase = (h + run - 1) % lag
+        top = (pe - 1 - ps - phase) // lag  # the newest whole period of that phase in it
+        before = ps[:, None] + phase[:, None] + (top[:, None] - np.arange(SEASON_CYCLES)) * lag[:, None]
+        in_prev = ((lags[:, None] > 0) & (spans.run[:, None] > 0) & (spans.prev[:, None] > 0)
+                   & (top[:, None] >= np.arange(SEASON_CYCLES)) & (before >= ps[:, None])
+                   & (before < pe[:, None]) & (before >= 0))
+        use_run = in_run.any(axis=1)
+        use_prev = ~use_run & in_prev.any(axis=1)
+        idx = np.where(use_run[:, None], idx, np.where(use_prev[:, None], before, idx))
+        ok = np.where(use_run[:, None], in_run, np.where(use_prev[:, None], in_prev, ok))
+    vals = arr[rows, np.where(ok, idx, n - 1)]
     cnt = ok.sum(axis=1)
-    return np.where(cnt > 0, (vals * ok).sum(axis=1) / np.maximum(cnt, 1), last)
+    return np.where(cnt > 0, (vals * ok).sum(axis=1) / np.maximum(cnt, 1), arr[:, -1])
 
 
 class Seasonal:
-    """y(t+h) from the series' own period (see `season_lags`, `seasonal_forecast`)."""
+    """y(t+h) from the series' own period, read in its current run of steps (see
+    `season_lags`, `seasonal_forecast`, forecast/runs.py)."""
 
     name = "seasonal"
 
@@ -180,16 +206,19 @@ class Seasonal:
         self.horizons = horizons
         self.lag = np.zeros(1, np.int64)
         self.seen = 0
+        self.runs = StepRuns(1)
 
     def observe(self, y: float, x: Floats, hist: History) -> None:
         self.seen += 1
+        self.runs.update(np.array([y]))
         if self.seen % SEASON_EVERY == 0 and len(hist.y) >= SEASON_MIN_HISTORY:
             ys = list(hist.y)[-SEASON_WINDOW:]
             self.lag = season_lags(np.array([ys]))
 
     def predict(self, hist: History) -> dict[int, float]:
         arr = np.array([list(hist.y)[-SEASON_WINDOW:]])
-        return {h: float(seasonal_forecast(arr, self.lag, h)[0]) for h in self.horizons}
+        spans = self.runs.spans()
+        return {h: float(seasonal_forecast(arr, self.lag, h, spans)[0]) for h in self.horizons}
 
 
 class OnlineRidge:
@@ -287,14 +316,18 @@ class ConformalBound:
         self.gamma = gamma
 
     def margin(self, widen: float = 1.0, last: int | None = None) -> float:
-        """The margin above the forecast (W); `last`: from the newest `last` errors only."""
+        """The margin above the forecast (W); `last`: from the newest `last` errors only. Never
+        below the quantile of the newest BAND_MIN errors: a change of regime (a job starting
+        on a device that idled, its steps' edges) shows first there, and a band over a window
+        of calm errors would not see it for minutes — the feed-limit violations the
+        forecaster left on training-jobs (bench/RESULTS.md). The adaptive level keeps the
+        long-run coverage at the target whichever estimate binds."""
         if len(self.window) < 10:
             return float("inf")
         level = min(1.0, max(0.0, 1.0 - self.alpha))
         errs = np.fromiter(self.window, float)
-        if last is not None:
-            errs = errs[-last:]
-        return max(0.0, float(np.quantile(errs, level))) * widen
+        q = float(np.quantile(errs if last is None else errs[-last:], level))
+        return max(0.0, q, float(np.quantile(errs[-BAND_MIN:], level))) * widen
 
     def update(self, residual: float, margin: float) -> None:
         miss = 1.0 if residual > margin else 0.0

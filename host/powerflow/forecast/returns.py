@@ -27,11 +27,9 @@ from collections import deque
 import numpy as np
 from numpy.typing import NDArray
 
+from powerflow.forecast.runs import BUSY_WINDOW, DROP, PAUSE_MIN, busy_level
 from powerflow.model.arrays import Floats
 
-DROP = 0.8  # a period below this share of the busy level is a low one ...
-PAUSE_MIN = 4  # ... and this many in a row a pause (an all-reduce dip spans at most 2-3)
-BUSY_WINDOW = 30  # periods the busy level is the 90th percentile of (outside pauses)
 MATCH = 0.15  # a pause is of a kind seen before within this share of the busy level
 REMEMBER = 4  # pauses remembered per device
 # periods a return may come before or after the expected one (a pause's length is counted
@@ -82,9 +80,7 @@ class ReturnMemory:
         self.low = np.where(low, self.low + 1, 0)
         if not low.all():
             self.recent.append(np.where(low, np.nan, y))
-            arr = np.array(self.recent)
-            ok = ~np.isnan(arr).all(axis=0)
-            self.busy[ok] = np.nanquantile(arr[:, ok], 0.9, axis=0)
+            self.busy = busy_level(np.array(self.recent), self.busy)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
         for h in uppers:  # back lately: the bound held at the busy level (vectorised)
