@@ -81,6 +81,30 @@ def test_battery_holds_the_bus_when_every_converter_fails() -> None:
     assert np.all(ph.v > 0.9 * rack.bus_voltage) and ph.battery.soc < soc
 
 
+def test_a_battery_commanded_to_discharge_never_drives_the_bus_above_the_band() -> None:
+    """small-pod as `run --emulate` boots it: the host commands the battery to shave before
+    segment B's converter is on; the unit delivers at most that power, and no more than
+    holds its bus at the band's top (as a constant-power source into a light load it drove
+    the bus to 22.8 V, and nodes 2 and 3 latched an overvoltage fault at boot)."""
+    from powerflow.emulator.physics import BBU_CLAMP_V_PU
+
+    rack = load_rack(RACKS / "small-pod.toml")
+    ph = RackPhysics(rack)
+    for nid in ph.conv:  # no converter on yet, every tie open: segment B has its battery only
+        ph.set_actuators(nid, 12.0, False, 0)
+    settle(ph, 0.5)
+    ph.apply_devices({"gpu1": 60.0, "cpu1": 40.0}, 300.0, None)  # B draws 100 W, is sent 300
+    top = 0.0
+    for _ in range(400):
+        ph.step(0.005)
+        top = max(top, float(np.max(ph.v)))
+    assert top <= BBU_CLAMP_V_PU * rack.bus_voltage + 0.05, top
+    assert 0.0 <= ph.battery.p_out <= 100.5  # what the segment draws, no more
+    ph.apply_devices({}, 300.0, None)  # where the segment draws more, it delivers its 300 W
+    settle(ph, 1.0)
+    assert ph.battery.p_out == pytest.approx(300.0, rel=1e-3)
+
+
 def test_traces_are_deterministic_and_bounded() -> None:
     for kind in ("steady", "diurnal", "training", "inference", "spikes"):
         a = [utilisation(kind, t * 0.37, 5) for t in range(3000)]

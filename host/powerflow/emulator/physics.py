@@ -30,6 +30,9 @@ LOW_V = 0.7  # fraction of bus voltage below which loads behave as resistors
 # recharges only while the bus is above BBU_FLOAT_V_PU x nominal
 BBU_HOLD_V_PU = 0.95
 BBU_FLOAT_V_PU = 0.97
+# ... and, discharging at a commanded power, never drives the bus above BBU_CLAMP_V_PU x
+# nominal (the top of the band the host plans in): its output stage regulates its voltage
+BBU_CLAMP_V_PU = 1.03
 
 
 DIODE_V = 0.005  # V: the ORing stage's turn-on, blended over +-5 mV so Newton sees no corner
@@ -116,7 +119,7 @@ class BatteryState:
     """A battery backup unit: it holds the bus at `v_hold` when the bus sags below it
     (discharging at most p_discharge_max), and recharges at up to p_charge_max when the
     bus is above `v_float`. `p_cmd` (W, + discharging), when set, overrides both: the
-    allocator's peak shaving."""
+    allocator's peak shaving, delivered at that power but never above `v_clamp`."""
 
     seg: int
     capacity_wh: float
@@ -126,6 +129,7 @@ class BatteryState:
     soc: float
     v_hold: float
     v_float: float
+    v_clamp: float  # V, the most it drives the bus to while discharging at a command
     r: float = 0.002  # ohm, the unit's output resistance when holding the bus
     p_cmd: float | None = None
     p_out: float = 0.0  # W delivered to the bus (negative while charging)
@@ -174,7 +178,8 @@ class RackPhysics:
         b = rack.battery
         self.battery = None if b is None else BatteryState(
             m.segment[b.segment], b.capacity_wh, b.p_charge_max_w, b.p_discharge_max_w, b.efficiency,
-            b.soc, BBU_HOLD_V_PU * rack.bus_voltage, BBU_FLOAT_V_PU * rack.bus_voltage)
+            b.soc, BBU_HOLD_V_PU * rack.bus_voltage, BBU_FLOAT_V_PU * rack.bus_voltage,
+            BBU_CLAMP_V_PU * rack.bus_voltage)
         # per node: (port, segment on the far side of the tie it operates)
         self._far: dict[int, list[tuple[int, int]]] = {n.id: [] for n in rack.nodes}
         for k, br in enumerate(rack.branches):
@@ -357,6 +362,16 @@ class RackPhysics:
             if (p > 0 and b.soc <= 0.0) or (p < 0 and b.soc >= 1.0):
                 return 0.0, 0.0
             p = min(max(p, -b.p_charge_max), b.p_discharge_max)
+            if p > 0:
+                # a unit discharging at a commanded power still regulates its output voltage:
+                # it never drives the bus above v_clamp (a lightly loaded segment whose
+                # converter is not yet on would otherwise be pushed to twice its voltage,
+                # and every converter on it trip on overvoltage)
+                i_v = (b.v_clamp - vbus) / b.r
+                if i_v <= 0.0:
+                    return 0.0, 0.0
+                if i_v < p / vb:
+                    return i_v, 1.0 / b.r
             return p / vb, p / vb ** 2  # constant power: dI/dV = -p / v^2
         if b.soc > 0.0 and vbus < b.v_hold:
             i = (b.v_hold - vbus) / b.r
