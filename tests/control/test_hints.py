@@ -194,6 +194,27 @@ def test_a_pause_frees_the_room_of_devices_measured_in_it_until_two_periods_befo
                                                           "gpu1": 110.0 + tol}
 
 
+def test_a_device_held_at_its_cap_is_not_taken_for_paused_or_idle() -> None:
+    """A capped device draws its cap, whatever it would draw: at a pause's watts under a cap
+    it is neither kept only the pause's room nor forecast at the pause's level (a capped GPU
+    that came back early was taken for paused until the hint ran out, found by the chaos
+    test of a wrong hint); below its cap by the tolerance, it is."""
+    book = HintBook(DEVS)
+    book.start(0.0, "j", ["gpu0", "gpu1"], 0.0, 290.0, 600.0)
+    book.pause(0.0, "j", 100.0, 15.0, 110.0)
+    tol = HINT_TOLERANCE * 300.0
+    measured = np.array([80.0, 80.0, 100.0])
+    caps = {"gpu0": 80.0, "gpu1": 200.0, "cpu0": None}  # gpu0 at its cap, gpu1 well below
+    assert book.room(101.0, 1.0, IDX, measured, caps) == {"gpu1": 110.0 + tol}
+    means = {1: np.array([200.0, 200.0, 100.0])}
+    uppers = {1: np.array([300.0, 300.0, 140.0])}
+    m, u = book.fold(101.0, 1.0, IDX, means, uppers, measured, caps)
+    assert (m[1][0], u[1][0]) == (200.0, 300.0) and (m[1][1], u[1][1]) == (110.0, 110.0 + tol)
+    # after the job's end likewise: an idle-looking device at its cap is kept its all
+    book.end(200.0, "j", 300.0)
+    assert book.room(301.0, 1.0, IDX, measured, caps) == {"gpu1": 80.0 + tol}
+
+
 @pytest.mark.parametrize("args,msg", [
     (("nope", 200.0, 15.0, 110.0), "no hinted job 'nope'"),
     (("j", 590.0, 15.0, 110.0), "within its job"),

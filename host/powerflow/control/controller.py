@@ -154,10 +154,13 @@ class RackController:
         if self.returns is not None:
             means, uppers = self.returns.step(y, self.forecaster.lags, means, uppers)
         self._record_jump(t, float(y.sum()))
+        # the caps in force while the devices were measured: a device held at its cap shows
+        # its cap, not whether a hinted pause holds
+        caps = self.last.caps if self.last is not None else {}
         if self.hints.active:
             means, uppers = self.hints.fold(t, self.policy.period_s, self.dev_index, means,
-                                            uppers, y)
-        self.room = (self.hints.room(t, self.policy.period_s, self.dev_index, y)
+                                            uppers, y, caps)
+        self.room = (self.hints.room(t, self.policy.period_s, self.dev_index, y, caps)
                      if self.hints.active else {})
         pmax = self.pmax.copy()
         for dev, cap in self.policy.p_max_w.items():

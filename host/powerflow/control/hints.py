@@ -37,6 +37,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from powerflow.model.arrays import Floats
@@ -228,7 +229,7 @@ class HintBook:
 
     def fold(self, now: float, period_s: float, index: dict[str, int],
              means: dict[int, Floats], uppers: dict[int, Floats],
-             measured: Floats | None = None
+             measured: Floats | None = None, caps: Mapping[str, float | None] | None = None
              ) -> tuple[dict[int, Floats], dict[int, Floats]]:
         """The forecasts (per horizon in periods, W per device in `index` order) with the
         hints folded in, as new arrays. Over a horizon h (time t = now + h periods):
@@ -245,8 +246,10 @@ class HintBook:
           is below the job's watts is held at it: mean at most the measured power, upper
           bound at most that plus the tolerance.
 
-        Without `measured`, nothing is lowered. (The book notes when each job's devices
-        first reach its watts: the one state a fold keeps.)"""
+        Without `measured`, nothing is lowered; nor for a device held at one of `caps` (the
+        caps in force while it was measured, W per device, None: uncapped): its measured power
+        is its cap's, not what it would draw. (The book notes when each job's devices first
+        reach its watts: the one state a fold keeps.)"""
         self.expire(now)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
@@ -262,7 +265,8 @@ class HintBook:
                 for dv in h.devices:
                     k = index[dv]
                     if inside is not None:
-                        if measured is not None and measured[k] <= inside.watts + self.tol(dv):
+                        if (measured is not None and measured[k] <= inside.watts + self.tol(dv)
+                                and self._free(dv, float(measured[k]), caps)):
                             means[hz][k] = min(means[hz][k], inside.watts)
                             uppers[hz][k] = min(uppers[hz][k], inside.watts + self.tol(dv))
                     elif now < rise + period_s:
@@ -278,13 +282,14 @@ class HintBook:
                     continue
                 for dv in h.devices:
                     k = index[dv]
-                    if self._idle_after(h, dv, float(measured[k]), named):
+                    if (self._idle_after(h, dv, float(measured[k]), named)
+                            and self._free(dv, float(measured[k]), caps)):
                         means[hz][k] = min(means[hz][k], measured[k])
                         uppers[hz][k] = min(uppers[hz][k], measured[k] + self.tol(dv))
         return means, uppers
 
-    def room(self, now: float, period_s: float, index: dict[str, int], measured: Floats
-             ) -> dict[str, float]:
+    def room(self, now: float, period_s: float, index: dict[str, int], measured: Floats,
+             caps: Mapping[str, float | None] | None = None) -> dict[str, float]:
         """W of room the caps need keep for a device that a hint says stays low until at
         least two periods from `now` (s) and whose `measured` power (W, this period, in
         `index` order) agrees — the rest of its p_max_w is free for lower classes:
@@ -293,6 +298,10 @@ class HintBook:
           tolerance) is kept those watts plus the tolerance;
         - within END_HOLD_S of a job's end, a device no held hint names that draws less than
           the job's watts is kept what it draws plus the tolerance.
+
+        A device held at one of `caps` (in force while it was measured) is kept none: what it
+        draws is its cap's, and says nothing of whether it is paused or idle (a capped device
+        that came back early would otherwise be taken for paused until the hint ran out).
 
         Room, not a cap: a device that draws more than it is kept is not held back, and the
         next period finds the hint wrong and keeps it its whole p_max_w again."""
@@ -307,16 +316,24 @@ class HintBook:
             if inside is None or until >= inside.end_t:
                 continue
             for dv in h.devices:
-                if measured[index[dv]] <= inside.watts + self.tol(dv):
+                w = float(measured[index[dv]])
+                if w <= inside.watts + self.tol(dv) and self._free(dv, w, caps):
                     out[dv] = inside.watts + self.tol(dv)
         for h in self.ended.values():
             if until >= h.end_t + END_HOLD_S:
                 continue
             for dv in h.devices:
                 w = float(measured[index[dv]])
-                if self._idle_after(h, dv, w, named):
+                if self._idle_after(h, dv, w, named) and self._free(dv, w, caps):
                     out[dv] = min(out.get(dv, math.inf), w + self.tol(dv))
         return out
+
+    def _free(self, device: str, measured_w: float,
+              caps: Mapping[str, float | None] | None) -> bool:
+        """Whether `device`'s measured power (W) is its own choice: no cap in force holds it
+        there (it draws less than its cap by the tolerance)."""
+        cap = None if caps is None else caps.get(device)
+        return cap is None or measured_w < cap - self.tol(device)
 
     def _named(self) -> set[str]:
         """The devices the held hints name."""

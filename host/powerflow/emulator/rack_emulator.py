@@ -166,7 +166,7 @@ class EmulatedRack:
     def _write_log(self) -> None:
         """One line of what the physics has now (the truth the host is judged against):
         wall time (s), segment voltages (V), converter currents (A), device demand and
-        what was served (W), caps in force (W)."""
+        what was served (W), caps in force (W), the feed's draw (W)."""
         ph = self.physics
         assert self._log is not None
         with self._lock:
@@ -176,6 +176,7 @@ class EmulatedRack:
                     "demand": [round(float(x), 2) for x in ph.dev_p],
                     "served": [round(float(x), 2) for x in ph.served],
                     "cap": [round(float(x), 2) for x in ph.dev_cap],
+                    "feed": round(ph.feed_power_w(), 2),
                     "wdt_resets": sum(self.watchdog_resets.values())}
         self._log.write(json.dumps(line) + "\n")
         self._log.flush()

@@ -60,6 +60,9 @@ class LogLine:
     on: dict[str, bool]  # converter running (enabled and not failed)
     wdt_resets: int
     v: list[float]  # V, every segment's bus, in the rack file's order
+    demand: list[float]  # W, each device's demand, in the rack file's order
+    cap: list[float]  # W, the cap in force on each device
+    feed: float  # W, the feed's draw
 
 
 class RunningHost:
@@ -110,7 +113,8 @@ class RunningHost:
             capped = sum(1 for dem, cap in zip(j["demand"], j["cap"], strict=True)
                          if cap < dem - 0.5)
             out.append(LogLine(j["t"], min(j["v"]), max(j["v"]), capped, j["on"],
-                               j.get("wdt_resets", 0), j["v"]))
+                               j.get("wdt_resets", 0), j["v"], j["demand"], j["cap"],
+                               j.get("feed", 0.0)))
         return out
 
     def pause(self, seconds: float) -> None:
