@@ -76,6 +76,9 @@ class NodeState:
     session: NodeSession | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)  # frames the host dropped, by reason
+    # why the node last refused its setpoint (None: accepted): a node with a latched fault
+    # refuses every lease renewal, and one event says so, not one a second
+    setpoint_refused: str | None = None
     # READ_VOUT of each telemetry frame with its arrival (monotonic s, V): the control loop's
     # supervisor looks at every sample, not only the latest, so a short sag between two of
     # its ticks (or while the host was starved of CPU) is still seen and reported
@@ -242,7 +245,14 @@ class NodeManager:
                     except CommandError as e:
                         if e.result is None:
                             raise  # no answer: the link is in trouble
-                        self._event(ns, "setpoint refused", str(e))  # e.g. a latched fault
+                        if ns.setpoint_refused != str(e):  # e.g. a latched fault
+                            self._event(ns, "setpoint refused",
+                                        f"{e} (until it is accepted again)")
+                        ns.setpoint_refused = str(e)
+                    else:
+                        if ns.setpoint_refused is not None:
+                            self._event(ns, "setpoint accepted", "after refusals")
+                        ns.setpoint_refused = None
                 for port, close in list(pending.items()):
                     try:
                         await s.command(d.MSG_PORT_SWITCH, {d.K_PORT: port, d.K_CLOSE: close})

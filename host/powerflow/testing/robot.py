@@ -325,6 +325,15 @@ class PowerFlow:
         return self._until(lambda: next((a for a in self._get("/alarms") if a["kind"] == kind),
                                         None), _seconds(timeout), f"alarm {kind}")
 
+    def events_on_node_should_number_at_most(self, node: int | str, kind: str, most: Any
+                                             ) -> int:
+        """The host's events of `kind` for `node` (all it recorded this run) number at most
+        `most`: a condition that lasts is recorded once, not once a period."""
+        n = sum(1 for e in self._get("/events") if e["node"] == int(node) and e["kind"] == kind)
+        if n > int(most):
+            raise AssertionError(f"{n} '{kind}' events on node {node}, expected at most {most}")
+        return n
+
     def pause_control(self) -> None:
         self._request("PUT", "/control", {"enabled": False})
 
