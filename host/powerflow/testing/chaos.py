@@ -91,7 +91,8 @@ class RunningHost:
         return httpx.request(method, self.url + "/api/v1" + path, json=body, timeout=10)
 
     def wait_ready(self, periods: int = 5, control: bool = True) -> None:
-        wait_for(lambda: self.api("/status")["online"] == 4, 60, "all four nodes online")
+        wait_for(lambda: (lambda st: st["online"] == st["nodes"])(self.api("/status")), 60,
+                 "every node online")
         if control:
             wait_for(lambda: self.api("/control")["periods"] >= periods, 60,
                      f"{periods} control periods")
