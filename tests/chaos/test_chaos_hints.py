@@ -3,9 +3,10 @@
 A training loop announces a pause (a checkpoint) far longer than the one its GPUs take; the
 host gives the room the paused GPUs leave to lower classes, then the GPUs come back early
 while CPU-bound processes outnumber the cores four to one. On a rack whose feed binds
-(small-pod with its breaker at 800 W: room for the priority-1 GPUs, not for all), `powerflow run --emulate` as a user starts it: the
-room is withdrawn within a few periods of the measured return, the priority-1 GPU is never
-capped by it, the bus stays in band and the feed's draw over its limit is brief. The physics
+(small-pod with its breaker at 800 W: room for the priority-1 GPUs, not for all),
+`powerflow run --emulate` as a user starts it: the room is withdrawn within a few periods of
+the measured return, the priority-1 GPU is never capped by it, the bus stays in band and the
+feed's draw over its limit is brief. The physics
 log (the emulated rack's own record) is the truth; every wait is bounded.
 
 The rack's training trace (emulator/physics.py) checkpoints in its first 20 s: the GPUs draw

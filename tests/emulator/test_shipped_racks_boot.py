@@ -5,7 +5,8 @@ converter was on, drove B and C to 22.8 V and nodes 2 and 3 latched an overvolta
 the physics now holds a discharging battery to the band's top.) At boot, before the host's
 first allocation connects any load, the soft-start overshoots into the empty bus (small:
 to 13.25 V, 1.10 x nominal, for about a second); that stays under every node's overvoltage
-warning. The physics log is the truth; every wait is bounded. The 32-node large rack is left to the fast-mode tests.
+warning. The physics log is the truth; every wait is bounded. The 32-node large rack is
+left to the fast-mode tests.
 """
 
 from __future__ import annotations

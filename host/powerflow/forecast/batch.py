@@ -1,8 +1,9 @@
 """The online forecasters of every device of a rack at once, as arrays.
 
 Same models, same arithmetic as `OnlineForecaster` (persistence, per-horizon RLS ridge on
-the change from persistence, the rolling mean, the seasonal model, the selector by recent error, the adaptive-conformal P95
-bound of the selected forecast), but one NumPy operation per step covers all D devices
+the change from persistence, the rolling mean, the seasonal model read in each device's
+current run of steps, the selector by recent error, the adaptive-conformal P95 bound of the
+selected forecast), but one NumPy operation per step covers all D devices
 instead of D Python loops: what keeps the control cycle of a 1,000-converter rack within
 its period. `tests/forecast/test_batch.py` checks it against `OnlineForecaster`.
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from powerflow.forecast.models import (BAND_MIN, BAND_WINDOW, LAGS, SEASON_EVERY, SEASON_MIN_HISTORY,
-                                       SEASON_WINDOW, SWITCH_MARGIN, WINDOWS, band_window,
-                                       season_lags, seasonal_forecast, selector_decay)
+from powerflow.forecast.models import (BAND_MIN, BAND_WINDOW, LAGS, SEASON_EVERY,
+                                       SEASON_MIN_HISTORY, SEASON_WINDOW, SWITCH_MARGIN,
+                                       WINDOWS, band_window, season_lags, seasonal_forecast,
+                                       selector_decay)
 from powerflow.forecast.runs import StepRuns
 from powerflow.model.arrays import Floats
 
@@ -138,7 +140,8 @@ class BatchForecaster:
         spans = self.runs.spans()
         for hi, h in enumerate(self.h):
             ridge = y + np.einsum("df,df->d", g, self.w[hi]) * self.scale
-            both = np.stack([y, ridge, level, seasonal_forecast(recent, self.lags, h, spans)], axis=1)
+            seasonal = seasonal_forecast(recent, self.lags, h, spans)
+            both = np.stack([y, ridge, level, seasonal], axis=1)
             e = self.err[hi]
             best = np.argmin(e[:, 1:], axis=1) + 1  # persistence unless clearly beaten
             k = np.where(e[rows, best] < (1.0 - SWITCH_MARGIN) * e[:, 0], best, 0)

@@ -183,9 +183,10 @@ def seasonal_forecast(arr: Floats, lags: NDArray[np.int64], h: int,
         ps = np.maximum(pe - spans.prev, 0)
         phase = (h + run - 1) % lag
         top = (pe - 1 - ps - phase) // lag  # the newest whole period of that phase in it
-        before = ps[:, None] + phase[:, None] + (top[:, None] - np.arange(SEASON_CYCLES)) * lag[:, None]
+        back = top[:, None] - np.arange(SEASON_CYCLES)  # whole periods from ps + phase
+        before = ps[:, None] + phase[:, None] + back * lag[:, None]
         in_prev = ((lags[:, None] > 0) & (spans.run[:, None] > 0) & (spans.prev[:, None] > 0)
-                   & (top[:, None] >= np.arange(SEASON_CYCLES)) & (before >= ps[:, None])
+                   & (back >= 0) & (before >= ps[:, None])
                    & (before < pe[:, None]) & (before >= 0))
         use_run = in_run.any(axis=1)
         use_prev = ~use_run & in_prev.any(axis=1)
