@@ -309,7 +309,7 @@ def schemathesis_run(url: str, ca: Path, secret: str, examples: int = 10
     return subprocess.run(
         [str(exe), "run", url + "/openapi.json", "-H", f"Authorization: Bearer {secret}",
          "--tls-verify", str(ca), "-n", str(examples), "--seed", "1", "-c", SCHEMATHESIS_CHECKS,
-         "--request-timeout", "10", "--max-time", "75", "--warnings", "off",
+         "--request-timeout", "10", "--max-time", "50", "--warnings", "off",
          "--generation-database", "none"],
         capture_output=True, text=True, timeout=400)
 

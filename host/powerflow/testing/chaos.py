@@ -150,18 +150,17 @@ def running_host(folder: Path, rack: Path, *extra: str, control: bool = True
 
 @contextmanager
 def cpu_hogs(count: int, seconds: float) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` CPU-bound processes, each ending by itself after `seconds`."""
+    """`count` CPU-bound processes, each ending by itself after `seconds` at the latest, and
+    stopped when the block ends (what it waited for has come: the starvation is over)."""
     procs = [subprocess.Popen([sys.executable, "-c", BUSY.format(s=seconds)])
              for _ in range(count)]
     try:
         yield procs
     finally:
         for p in procs:
-            try:
-                p.wait(timeout=seconds + 10)
-            except subprocess.TimeoutExpired:
+            if p.poll() is None:
                 p.kill()
-                p.wait(timeout=5)
+            p.wait(timeout=5)
 
 
 def hog(count: int, seconds: float) -> None:
