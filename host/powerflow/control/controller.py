@@ -78,7 +78,8 @@ class RackController:
         self.forecaster = forecaster or BatchForecaster(len(rack.devices), HORIZONS, n_exog=1)
         # the forecaster's own: pauses of a periodic device repeat their lengths (not for the
         # arms' persistence or foresight, which stand for something else)
-        self.returns = ReturnMemory(len(rack.devices)) if forecaster is None else None
+        self.returns = (ReturnMemory(len(rack.devices), self.forecaster.runs)
+                        if forecaster is None else None)
         self.pmax = np.array([dv.p_max_w for dv in rack.devices])
         self.dev_index = {dv.id: k for k, dv in enumerate(rack.devices)}
         # what schedulers announced (POST /hints): folded into the forecasts each period

@@ -16,6 +16,10 @@ After any return of a stepping device, its steps start again and for one step pe
 seasonal model's lags fall in the pause (it would forecast the pause's level, or its dips
 out of phase): the device's bound is held at its busy level over that period.
 
+What a pause is, and each device's busy level, come from the forecaster's own tracker of
+runs and pauses (`StepRuns`, forecast/runs.py), which also anchors the seasonal model's
+phase: one tracker, one rule.
+
 It only ever raises a forecast, never lowers one. Pure computation on arrays (one column per
 device), one `step` a control period; lengths and times in periods.
 """
@@ -27,7 +31,7 @@ from collections import deque
 import numpy as np
 from numpy.typing import NDArray
 
-from powerflow.forecast.runs import BUSY_WINDOW, DROP, PAUSE_MIN, busy_level
+from powerflow.forecast.runs import BUSY_WINDOW, PAUSE_MIN, StepRuns
 from powerflow.model.arrays import Floats
 
 MATCH = 0.15  # a pause is of a kind seen before within this share of the busy level
@@ -39,13 +43,14 @@ JITTER = 1
 
 
 class ReturnMemory:
-    def __init__(self, n_dev: int) -> None:
+    def __init__(self, n_dev: int, runs: StepRuns | None = None) -> None:
+        """`runs`: the tracker of each device's runs of steps and pauses that the forecaster
+        keeps (forecast/runs.py), updated with each period's power before `step` — one
+        tracker, one rule for what a pause is; without one, a tracker of its own, updated
+        by `step`."""
         self.n = n_dev
-        self.t = 0
-        self.recent: deque[Floats] = deque(maxlen=BUSY_WINDOW)
-        self.busy = np.zeros(n_dev)  # W, each device's level outside pauses
-        self.low = np.zeros(n_dev, np.int64)  # low periods in a row
-        self.start = np.zeros(n_dev, np.int64)  # period the current low run started
+        self.own = runs is None
+        self.runs = StepRuns(n_dev) if runs is None else runs
         self.level_sum = np.zeros(n_dev)  # W, summed over the current low run
         self.periodic = np.zeros(n_dev, bool)  # whether it was stepping when the run began
         self.dips = np.full((n_dev, 2), -np.inf)  # when its last two short dips ended
@@ -58,46 +63,42 @@ class ReturnMemory:
         """Observe this period's power `y` (W) and the devices' periods `lags` (0: none);
         return the forecasts (per horizon in periods, W per device) with expected returns
         raised, as new arrays."""
-        self.t += 1
         y = np.asarray(y, float)
-        low = (y < DROP * self.busy) & (self.busy > 0)
+        r = self.runs
+        if self.own:
+            r.update(y)
+        t, low, busy = r.t, r.low > 0, r.busy
         lags = np.asarray(lags)
-        for k in np.flatnonzero(~low & (self.low >= PAUSE_MIN) & self.periodic):
-            level = self.level_sum[k] / self.low[k]
-            self.seen[k].append((float(level), int(self.low[k])))  # a pause ended: learnt
+        for k in np.flatnonzero((r.ended >= PAUSE_MIN) & self.periodic):
+            length = int(r.ended[k])
+            self.seen[k].append((float(self.level_sum[k] / length), length))  # learnt
             # back: its steps start again, and for a step period the seasonal model's lags
             # fall in the pause — its bound is held at the busy level meanwhile
-            self.back_until[k] = self.t + max(int(lags[k]), 1)
-        dip = ~low & (self.low > 0) & (self.low < PAUSE_MIN)
-        self.dips[dip] = np.stack([self.dips[dip, 1], np.full(int(dip.sum()), self.t)], 1)
-        began = low & (self.low == 0)
-        self.start[began] = self.t
+            self.back_until[k] = t + max(int(lags[k]), 1)
+        dip = (r.ended > 0) & (r.ended < PAUSE_MIN)
+        self.dips[dip] = np.stack([self.dips[dip, 1], np.full(int(dip.sum()), t)], 1)
+        began = r.low == 1
         # stepping: a period found, and two step dips (all-reduce) seen lately — what a
         # training job does, and a batch job's gaps or an inference burst's end do not
-        self.periodic[began] = ((lags > 0)
-                                & (self.dips[:, 0] >= self.t - BUSY_WINDOW))[began]
+        self.periodic[began] = ((lags > 0) & (self.dips[:, 0] >= t - BUSY_WINDOW))[began]
         self.level_sum = np.where(low, self.level_sum + y, 0.0)
-        self.low = np.where(low, self.low + 1, 0)
-        if not low.all():
-            self.recent.append(np.where(low, np.nan, y))
-            self.busy = busy_level(np.array(self.recent), self.busy)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
         for h in uppers:  # back lately: the bound held at the busy level (vectorised)
-            held = self.back_until >= self.t + h
-            uppers[h] = np.where(held, np.maximum(uppers[h], self.busy), uppers[h])
-        for k in np.flatnonzero((self.low >= PAUSE_MIN) & self.periodic):
-            level = self.level_sum[k] / self.low[k]
+            held = self.back_until >= t + h
+            uppers[h] = np.where(held, np.maximum(uppers[h], busy), uppers[h])
+        for k in np.flatnonzero((r.low >= PAUSE_MIN) & self.periodic):
+            level = self.level_sum[k] / r.low[k]
+            start = t - int(r.low[k]) + 1  # the pause's first period
             # the periods it is expected back in (one per pause of its kind remembered), the
             # soonest not yet behind by more than JITTER
-            backs = [int(self.start[k]) + n for lv, n in self.seen[k]
-                     if abs(lv - level) <= MATCH * self.busy[k]]
-            backs = [b for b in backs if b + JITTER > self.t]
+            backs = [start + n for lv, n in self.seen[k] if abs(lv - level) <= MATCH * busy[k]]
+            backs = [b for b in backs if b + JITTER > t]
             if not backs:
                 continue
             back = min(backs)
             for h in means:
-                if abs(self.t + h - back) <= JITTER:
-                    means[h][k] = max(means[h][k], self.busy[k])
-                    uppers[h][k] = max(uppers[h][k], self.busy[k])
+                if abs(t + h - back) <= JITTER:
+                    means[h][k] = max(means[h][k], busy[k])
+                    uppers[h][k] = max(uppers[h][k], busy[k])
         return means, uppers

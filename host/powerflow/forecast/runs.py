@@ -10,7 +10,7 @@ an all-reduce dip is shorter), and keeps where its current run began and where t
 before it lay, so that `seasonal_forecast` can read values of the target's own phase.
 
 Pure computation on arrays (one entry per device), one `update` a period; times in periods.
-The same rule as `ReturnMemory`'s (forecast/returns.py) for what a pause is.
+The controller's learnt returns (forecast/returns.py) read the same tracker.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class StepRuns:
         self.recent: deque[Floats] = deque(maxlen=BUSY_WINDOW)
         self.busy = np.zeros(n_dev)  # W, each device's level outside pauses
         self.low = np.zeros(n_dev, np.int64)  # low periods in a row, up to the newest
+        self.ended = np.zeros(n_dev, np.int64)  # the low run that ended this period (0: none)
         self.start = np.ones(n_dev, np.int64)  # period the current run began (1-based)
         self.prev_start = np.zeros(n_dev, np.int64)  # ... the run before it (0: none)
         self.prev_end = np.zeros(n_dev, np.int64)  # ... its first pause period
@@ -73,6 +74,7 @@ class StepRuns:
         self.prev_start = np.where(back, self.start, self.prev_start)
         self.prev_end = np.where(back, self.t - self.low, self.prev_end)
         self.start = np.where(back, self.t, self.start)
+        self.ended = np.where(low, 0, self.low)
         self.low = np.where(low, self.low + 1, 0)
         if not low.all():
             self.recent.append(np.where(low, np.nan, y))
