@@ -17,6 +17,7 @@ from powerflow.forecast.models import (BAND_MIN, BAND_WINDOW, LAGS, SEASON_EVERY
                                        SEASON_MIN_HISTORY, SEASON_WINDOW, SWITCH_MARGIN,
                                        WINDOWS, band_window, season_lags, seasonal_forecast,
                                        selector_decay)
+from powerflow.forecast.quantile import sorted_quantile
 from powerflow.forecast.runs import StepRuns
 from powerflow.model.arrays import Floats
 
@@ -182,14 +183,5 @@ class BatchForecaster:
         m = min(BAND_MIN, n_all)
         newest = (self.win_n[hi] - 1 - np.arange(m)) % size
         recent = np.sort(self.win[hi][:, newest], axis=1)
-        return np.maximum(0.0, np.maximum(_quantile(data, level, n), _quantile(recent, level, m)))
-
-
-def _quantile(data: Floats, level: Floats, n: NDArray[np.int64] | int) -> Floats:
-    """Per row of sorted `data`, np.quantile's default (linear) rule over its first `n`
-    values, at that row's `level`."""
-    pos = level * (np.asarray(n) - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.asarray(n) - 1)
-    rows = np.arange(len(data))
-    return data[rows, lo] + (pos - lo) * (data[rows, hi] - data[rows, lo])
+        return np.maximum(0.0, np.maximum(sorted_quantile(data, level, n),
+                                          sorted_quantile(recent, level, m)))

@@ -91,8 +91,11 @@ class RunningHost:
         return httpx.request(method, self.url + "/api/v1" + path, json=body, timeout=10)
 
     def wait_ready(self, periods: int = 5, control: bool = True) -> None:
-        wait_for(lambda: (lambda st: st["online"] == st["nodes"])(self.api("/status")), 60,
-                 "every node online")
+        def all_online() -> bool:
+            st = self.api("/status")
+            return bool(st["online"] == st["nodes"])
+
+        wait_for(all_online, 60, "every node online")
         if control:
             wait_for(lambda: self.api("/control")["periods"] >= periods, 60,
                      f"{periods} control periods")
