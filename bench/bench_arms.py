@@ -10,6 +10,7 @@ what it was served (what caps hide from it). In-process, fast mode.
     .venv/bin/python -u bench/bench_arms.py
     .venv/bin/python -u bench/bench_arms.py --seeds 1,2,3,4,5   # the structured scenarios
                                                                 # over seeds, averaged
+    .venv/bin/python -u bench/bench_arms.py --seeds 1,2,3,4,5 --scenario inference-day
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
 STRUCTURED = ("training-jobs", "inference-day")
 
 
-def over_seeds(seeds: list[int]) -> None:
+def over_seeds(seeds: list[int], names: tuple[str, ...] = STRUCTURED) -> None:
     """The structured scenarios with each seed (its workloads' random draws: batch arrivals,
     bursts, phases), every arm; per arm the mean over seeds (and the range), and the share
     of the gap closed computed on the means: one seed's counts of a few violations are
@@ -73,7 +74,7 @@ def over_seeds(seeds: list[int]) -> None:
           "brownouts mean | loss Wh mean |")
     print("|---|---|---|---|---|---|")
     values = []
-    for name in STRUCTURED:
+    for name in names:
         sc0 = load_scenario(ROOT / "examples" / "scenarios" / f"{name}.toml")
         runs = [run_arms(dataclasses.replace(sc0, seed=s), ARMS)["arms"] for s in seeds]
         mean = {arm: {k: float(np.mean([r[arm][k] for r in runs])) for k in VALUE_OUTCOMES}
@@ -109,8 +110,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=_seeds, help="comma-separated seeds: only the structured "
                                                  "scenarios, each seed, averaged")
+    ap.add_argument("--scenario", action="append", choices=STRUCTURED,
+                    help="with --seeds: only this one (may be given twice)")
     args = ap.parse_args()
+    if args.scenario and not args.seeds:
+        ap.error("--scenario goes with --seeds")
     if args.seeds:
-        over_seeds(args.seeds)
+        over_seeds(args.seeds, tuple(args.scenario or STRUCTURED))
     else:
         main()

@@ -159,7 +159,14 @@ def test_battery_shaves_the_peak_above_the_feed_limit() -> None:
     rack = load_rack(ROOT / "examples" / "racks" / "small-bbu.toml")
     bat = BatteryView(0.9, 150.0, 250.0, 700.0)
     a = Allocator(rack).allocate(view(rack, 1.3, battery=bat), Policy(), Memory())
-    assert a.battery_w > 0 and a.battery_shave_above_w == pytest.approx(0.95 * 1400.0)
+    # the feed binds: the unit's own loop meets the measured excess (nothing commanded, so
+    # no energy spent on a peak the forecast expected and that does not come) ...
+    assert a.battery_w == 0.0 and a.battery_shave_above_w == pytest.approx(0.95 * 1400.0)
+    assert all(dv["cap_w"] is None for dv in a.devices.values())  # ... and nobody capped
+    # the converters bind (two of four out): the feed's loop would not see that peak, so
+    # the discharge is commanded
+    c = Allocator(rack).allocate(view(rack, 1.3, down=(1, 2), battery=bat), Policy(), Memory())
+    assert c.battery_w > 0
     empty = BatteryView(0.1, 150.0, 250.0, 700.0)  # below the floor: it keeps its charge
     b = Allocator(rack).allocate(view(rack, 1.3, battery=empty), Policy(), Memory())
     assert b.battery_w <= 0 and b.battery_shave_above_w is None

@@ -304,7 +304,9 @@ class AllocationOut(BaseModel):
     measured: MeasuredBus
     alarms: int = Field(description="active alarms when it was made")
     elapsed_ms: float
-    battery_w: float = Field(description="W, + discharging into the bus")
+    battery_w: float = Field(description="W commanded, + discharging into the bus (its "
+                                         "own loop adds what the feed's excess above "
+                                         "battery_shave_above_w needs)")
     battery_shave_above_w: float | None = Field(description="feed W above which the battery "
                                                             "discharges by itself")
     closed: list[bool] = Field(description="per branch of the rack file")
