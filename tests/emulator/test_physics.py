@@ -105,6 +105,29 @@ def test_a_battery_commanded_to_discharge_never_drives_the_bus_above_the_band() 
     assert ph.battery.p_out == pytest.approx(300.0, rel=1e-3)
 
 
+def test_the_battery_loop_holds_the_feed_at_its_threshold() -> None:
+    """Where the feed binds, the host commands no discharge and leaves the peak to the
+    unit's own loop (battery_shave_above_w): it must meet the feed's measured excess
+    within a period, and spend nothing while the feed is under the threshold."""
+    rack = load_rack(RACKS / "small-pod.toml")
+    ph = RackPhysics(rack)
+    for nid in ph.conv:
+        ph.set_actuators(nid, rack.bus_voltage, True, 0xFF)
+    ph._update_devices = lambda dt: None  # demand held still, ~190 W above the threshold
+    ph.dev_p[:] = 0.75 * ph.dev_cap
+    settle(ph, 0.5)
+    unshaved = ph.feed_power_w()
+    threshold = 0.95 * rack.breaker_limit_w
+    assert unshaved > rack.breaker_limit_w  # the peak is real
+    ph.apply_devices({}, 0.0, threshold)
+    settle(ph, 1.0)
+    assert ph.feed_power_w() == pytest.approx(threshold, abs=2.0)
+    assert ph.battery.p_out == pytest.approx(unshaved - threshold, rel=0.15)
+    ph.dev_p[:] = 0.3 * ph.dev_cap  # the peak gone: the loop lets go, no energy spent
+    settle(ph, 1.0)
+    assert ph.feed_power_w() < threshold and ph.battery.p_out == pytest.approx(0.0, abs=1.0)
+
+
 def test_traces_are_deterministic_and_bounded() -> None:
     for kind in ("steady", "diurnal", "training", "inference", "spikes"):
         a = [utilisation(kind, t * 0.37, 5) for t in range(3000)]
