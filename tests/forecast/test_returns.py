@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from powerflow.forecast.returns import JITTER, ReturnMemory
+from powerflow.forecast.returns import JITTER, MATCH, ROOM_AHEAD, ReturnMemory
+from powerflow.forecast.runs import PAUSE_MIN
 
 BUSY, DIP, CKPT = 289.0, 157.0, 113.0
 
@@ -84,3 +85,36 @@ def test_a_device_that_does_not_step_teaches_nothing_even_with_a_period_found() 
     y[302:317] = CKPT
     _, u = _run(y, lag=7)
     assert u == [v + 20.0 for v in y]
+
+
+def _rooms(y: np.ndarray, lag: int, free: np.ndarray | None = None) -> list[float]:
+    """The room the memory gives the device after each period (NaN: none, its ceiling)."""
+    mem = ReturnMemory(1)
+    out = []
+    for k, v in enumerate(y):
+        means = {1: np.array([v]), 10: np.array([v])}
+        uppers = {1: np.array([v + 20.0]), 10: np.array([v + 20.0])}
+        mem.step(np.array([v]), np.array([lag]), means, uppers,
+                 None if free is None else free[k:k + 1])
+        out.append(float(mem.room[0]))
+    return out
+
+
+def test_a_known_pause_gives_room_until_just_before_its_return() -> None:
+    y = _trace(400, [(100, 15), (302, 15)])
+    room = _rooms(y, lag=7)
+    given = [k for k in range(len(y)) if not np.isnan(room[k])]
+    # none in the first checkpoint (its length unknown); in the second, from the period it
+    # is known for a pause (PAUSE_MIN low ones) to ROOM_AHEAD periods before the return
+    back = 302 + 15
+    assert given == list(range(302 + PAUSE_MIN - 1, back - ROOM_AHEAD))
+    assert all(room[k] == CKPT + MATCH * BUSY for k in given)  # what it draws, and a margin
+    # a capped device's power is its cap's: it says nothing of a pause, so no room
+    free = np.ones(len(y), bool)
+    free[300:330] = False
+    assert all(np.isnan(r) for r in _rooms(y, lag=7, free=free))
+    # no period, or a pause of another kind: none
+    assert all(np.isnan(r) for r in _rooms(y, lag=0))
+    y2 = _trace(400, [(100, 15)])
+    y2[300:325] = 201.0
+    assert all(np.isnan(r) for r in _rooms(y2, lag=7))

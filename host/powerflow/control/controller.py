@@ -152,17 +152,22 @@ class RackController:
             self.last_power[dv.id] = float(y[k])
             u[k, 0] = 0.0 if ob.utilisation is None else float(ob.utilisation)
         means, uppers, models = self.forecaster.step(y, u, stale)
-        if self.returns is not None:
-            means, uppers = self.returns.step(y, self.forecaster.lags, means, uppers)
-        self._record_jump(t, float(y.sum()))
         # the caps in force while the devices were measured: a device held at its cap shows
-        # its cap, not whether a hinted pause holds
+        # its cap, not whether a pause (hinted or learnt) holds
         caps = self.last.caps if self.last is not None else {}
+        if self.returns is not None:
+            free = np.array([self.hints.free(dv.id, float(y[k]), caps)
+                             for k, dv in enumerate(self.rack.devices)])
+            means, uppers = self.returns.step(y, self.forecaster.lags, means, uppers, free)
+        self._record_jump(t, float(y.sum()))
         if self.hints.active:
             means, uppers = self.hints.fold(t, self.policy.period_s, self.dev_index, means,
                                             uppers, y, caps)
         self.room = (self.hints.room(t, self.policy.period_s, self.dev_index, y, caps)
                      if self.hints.active else {})
+        if self.returns is not None:  # a learnt pause gives room as a pause hint does
+            for i in np.flatnonzero(np.isfinite(self.returns.room)):
+                self.room.setdefault(self.rack.devices[i].id, float(self.returns.room[i]))
         pmax = self.pmax.copy()
         for dev, cap in self.policy.p_max_w.items():
             pmax[self.dev_index[dev]] = cap

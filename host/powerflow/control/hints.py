@@ -266,7 +266,7 @@ class HintBook:
                     k = index[dv]
                     if inside is not None:
                         if (measured is not None and measured[k] <= inside.watts + self.tol(dv)
-                                and self._free(dv, float(measured[k]), caps)):
+                                and self.free(dv, float(measured[k]), caps)):
                             means[hz][k] = min(means[hz][k], inside.watts)
                             uppers[hz][k] = min(uppers[hz][k], inside.watts + self.tol(dv))
                     elif now < rise + period_s:
@@ -283,7 +283,7 @@ class HintBook:
                 for dv in h.devices:
                     k = index[dv]
                     if (self._idle_after(h, dv, float(measured[k]), named)
-                            and self._free(dv, float(measured[k]), caps)):
+                            and self.free(dv, float(measured[k]), caps)):
                         means[hz][k] = min(means[hz][k], measured[k])
                         uppers[hz][k] = min(uppers[hz][k], measured[k] + self.tol(dv))
         return means, uppers
@@ -317,18 +317,18 @@ class HintBook:
                 continue
             for dv in h.devices:
                 w = float(measured[index[dv]])
-                if w <= inside.watts + self.tol(dv) and self._free(dv, w, caps):
+                if w <= inside.watts + self.tol(dv) and self.free(dv, w, caps):
                     out[dv] = inside.watts + self.tol(dv)
         for h in self.ended.values():
             if until >= h.end_t + END_HOLD_S:
                 continue
             for dv in h.devices:
                 w = float(measured[index[dv]])
-                if self._idle_after(h, dv, w, named) and self._free(dv, w, caps):
+                if self._idle_after(h, dv, w, named) and self.free(dv, w, caps):
                     out[dv] = min(out.get(dv, math.inf), w + self.tol(dv))
         return out
 
-    def _free(self, device: str, measured_w: float,
+    def free(self, device: str, measured_w: float,
               caps: Mapping[str, float | None] | None) -> bool:
         """Whether `device`'s measured power (W) is its own choice: no cap in force holds it
         there (it draws less than its cap by the tolerance)."""

@@ -20,6 +20,12 @@ What a pause is, and each device's busy level, come from the forecaster's own tr
 runs and pauses (`StepRuns`, forecast/runs.py), which also anchors the seasonal model's
 phase: one tracker, one rule.
 
+While such a device is in a pause whose return is expected later than ROOM_AHEAD periods
+from now, the memory also says what a pause hint would (`room`): the device stays low over
+the next periods, so the caps need keep it only what it draws now and a margin, not its
+whole ceiling, and lower classes get the rest. Room, not a cap: a device that comes back
+early is not held back, and the next period keeps it its ceiling again.
+
 It only ever raises a forecast, never lowers one. Pure computation on arrays (one column per
 device), one `step` a control period; lengths and times in periods.
 """
@@ -40,6 +46,9 @@ REMEMBER = 4  # pauses remembered per device
 # in whole periods, and its first or last may straddle a step's dip): the forecast is raised
 # over the horizons within this of it
 JITTER = 1
+# room is given while the return is expected later than this many periods from now (past the
+# period the caps are set for, and JITTER), as a pause hint gives it
+ROOM_AHEAD = 2 + JITTER
 
 
 class ReturnMemory:
@@ -57,12 +66,17 @@ class ReturnMemory:
         self.seen: list[deque[tuple[float, int]]] = [deque(maxlen=REMEMBER)
                                                      for _ in range(n_dev)]  # (W, periods)
         self.back_until = np.zeros(n_dev, np.int64)  # period up to which a return is held
+        # W of room the caps need keep each device (NaN: its ceiling), from the last `step`
+        self.room = np.full(n_dev, np.nan)
 
     def step(self, y: Floats, lags: NDArray[np.int64], means: dict[int, Floats],
-             uppers: dict[int, Floats]) -> tuple[dict[int, Floats], dict[int, Floats]]:
+             uppers: dict[int, Floats], free: NDArray[np.bool_] | None = None
+             ) -> tuple[dict[int, Floats], dict[int, Floats]]:
         """Observe this period's power `y` (W) and the devices' periods `lags` (0: none);
         return the forecasts (per horizon in periods, W per device) with expected returns
-        raised, as new arrays."""
+        raised, as new arrays, and set `room`. `free`: the devices whose power is their own
+        (no cap held them at it while measured; default all) — a capped device's power says
+        nothing of whether it is paused, and is given no room."""
         y = np.asarray(y, float)
         r = self.runs
         if self.own:
@@ -84,6 +98,8 @@ class ReturnMemory:
         self.level_sum = np.where(low, self.level_sum + y, 0.0)
         means = {h: m.copy() for h, m in means.items()}
         uppers = {h: m.copy() for h, m in uppers.items()}
+        self.room = np.full(self.n, np.nan)
+        free = np.ones(self.n, bool) if free is None else np.asarray(free, bool)
         for h in uppers:  # back lately: the bound held at the busy level (vectorised)
             held = self.back_until >= t + h
             uppers[h] = np.where(held, np.maximum(uppers[h], busy), uppers[h])
@@ -97,6 +113,8 @@ class ReturnMemory:
             if not backs:
                 continue
             back = min(backs)
+            if back > t + ROOM_AHEAD and free[k]:  # low until after the period capped for
+                self.room[k] = y[k] + MATCH * busy[k]
             for h in means:
                 if abs(t + h - back) <= JITTER:
                     means[h][k] = max(means[h][k], busy[k])
