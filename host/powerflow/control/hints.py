@@ -329,7 +329,7 @@ class HintBook:
         return out
 
     def free(self, device: str, measured_w: float,
-              caps: Mapping[str, float | None] | None) -> bool:
+             caps: Mapping[str, float | None] | None) -> bool:
         """Whether `device`'s measured power (W) is its own choice: no cap in force holds it
         there (it draws less than its cap by the tolerance)."""
         cap = None if caps is None else caps.get(device)
