@@ -6,8 +6,7 @@ Pure computation (no I/O). Steps, each explained in the result:
    what the feed breaker allows, what the battery can add; a ramp-rate limit on the feed;
 2. caps: when the P95 demand exceeds supply, devices are capped in strict priority order
    (nobody is throttled while a lower-priority device is above its minimum), with
-   hysteresis and a staggered, randomised release of only as many as supply can take
-   rising to their ceilings; each class above the one capped keeps
+   hysteresis and a staggered, randomised release; each class above the one capped keeps
    room for its ceiling (p_max_w), or for less where a hint says a device stays low over
    the period and measurement agrees (`DeviceView.room_w`);
 3. battery: keep the feed under its limit (peak shaving: the unit's own loop meets the
@@ -229,25 +228,13 @@ class Allocator:
             if caps[d.id] is not None:
                 binding[d.id] = "policy p_max_w"
         if total <= pol.uncap_below * supply or (not mem.capped and total <= pol.cap_at * supply):
-            # release: staggered, a few per period in random order, and only as many as
-            # supply can take rising to their ceilings: a capped device draws its cap, so its
-            # forecast says nothing of what it will draw once free (two CPUs released at
-            # once into a burst took inference-day's feed over its limit)
+            # release: staggered, a few per period in random order
             order = list(mem.capped)
             mem.rng.shuffle(order)
-            index = {d.id: i for i, d in enumerate(devs)}
-            room_left = pol.cap_at * supply - total
-            freed: list[str] = []
-            for dev in order:
-                rise = float(pmax[index[dev]]) - mem.capped[dev]
-                if len(freed) < pol.release_per_period and rise <= room_left:
-                    freed.append(dev)
-                    room_left -= rise
-            held = [dev for dev in order if dev not in freed]
-            for dev in held:
+            for dev in order[pol.release_per_period:]:
                 caps[dev] = mem.capped[dev]
                 binding[dev] = "release staggered"
-            mem.capped = {dev: mem.capped[dev] for dev in held}
+            mem.capped = {dev: mem.capped[dev] for dev in order[pol.release_per_period:]}
             return caps, binding
         budget = pol.cap_target * supply
         give = pmin.copy()
