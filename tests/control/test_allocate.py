@@ -147,6 +147,26 @@ def test_a_segment_cut_off_from_every_running_converter_gets_its_tie_closed() ->
     assert a.nodes[2]["why"] == "unavailable: test"
 
 
+def test_caps_are_released_only_as_far_as_supply_takes_the_released_at_their_ceilings() -> None:
+    """A capped device draws its cap, so its P95 says nothing of what it will draw once
+    free: caps come off (two a period at most) only while supply can take each released
+    device rising to its ceiling (small-pod, no battery, three CPUs held at 40 W)."""
+    rack = load_rack(ROOT / "examples" / "racks" / "small-pod.toml")
+
+    def release(gpu_w: float) -> set[str]:
+        dem = {"gpu0": gpu_w, "gpu1": gpu_w, "gpu2": gpu_w, "gpu3": gpu_w, "cpu0": 100.0,
+               "cpu1": 40.0, "cpu2": 40.0, "cpu3": 40.0}
+        mem = Memory()
+        mem.capped = {"cpu1": 40.0, "cpu2": 40.0, "cpu3": 40.0}
+        a = Allocator(rack).allocate(view(rack, demand=dem), Policy(), mem)
+        freed = {d for d in ("cpu1", "cpu2", "cpu3") if a.devices[d]["cap_w"] is None}
+        assert freed.isdisjoint(mem.capped)
+        return freed
+
+    assert len(release(150.0)) == 2  # room for two rising 110 W: the staggered two
+    assert len(release(200.0)) == 1  # room for one only (two went at once before)
+
+
 def test_late_optimiser_sends_the_safe_allocation() -> None:
     a = Allocator(SMALL).allocate(view(SMALL), Policy(optimise_deadline_ms=1.0), Memory())
     # the QP and the load flows take longer than a millisecond on any machine here

@@ -279,6 +279,8 @@ class DevicePlan(BaseModel):
     forecast_w: float = Field(description="mean forecast, W")
     p95_w: float = Field(description="P95 forecast, W")
     cap_w: float | None = Field(description="cap, W; null: uncapped")
+    ceiling_w: float | None = Field(None, description="the most it may draw (its p_max_w, or "
+                                    "the policy's), W; a cap below it is the supply's")
     ready_w: float = Field(0.0, description="supply held ready for a job hinted to start "
                                             "soon, W (0: none); converters only, no caps")
     room_w: float | None = Field(None, description="room the caps keep for it while lower "

@@ -6,7 +6,8 @@ Pure computation (no I/O). Steps, each explained in the result:
    what the feed breaker allows, what the battery can add; a ramp-rate limit on the feed;
 2. caps: when the P95 demand exceeds supply, devices are capped in strict priority order
    (nobody is throttled while a lower-priority device is above its minimum), with
-   hysteresis and a staggered, randomised release; each class above the one capped keeps
+   hysteresis and a staggered, randomised release of only as many as supply can take
+   rising to their ceilings; each class above the one capped keeps
    room for its ceiling (p_max_w), or for less where a hint says a device stays low over
    the period and measurement agrees (`DeviceView.room_w`);
 3. battery: keep the feed under its limit (peak shaving: the unit's own loop meets the
@@ -228,13 +229,25 @@ class Allocator:
             if caps[d.id] is not None:
                 binding[d.id] = "policy p_max_w"
         if total <= pol.uncap_below * supply or (not mem.capped and total <= pol.cap_at * supply):
-            # release: staggered, a few per period in random order
+            # release: staggered, a few per period in random order, and only as many as
+            # supply can take rising to their ceilings: a capped device draws its cap, so its
+            # forecast says nothing of what it will draw once free (two CPUs released at
+            # once into a burst took inference-day's feed over its limit)
             order = list(mem.capped)
             mem.rng.shuffle(order)
-            for dev in order[pol.release_per_period:]:
+            index = {d.id: i for i, d in enumerate(devs)}
+            room_left = pol.cap_at * supply - total
+            freed: list[str] = []
+            for dev in order:
+                rise = float(pmax[index[dev]]) - mem.capped[dev]
+                if len(freed) < pol.release_per_period and rise <= room_left:
+                    freed.append(dev)
+                    room_left -= rise
+            held = [dev for dev in order if dev not in freed]
+            for dev in held:
                 caps[dev] = mem.capped[dev]
                 binding[dev] = "release staggered"
-            mem.capped = {dev: mem.capped[dev] for dev in order[pol.release_per_period:]}
+            mem.capped = {dev: mem.capped[dev] for dev in held}
             return caps, binding
         budget = pol.cap_target * supply
         give = pmin.copy()
@@ -385,10 +398,12 @@ class Allocator:
                                     "plan limit" if on[k] and share > 0.99 * plim[k] else "none")}
         devices = {}
         for k, d in enumerate(self.dev_ids):
+            dd = self.rack.devices[k]
             devices[d] = {"measured_w": round(float(view.devices[k].measured_w), 2),
                           "forecast_w": round(float(mean[k]), 2),
                           "p95_w": round(float(upper[k]), 2),
                           "cap_w": None if (c := caps[d]) is None else round(float(c), 2),
+                          "ceiling_w": round(float(pol.p_max_w.get(d, dd.p_max_w)), 2),
                           "ready_w": round(float(view.devices[k].ready_w), 2),
                           "room_w": (None if (r := view.devices[k].room_w) is None
                                      else round(float(r), 2)),

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 
@@ -47,10 +48,23 @@ class RackDemand:
     classes: dict[int, ClassDemand]
 
 
+def device_p95_w(plan: dict[str, Any], p_max_w: float) -> float:
+    """A device's P95 demand as the site should see it (W): its forecast's, or, while the
+    supply holds it at a cap below its ceiling, the ceiling. A capped device draws its cap, so
+    its forecast says only that; what it would draw once free is unknown up to its ceiling,
+    which is also what the rack's own allocator takes a release to cost."""
+    cap, ceiling = plan.get("cap_w"), plan.get("ceiling_w")
+    ceiling = p_max_w if ceiling is None else float(ceiling)
+    if cap is not None and float(cap) < ceiling - 1e-6:
+        return max(float(plan["p95_w"]), ceiling)
+    return float(plan["p95_w"])
+
+
 def rack_demand(rack: Rack, alloc: Allocation | None, measured_w: float) -> RackDemand:
     """A rack controller's demand by priority, from its last allocation: forecast mean and
-    P95 per priority level, the least each level can be capped to (its devices' p_min), all
-    scaled from the devices to the feed by the allocation's own feed/device ratio."""
+    P95 per priority level (a device the supply holds capped at its ceiling: `device_p95_w`),
+    the least each level can be capped to (its devices' p_min), all scaled from the devices
+    to the feed by the allocation's own feed/device ratio."""
     classes: dict[int, list[float]] = {}
     if alloc is None:
         for dv in rack.devices:
@@ -67,7 +81,7 @@ def rack_demand(rack: Rack, alloc: Allocation | None, measured_w: float) -> Rack
             v = alloc.devices[dv.id]
             c = classes.setdefault(dv.priority, [0.0, 0.0, 0.0])
             c[0] += v["forecast_w"]
-            c[1] += v["p95_w"]
+            c[1] += device_p95_w(v, dv.p_max_w)
             c[2] += dv.p_min_w
         on = sum(n["plan_limit_w"] for n in alloc.nodes.values() if n["on"])
         headroom = max(on - sum(n["share_w"] for n in alloc.nodes.values()), 0.0)
