@@ -142,3 +142,32 @@ def test_bad_fault_scripts(tmp_path: Path, name: str) -> None:
     rack = tmp_path / "rack.toml"
     rack.write_text(SMALL)
     refused(run(str(rack), "--emulate", "--faults", str(p)), str(p), needle)
+
+
+JOBS_OK = "[[job]]\nkind = 'training'\ndevices = ['gpu0', 'gpu1']\n"
+JOB_CASES = {
+    "no jobs": ('[scenario]\nrack = "rack.toml"\nduration_s = 60\n', "no [[job]] tables"),
+    "an unknown device": ('[scenario]\nrack = "rack.toml"\nduration_s = 60\n'
+                          + JOBS_OK.replace("gpu1", "gpu9"), "no device 'gpu9' in the rack"),
+    "a parameter out of range": ('[scenario]\nrack = "rack.toml"\nduration_s = 60\n' + JOBS_OK
+                                 + "iteration_s = 0\n", "iteration_s"),
+    "another rack's devices": ('[scenario]\nrack = "' + str(ROOT / "examples" / "racks"
+                                                          / "large.toml")
+                               + '"\nduration_s = 60\n' + JOBS_OK.replace(
+                                   "'gpu0', 'gpu1'", "'dev000'"),
+                               "its jobs are for rack 'large'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JOB_CASES))
+def test_bad_job_files(tmp_path: Path, name: str) -> None:
+    """`run --emulate --jobs FILE` refuses a scenario file whose jobs cannot drive this
+    rack, before anything starts; without --emulate, --jobs is refused."""
+    text, needle = JOB_CASES[name]
+    p = tmp_path / "jobs.toml"
+    p.write_text(text)
+    rack = tmp_path / "rack.toml"
+    rack.write_text(SMALL)
+    refused(run(str(rack), "--emulate", "--jobs", str(p)), str(p), needle)
+    if name == "no jobs":
+        refused(run(str(rack), "--jobs", str(p)), "--jobs needs --emulate")

@@ -113,6 +113,11 @@ def _add_host(sub: argparse._SubParsersAction) -> None:
                           "else $XDG_STATE_HOME/powerflow, else ~/.local/state/powerflow)")
     run.add_argument("--faults", default=None, metavar="FILE",
                      help="scripted faults for the emulated rack (TOML, [[fault]] at_s = ...)")
+    run.add_argument("--jobs", default=None, metavar="FILE",
+                     help="with --emulate: the devices follow the [[job]] tables of this "
+                          "scenario file (training, inference, batch, alibaba; with its seed "
+                          "and trace_speed) in real time, not their rack-file traces; e.g. "
+                          "examples/scenarios/training-jobs.toml")
     run.add_argument("--telemetry-ms", type=_telemetry_ms, default=500, metavar="MS", help="telemetry period asked of every node, ms (10..60000; "
                                         "default 500)")
     run.add_argument("--no-start", action="store_true",
@@ -929,6 +934,8 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error(str(e))
     if args.faults and not args.emulate:
         parser.error("--faults needs --emulate (faults are injected into the emulator)")
+    if args.jobs and not args.emulate:
+        parser.error("--jobs needs --emulate (jobs drive the emulated devices)")
     try:
         sock = listen(args.bind, args.port or DEFAULT_PORT)
     except ListenError as e:
@@ -939,8 +946,13 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     faults = None
     site = None
+    jobs = None
     try:
         rk = load_rack_checked(args.rack)
+        if args.jobs:
+            from powerflow.scenario.spec import load_jobs
+
+            jobs = load_jobs(args.jobs, rk)
         if args.site:
             site = _site_options(args, rk.name)
         if args.faults:
@@ -964,7 +976,7 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                                  telemetry_ms=args.telemetry_ms, faults=faults,
                                  control=not args.no_control, api=api,
                                  physics_log=args.physics_log, sock=sock, state=args.state_dir,
-                                 live=interactive, site=site, deadline=deadline))
+                                 live=interactive, site=site, deadline=deadline, jobs=jobs))
     except RackError as e:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2

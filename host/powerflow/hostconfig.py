@@ -18,7 +18,7 @@ from powerflow.tomlfile import read_toml
 
 # options whose values are files or folders: relative to the config file's folder
 PATH_OPTIONS = {"rack", "db", "state_dir", "faults", "tokens", "tls_cert", "tls_key",
-                "physics_log"}
+                "physics_log", "jobs"}
 NOT_IN_FILES = {"help", "config"}
 
 

@@ -30,6 +30,7 @@ from powerflow.api.app import create_app
 from powerflow.api.auth import AuthConfigError, Tokens
 from powerflow.api.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_TIMEOUT_S
 from powerflow.emulator.faults import Fault
+from powerflow.emulator.workloads import JobPlan
 from powerflow.ui import DEFAULT_PORT, node_table
 from powerflow.link.transport import LinkAddress
 from powerflow.manager import NodeManager
@@ -163,7 +164,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                    physics_log: str | Path | None = None, sock: socket.socket | None = None,
                    state: str | Path | None = None,
                    site: SiteOptions | None = None,
-                   deadline: StopDeadline | None = None) -> dict[str, Any]:
+                   deadline: StopDeadline | None = None,
+                   jobs: JobPlan | None = None) -> dict[str, Any]:
     """Run the host until `duration` s have passed (None: forever) or SIGINT/SIGTERM. `sock`
     is the API's listening socket if the caller bound it already (the CLI binds it before
     anything else, so a port in use fails at once); `state` the state directory (see
@@ -171,7 +173,8 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
     nodes are drawn as a table on stdout (a terminal) and the log lines go above it; without,
     the log (stderr) has a status line every STATUS_EVERY_S. Whatever was started is
     stopped again on every way out, errors included; `deadline`, if given, is armed as the
-    stop begins (the caller disarms it once the process may end)."""
+    stop begins (the caller disarms it once the process may end). `jobs`: the emulated
+    rack's devices follow a scenario's jobs, not their traces."""
     api = api or ApiOptions()
     api.check()
     stop = asyncio.Event()
@@ -192,7 +195,7 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
         if emulate:
             from powerflow.emulator.rack_service import RackService
 
-            emu = RackService(rack, log_path=physics_log)
+            emu = RackService(rack, log_path=physics_log, jobs=jobs)
             up.callback(emu.stop)
             addresses = emu.start()
         else:

@@ -34,6 +34,7 @@ from powerflow.emulator.node_process import NodeProcess
 from powerflow.emulator.physics import RackPhysics, SensorFault
 from powerflow.emulator.ptybridge import LinkFaults, PtyBridge
 from powerflow.emulator.registers import RegisterFiles, register_folder
+from powerflow.emulator.workloads import JobPlan, Workload
 from powerflow.link.transport import LinkAddress
 from powerflow.model.rack import Rack
 
@@ -67,9 +68,14 @@ class EmulatedNode:
 
 class EmulatedRack:
     def __init__(self, rack: Rack, seed: int = 0, heap: str = "100K",
-                 log_path: str | Path | None = None) -> None:
+                 log_path: str | Path | None = None, jobs: JobPlan | None = None) -> None:
+        """`jobs`: devices under a scenario's jobs follow them, not their traces."""
         self.rack = rack
         self.physics = RackPhysics(rack, seed)
+        if jobs is not None and jobs.jobs:
+            self.physics.workload = Workload(len(rack.devices), jobs.jobs, jobs.seed)
+            self.physics.trace_speed = jobs.trace_speed
+            self.physics._update_devices(0.0)  # the demand at t = 0 is the jobs'
         self._tmp = tempfile.TemporaryDirectory(prefix="pfrack-", dir=register_folder())
         self.folder = Path(self._tmp.name)
         self.heap = heap

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from powerflow.link.transport import LinkAddress
+from powerflow.emulator.workloads import JobPlan
 from powerflow.model.rack import Rack
 
 ANSWER_TIMEOUT_S = 10.0
@@ -30,7 +31,8 @@ CALLS = frozenset({"fail_converter", "sensor_fault", "link_faults", "kill_node",
                    "apply_devices", "battery_state", "status"})
 
 
-def _serve(rack: Rack, seed: int, heap: str, log_path: str | None, conn: Connection) -> None:
+def _serve(rack: Rack, seed: int, heap: str, log_path: str | None, jobs: JobPlan | None,
+           conn: Connection) -> None:
     """The rack process: start the rack, then answer the host's requests until told to stop."""
     try:
         import ctypes
@@ -41,7 +43,7 @@ def _serve(rack: Rack, seed: int, heap: str, log_path: str | None, conn: Connect
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host's Ctrl-C is the host's to handle
     from powerflow.emulator.rack_emulator import EmulatedRack
 
-    emu = EmulatedRack(rack, seed, heap, log_path)
+    emu = EmulatedRack(rack, seed, heap, log_path, jobs)
     try:
         conn.send(("ok", emu.start()))
         while True:
@@ -63,10 +65,10 @@ class RackService:
     """The host's handle on the rack process; the same calls as `EmulatedRack`."""
 
     def __init__(self, rack: Rack, seed: int = 0, heap: str = "100K",
-                 log_path: str | Path | None = None) -> None:
+                 log_path: str | Path | None = None, jobs: JobPlan | None = None) -> None:
         self.rack = rack
         self.nodes = {n.id: None for n in rack.nodes}  # which nodes there are
-        self._args = (rack, seed, heap, str(log_path) if log_path else None)
+        self._args = (rack, seed, heap, str(log_path) if log_path else None, jobs)
         self._conn: Connection | None = None
         self._proc: Any = None
         self._lock = threading.Lock()

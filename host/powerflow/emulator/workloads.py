@@ -109,6 +109,16 @@ UTIL_PARAMS = ("init_util", "busy_util", "dip_util", "checkpoint_util", "eval_ut
                "idle_util", "peak_util", "trough_util", "burst_util", "job_util")
 
 
+@dataclass(frozen=True)
+class JobPlan:
+    """A scenario's jobs with the seed and trace speed they run under: what the emulated
+    rack's devices follow in place of their traces (`powerflow run --emulate --jobs`)."""
+
+    jobs: tuple[Job, ...]
+    seed: int = 0
+    trace_speed: float = 1.0  # trace time per rack time
+
+
 class Workload:
     """The jobs of a scenario, evaluated for all devices at once: `utilisation(t)` gives an
     array over the rack's devices, NaN where no job owns the device (its trace applies)."""

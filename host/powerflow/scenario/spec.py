@@ -33,7 +33,7 @@ from typing import Any
 
 from powerflow.control.policy import Policy, PolicyError, load_rack_checked, rack_policy
 from powerflow.emulator.faults import Fault, parse_at, parse_fault
-from powerflow.emulator.workloads import Job, alibaba_series, parse_job
+from powerflow.emulator.workloads import Job, JobPlan, alibaba_series, parse_job
 from powerflow.model.rack import Rack, RackError, FieldReader
 from powerflow.tomlfile import read_toml
 
@@ -126,6 +126,23 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario(name, rack, duration, period, seed, load_scale, speed, ambient, policy,
                     tuple(sorted(events, key=lambda e: e.at_s)), str(p),
                     _expectations(p, raw.get("expect", {})), _jobs(p, raw.get("job", []), rack))
+
+
+def load_jobs(path: str | Path, rack: Rack) -> JobPlan:
+    """The jobs of scenario file `path` (with its seed and trace speed), for `rack`: the
+    scenario's own rack must have the same devices in the same order. RackError names what
+    is wrong."""
+    sc = load_scenario(path)
+    if not sc.jobs:
+        raise RackError(f"{path}: no [[job]] tables: nothing for the devices to follow")
+    ours, theirs = [d.id for d in rack.devices], [d.id for d in sc.rack.devices]
+    if ours != theirs:
+        def named(ids: list[str]) -> str:
+            return ", ".join(ids[:6]) + (f", … ({len(ids)} devices)" if len(ids) > 6 else "")
+
+        raise RackError(f"{path}: its jobs are for rack {sc.rack.name!r} (devices "
+                        f"{named(theirs)}), not for {rack.name!r} (devices {named(ours)})")
+    return JobPlan(sc.jobs, sc.seed, sc.trace_speed)
 
 
 def _jobs(p: Path, items: Any, rack: Rack) -> tuple[Job, ...]:
