@@ -54,6 +54,8 @@ class Controller:
         self.frac = 0  # Q10 remainder of the PI increment
         self.softstart = False
         self.ss_step_mv = 1
+        self.ss_steps = 0  # control steps in TON_RISE
+        self.ss_hold = 0  # steps since the soft-start's ramp reached the command
         self.mode = MODE_CV
 
     def reset(self):
@@ -64,12 +66,14 @@ class Controller:
         self.goal_prev = 0
         self.frac = 0
         self.softstart = True
+        self.ss_hold = 0
 
     def start(self, cmd_mv):
         """Begin a soft-start towards `cmd_mv` over TON_RISE."""
         self.reset()
         cfg = self.cfg
         steps = cfg.ton_rise_ms // cfg.control_period_ms
+        self.ss_steps = steps
         self.ss_step_mv = cmd_mv // steps + 1 if steps > 0 else cmd_mv + 1
 
     def step(self, cmd_mv, vout_mv, iout_ma, ilim_ma):
@@ -83,7 +87,12 @@ class Controller:
         elif t > cmd_mv:
             t = t - rate if t - cmd_mv > rate else cmd_mv
         if self.softstart and t == cmd_mv:
-            self.softstart = False
+            # the ramp is done; the soft-start ends once the output has followed it (a
+            # bus capacitance charging lags it), so the trim starts from no error, or
+            # after another TON_RISE at most (a load's drop it is the trim's to make up)
+            self.ss_hold += 1
+            if vout_mv >= t - (t >> 6) or self.ss_hold > self.ss_steps:
+                self.softstart = False
         dt_ref = t - self.target_mv
         self.target_mv = t
         # droop: mohm * mA / 1000 = mV; sourcing current lowers the goal.
@@ -110,15 +119,27 @@ class Controller:
         # ORing blocking) with no current is not this loop's to lower; integrating down
         # there would leave the reference far under the bus, and the converter slow to
         # pick up load when the bus falls. Not while the reference is above the target
-        # (that is headroom this loop added and may take back).
-        if e < 0 and u_prev <= t and iout_ma < (cfg.iout_max_ma >> 7):
+        # (that is headroom this loop added and may take back), and then only down to
+        # the target, not past it: nor may the proportional part take it past, as an
+        # output still rising to a reference that has stopped would (the end of a
+        # soft-start read late) — with no current the output does not follow it down.
+        held = e <= 0 and iout_ma < (cfg.iout_max_ma >> 7)
+        if held and u_prev <= t:
             e = 0
         # the fraction below 1 mV is carried to the next step, or the integral
         # would stall a few mV short of the goal
         acc = self.frac + cfg.ki_q * e - cfg.kp_q * dv
+        if self.softstart:
+            # the soft-start is the reference's ramp alone: the trim waits for its end. A
+            # reading that lags the ramp (a bus capacitance charging, a sample a step
+            # old) would otherwise wind the integral up, and an unloaded bus behind ORing
+            # diodes keeps whatever it is driven to (small rack at boot: 13.97 V)
+            acc = 0
         du = acc >> Q
         self.frac = acc - (du << Q)
         u = u_prev + dt_ref + du
+        if held and u < t <= u_prev:
+            u = t
         self.mode = MODE_SOFTSTART if self.softstart else MODE_CV
         # Current limit. The output current flows through the converter's own output
         # impedance from its reference down to the measured output, so the reference that
@@ -141,8 +162,11 @@ class Controller:
                 if iout_ma > ilim_ma - (ilim_ma >> 5):
                     self.mode = MODE_CC
         # never more than the target plus the headroom to cover a 25 % drop,
-        # nor more than the rating allows
-        hi = t + (t >> 2)
+        # nor more than the rating allows; with no current to speak of there is no drop
+        # to cover (the output is the reference): 1.6 %, so a trim that a late reading
+        # winds up cannot drive an unloaded bus, which ORing keeps at its highest, out of
+        # band. A load arriving is met from there and lifts the bound the next step.
+        hi = t + (t >> 2) if iout_ma >= (cfg.iout_max_ma >> 7) else t + (t >> 6)
         if hi > cfg.vout_max_mv:
             hi = cfg.vout_max_mv
         if u > hi:

@@ -2,11 +2,13 @@
 converter comes up and regulates, the bus settles in band, no protection latches and no
 alarm is raised. (small-pod did not: its battery, ordered to shave before segment B's
 converter was on, drove B and C to 22.8 V and nodes 2 and 3 latched an overvoltage fault;
-the physics now holds a discharging battery to the band's top.) At boot, before the host's
-first allocation connects any load, the soft-start overshoots into the empty bus (small:
-to 13.25 V, 1.10 x nominal, for about a second); that stays under every node's overvoltage
-warning. The physics log is the truth; every wait is bounded. The 32-node large rack is
-left to the fast-mode tests.
+the physics now holds a discharging battery to the band's top.) Nor does the boot leave
+the band on the way: before any device draws, the converters soft-start into an empty bus
+that their ORing diodes keep at the highest it was driven to, and the small rack's went to
+13.0-14.0 V for about a second (1.08-1.16 x nominal) while the nodes' trim wound up on
+readings that lag the ramp; the firmware now lets the ramp alone drive the soft-start until
+the output has followed it (firmware/pfnode/control.py). The physics log is the truth;
+every wait is bounded. The 32-node large rack is left to the fast-mode tests.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from powerflow.model.rack import load_rack
 from powerflow.testing.chaos import running_host, wait_for
 from tests.conftest import ROOT
 
@@ -38,8 +39,7 @@ def test_a_shipped_rack_boots_in_band_with_every_converter_up(name: str, tmp_pat
 
         wait_for(settled, 20, f"{name}: every node regulating, no fault, the bus in band")
         assert not [a for a in h.api("/alarms") if a["severity"] == "critical"], h.api("/alarms")
-        # the soft-start's overshoot into a bus with no load yet (measured: small 13.25 V)
-        # stays under every node's overvoltage warning (5 % over its vout_max): nothing trips
+        # from the first line of the physics log on, the bus never went above the band
         boot = h.physics()
-        warn = min(n.vout_max for n in load_rack(RACKS / f"{name}.toml").nodes) * 1.05
-        assert boot and max(ln.vmax for ln in boot) < warn, (max(ln.vmax for ln in boot), warn)
+        assert boot and max(ln.vmax for ln in boot) <= 1.03 * bus + 0.02, max(
+            (ln.vmax, round(ln.t - boot[0].t, 2)) for ln in boot)
