@@ -62,9 +62,9 @@ def device_p95_w(plan: dict[str, Any], p_max_w: float) -> float:
 
 def rack_demand(rack: Rack, alloc: Allocation | None, measured_w: float) -> RackDemand:
     """A rack controller's demand by priority, from its last allocation: forecast mean and
-    P95 per priority level (a device the supply holds capped at its ceiling: `device_p95_w`),
-    the least each level can be capped to (its devices' p_min), all scaled from the devices
-    to the feed by the allocation's own feed/device ratio."""
+    P95 per priority level (a device the supply holds below its ceiling counted at its
+    ceiling: `device_p95_w`), the least each level can be capped to (its devices' p_min),
+    all scaled from the devices to the feed by the allocation's own feed/device ratio."""
     classes: dict[int, list[float]] = {}
     if alloc is None:
         for dv in rack.devices:
