@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from powerflow.testing.chaos import cpu_hogs, running_host, wait_for
+from tests.chaos.early_return import await_return_and_withdrawal, check_the_rack_after
 from tests.conftest import ROOT
 
 BREAKER_W = 800.0
@@ -60,29 +61,7 @@ def test_a_wrong_pause_hint_under_cpu_starvation(tight_rack: Path, tmp_path: Pat
         with cpu_hogs(4 * cores, 25.0):
             # the GPUs come back (the trace's checkpoint ends at 20 s of rack time) long
             # before the hinted end: the room goes within a few of the host's periods
-            back = wait_for(lambda: next((ln.t for ln in h.physics(t0)
-                                          if ln.demand[k0] > 250.0), None),
-                            40, "the GPU back from its checkpoint (physics log)")
-            periods_at_back = h.api("/control")["periods"]
-
-            def withdrawn() -> int | None:
-                a = h.api("/allocation")
-                if a["devices"][GPU0]["room_w"] is None and a["devices"][GPU2]["room_w"] is None:
-                    return int(h.api("/control")["periods"])
-                return None
-
-            done_at = wait_for(withdrawn, 20, "the room withdrawn after the early return")
-            # the disturbance itself: the starvation lasts 6 s past the return
-            time.sleep(max(0.0, back + 6.0 - time.time()))
-        assert done_at - periods_at_back <= 3, (periods_at_back, done_at)
-        lines = h.physics(back - 2.0, back + 6.0)
-        assert lines
+            back = await_return_and_withdrawal(h, t0, (GPU0, GPU2),
+                                               lambda ln: ln.demand[k0] > 250.0)
         # the priority-1 GPU is never capped under its demand: room is never a cap on it
-        worst = min(ln.cap[k0] - ln.demand[k0] for ln in lines)
-        assert worst > -0.5, worst
-        assert min(ln.vmin for ln in lines) >= 0.95 * 12.0, min(ln.vmin for ln in lines)
-        over = [ln for ln in lines if ln.feed > BREAKER_W]
-        # log lines are 0.1 s apart: at most 2 s over the limit, by at most the room given
-        assert len(over) <= 20, [(round(ln.t - back, 1), ln.feed) for ln in over]
-        assert max((ln.feed for ln in over), default=0.0) < BREAKER_W + given, over
-        assert all(a["kind"] != "safe_mode" for a in h.api("/alarms"))
+        check_the_rack_after(h, back, [k0], BREAKER_W, given)

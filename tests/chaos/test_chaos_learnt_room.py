@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from powerflow.testing.chaos import cpu_hogs, running_host, wait_for
+from tests.chaos.early_return import await_return_and_withdrawal, check_the_rack_after
 from tests.conftest import ROOT
 
 BREAKER_W = 800.0
@@ -85,29 +86,6 @@ def test_room_from_a_learnt_pause_under_cpu_starvation(tight_rack: tuple[Path, P
         cores = os.cpu_count() or 2
         with cpu_hogs(4 * cores, 25.0):
             # the evaluation ends after 6 s, before the 12 s learnt: the GPUs come back
-            back = wait_for(lambda: next((ln.t for ln in h.physics(t0)
-                                          if all(ln.demand[i] > 250.0 for i in k)), None),
-                            30, "the GPUs back from their evaluation (physics log)")
-            periods_at_back = h.api("/control")["periods"]
-
-            def withdrawn() -> int | None:
-                d = h.api("/allocation")["devices"]
-                if all(d[g]["room_w"] is None for g in GPUS):
-                    return int(h.api("/control")["periods"])
-                return None
-
-            done_at = wait_for(withdrawn, 20, "the room withdrawn after the early return")
-            # the disturbance itself: the starvation lasts 6 s past the return
-            time.sleep(max(0.0, back + 6.0 - time.time()))
-        assert done_at - periods_at_back <= 3, (periods_at_back, done_at)
-        lines = h.physics(back - 2.0, back + 6.0)
-        assert lines
-        # the priority-1 GPUs are never capped under their demand: room is never a cap
-        worst = min(ln.cap[i] - ln.demand[i] for ln in lines for i in k)
-        assert worst > -0.5, worst
-        assert min(ln.vmin for ln in lines) >= 0.95 * 12.0, min(ln.vmin for ln in lines)
-        over = [ln for ln in lines if ln.feed > BREAKER_W]
-        # log lines are 0.1 s apart: at most 2 s over the limit, by at most the room handed
-        assert len(over) <= 20, [(round(ln.t - back, 1), ln.feed) for ln in over]
-        assert max((ln.feed for ln in over), default=0.0) < BREAKER_W + handed, over
-        assert all(a["kind"] != "safe_mode" for a in h.api("/alarms"))
+            back = await_return_and_withdrawal(h, t0, GPUS,
+                                               lambda ln: all(ln.demand[i] > 250.0 for i in k))
+        check_the_rack_after(h, back, k, BREAKER_W, handed)
