@@ -28,16 +28,20 @@ from tests.conftest import ROOT
 
 BREAKER_W = 800.0
 GPUS = ("gpu0", "gpu1")  # both priority 1, under the training job
-# Job time: steps of 4 s from 5 s; checkpoints (12 s at 0.15) every 30 s of steps, and
-# evaluations at the same level for 6 s every 75 s: the one at 80-86 s of rack time comes
-# after two checkpoints (the first the forecaster can learn is at 65 s, once it has found
-# the job's step period)
+# The host's period is halved and the job's trace runs twice as fast, so the job is the
+# same in periods and the test takes half the time (the forecaster needs 60 periods before
+# it looks for a job's step period). Trace time: steps of 4 s from 5 s; checkpoints (12 s
+# at 0.15) every 30 s of steps, and evaluations at the same level for 6 s every 75 s: the
+# one at 80-86 s of trace time (40-43 s of rack time) comes after two checkpoints (the first
+# the forecaster can learn is at 65 s, once it has found the job's step period)
+PERIOD_S = 0.5
 JOBS = """
 [scenario]
 name = "a learnt pause, and an early return"
 rack = "tight-pod.toml"
 duration_s = 600
 seed = 3
+trace_speed = 2.0
 
 [[job]]
 kind = "training"
@@ -58,7 +62,8 @@ def tight_rack(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert "breaker_limit_w = 1300.0" in text
     folder = tmp_path_factory.mktemp("rack")
     rack = folder / "tight-pod.toml"
-    rack.write_text(text.replace("breaker_limit_w = 1300.0", f"breaker_limit_w = {BREAKER_W}"))
+    rack.write_text(text.replace("breaker_limit_w = 1300.0", f"breaker_limit_w = {BREAKER_W}")
+                    + f"\n[policy]\nperiod_s = {PERIOD_S}\n")
     jobs = folder / "learnt-pause.toml"
     jobs.write_text(JOBS)
     return rack, jobs
@@ -71,7 +76,7 @@ def test_room_from_a_learnt_pause_under_cpu_starvation(tight_rack: tuple[Path, P
     ids = [d["id"] for d in devices]
     ceiling = {d["id"]: d["p_max_w"] for d in devices}
     k = [ids.index(g) for g in GPUS]
-    with running_host(tmp_path, rack, "--jobs", str(jobs)) as h:
+    with running_host(tmp_path, rack, "--jobs", str(jobs), "--telemetry-ms", "250") as h:
         # the room is given out: a pause of the learnt kind, its return still ahead
         def room_out() -> dict[str, float] | None:
             d = h.api("/allocation")["devices"]
@@ -88,4 +93,7 @@ def test_room_from_a_learnt_pause_under_cpu_starvation(tight_rack: tuple[Path, P
             # the evaluation ends after 6 s, before the 12 s learnt: the GPUs come back
             back = await_return_and_withdrawal(h, t0, GPUS,
                                                lambda ln: all(ln.demand[i] > 250.0 for i in k))
+        # early: within the evaluation's 6 periods of the room's first (its fourth low
+        # one), long before the learnt 12 periods would have had them back
+        assert back - t0 < 6 * PERIOD_S, back - t0
         check_the_rack_after(h, back, k, BREAKER_W, handed)
