@@ -215,7 +215,7 @@ class Allocator:
         devs = self.rack.devices
         prio = np.array([pol.priorities.get(d.id, d.priority) for d in devs])
         pmin = np.array([pol.p_min_w.get(d.id, d.p_min_w) for d in devs])
-        pmax = np.array([pol.p_max_w.get(d.id, d.p_max_w) for d in devs])
+        pmax = np.array([pol.ceiling_w(d) for d in devs])
         want = np.clip(np.array([dv.upper_w for dv in view.devices]), 0.0, pmax)
         # the room each device is kept while others are capped: its ceiling, or less where a
         # hint says (and measurement agrees) that it stays low over the period
@@ -235,19 +235,17 @@ class Allocator:
             # once into a burst took inference-day's feed over its limit)
             order = list(mem.capped)
             mem.rng.shuffle(order)
-            index = {d.id: i for i, d in enumerate(devs)}
-            room_left = pol.cap_at * supply - total
-            freed: list[str] = []
+            ceiling = {d.id: float(pmax[i]) for i, d in enumerate(devs)}
+            room_left, freed = pol.cap_at * supply - total, 0
+            held: dict[str, float] = {}
             for dev in order:
-                rise = float(pmax[index[dev]]) - mem.capped[dev]
-                if len(freed) < pol.release_per_period and rise <= room_left:
-                    freed.append(dev)
-                    room_left -= rise
-            held = [dev for dev in order if dev not in freed]
-            for dev in held:
-                caps[dev] = mem.capped[dev]
+                rise = ceiling[dev] - mem.capped[dev]
+                if freed < pol.release_per_period and rise <= room_left:
+                    freed, room_left = freed + 1, room_left - rise
+                    continue
+                held[dev] = caps[dev] = mem.capped[dev]
                 binding[dev] = "release staggered"
-            mem.capped = {dev: mem.capped[dev] for dev in held}
+            mem.capped = held
             return caps, binding
         budget = pol.cap_target * supply
         give = pmin.copy()
@@ -398,12 +396,11 @@ class Allocator:
                                     "plan limit" if on[k] and share > 0.99 * plim[k] else "none")}
         devices = {}
         for k, d in enumerate(self.dev_ids):
-            dd = self.rack.devices[k]
             devices[d] = {"measured_w": round(float(view.devices[k].measured_w), 2),
                           "forecast_w": round(float(mean[k]), 2),
                           "p95_w": round(float(upper[k]), 2),
                           "cap_w": None if (c := caps[d]) is None else round(float(c), 2),
-                          "ceiling_w": round(float(pol.p_max_w.get(d, dd.p_max_w)), 2),
+                          "ceiling_w": round(float(pol.ceiling_w(self.rack.devices[k])), 2),
                           "ready_w": round(float(view.devices[k].ready_w), 2),
                           "room_w": (None if (r := view.devices[k].room_w) is None
                                      else round(float(r), 2)),

@@ -336,7 +336,7 @@ class RackController:
         ready = self._ready(t)
         for dv in self.rack.devices:
             f = self.forecasts[dv.id]
-            pmax = self.policy.p_max_w.get(dv.id, dv.p_max_w)
+            pmax = self.policy.ceiling_w(dv)
             mean = min(max(f.mean_w.get(1, self.last_power[dv.id]), 0.0), pmax)
             upper = min(max(f.upper_w.get(1, mean), mean), pmax)
             devs.append(DeviceView(dv.id, mean, upper, self.last_power[dv.id],

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from powerflow.model.rack import Rack, RackError, load_rack
+from powerflow.model.rack import Device, Rack, RackError, load_rack
 
 
 class PolicyError(ValueError):
@@ -92,6 +92,10 @@ class Policy:
     # node id -> pinned output (W); 0 pins the converter out of the plan, safe mode included
     node_output_w: dict[str, float] = field(default_factory=dict)
     profile: str = "default"
+
+    def ceiling_w(self, device: Device) -> float:
+        """The most `device` may draw (W): the policy's p_max_w for it, else the rack file's."""
+        return self.p_max_w.get(device.id, device.p_max_w)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from powerflow.emulator.workloads import Workload
+from powerflow.emulator.workloads import JobPlan, Workload
 from powerflow.model.mesh import MeshIndex, conductance, port_closed
 from powerflow.model.rack import Rack
 
@@ -194,6 +194,14 @@ class RackPhysics:
         if self.battery is not None:  # charging is a constant-power load too
             self._p_max_seg[self.battery.seg] += self.battery.p_charge_max
         self._update_devices(0.0)
+
+    def follow(self, jobs: JobPlan) -> None:
+        """Put the devices under `jobs` (a scenario's, with its seed and trace speed) in place
+        of their traces, from now: the demand at this instant is already the jobs'."""
+        if jobs.jobs:
+            self.workload = Workload(len(self.rack.devices), jobs.jobs, jobs.seed)
+            self.trace_speed = jobs.trace_speed
+            self._update_devices(0.0)
 
     # ---- commands from the firmware and from fault injection --------------------------
     def set_actuators(self, node_id: int, vref_v: float, enabled: bool, ports: int) -> None:

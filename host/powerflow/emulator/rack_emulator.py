@@ -34,7 +34,7 @@ from powerflow.emulator.node_process import NodeProcess
 from powerflow.emulator.physics import RackPhysics, SensorFault
 from powerflow.emulator.ptybridge import LinkFaults, PtyBridge
 from powerflow.emulator.registers import RegisterFiles, register_folder
-from powerflow.emulator.workloads import JobPlan, Workload
+from powerflow.emulator.workloads import JobPlan
 from powerflow.link.transport import LinkAddress
 from powerflow.model.rack import Rack
 
@@ -72,10 +72,8 @@ class EmulatedRack:
         """`jobs`: devices under a scenario's jobs follow them, not their traces."""
         self.rack = rack
         self.physics = RackPhysics(rack, seed)
-        if jobs is not None and jobs.jobs:
-            self.physics.workload = Workload(len(rack.devices), jobs.jobs, jobs.seed)
-            self.physics.trace_speed = jobs.trace_speed
-            self.physics._update_devices(0.0)  # the demand at t = 0 is the jobs'
+        if jobs is not None:
+            self.physics.follow(jobs)
         self._tmp = tempfile.TemporaryDirectory(prefix="pfrack-", dir=register_folder())
         self.folder = Path(self._tmp.name)
         self.heap = heap

@@ -32,7 +32,7 @@ from powerflow.control.dcnet import DcNetwork, realise
 from powerflow.control.dispatch import Dispatcher
 from powerflow.emulator.fast import FastRack
 from powerflow.emulator.faults import apply_fault
-from powerflow.emulator.workloads import Workload
+from powerflow.emulator.workloads import JobPlan
 from powerflow.model.rack import BROWNOUT_V_PU
 from powerflow.nodeconfig import HEARTBEAT_TIMEOUT_MS, LEASE_MS, session_config
 from powerflow.scenario.spec import Event, Scenario
@@ -101,9 +101,7 @@ class ScenarioRun:
         self.fr = FastRack(rack, sc.seed, control_period_ms=STEP_MS)
         ph = self.fr.physics
         ph.load_scale, ph.trace_speed, ph.ambient_c = sc.load_scale, sc.trace_speed, sc.ambient_c
-        if sc.jobs:
-            ph.workload = Workload(len(rack.devices), sc.jobs, sc.seed)
-            ph._update_devices(0.0)  # the demand at t = 0 is the jobs'
+        ph.follow(JobPlan(sc.jobs, sc.seed, sc.trace_speed))
         for c in ph.conv.values():
             c.temp_c = sc.ambient_c
         self.ctrl = None

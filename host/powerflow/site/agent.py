@@ -48,13 +48,12 @@ class RackDemand:
     classes: dict[int, ClassDemand]
 
 
-def device_p95_w(plan: dict[str, Any], p_max_w: float) -> float:
+def device_p95_w(plan: dict[str, Any]) -> float:
     """A device's P95 demand as the site should see it (W): its forecast's, or, while the
     supply holds it at a cap below its ceiling, the ceiling. A capped device draws its cap, so
     its forecast says only that; what it would draw once free is unknown up to its ceiling,
     which is also what the rack's own allocator takes a release to cost."""
-    cap, ceiling = plan.get("cap_w"), plan.get("ceiling_w")
-    ceiling = p_max_w if ceiling is None else float(ceiling)
+    cap, ceiling = plan["cap_w"], float(plan["ceiling_w"])
     if cap is not None and float(cap) < ceiling - 1e-6:
         return max(float(plan["p95_w"]), ceiling)
     return float(plan["p95_w"])
@@ -81,7 +80,7 @@ def rack_demand(rack: Rack, alloc: Allocation | None, measured_w: float) -> Rack
             v = alloc.devices[dv.id]
             c = classes.setdefault(dv.priority, [0.0, 0.0, 0.0])
             c[0] += v["forecast_w"]
-            c[1] += device_p95_w(v, dv.p_max_w)
+            c[1] += device_p95_w(v)
             c[2] += dv.p_min_w
         on = sum(n["plan_limit_w"] for n in alloc.nodes.values() if n["on"])
         headroom = max(on - sum(n["share_w"] for n in alloc.nodes.values()), 0.0)
