@@ -233,6 +233,38 @@ def test_the_largest_joint_jump_is_remembered_for_its_memory_and_kept_in_reserve
     assert ctrl.jump_w() == 0.0  # forgotten after its memory
 
 
+def test_shedding_keeps_supply_for_every_paused_device_coming_back_at_once() -> None:
+    """Devices kept room for a pause (a hint's or a learnt one) come back together when it
+    ends: the converters kept on carry all of them rising to their ceilings, not only the
+    largest one's jump. Before, four paused GPUs on small-pod left two converters on (1,200 W)
+    for a return to 1,527 W; with the host late, two converters at their current limit let
+    the bus fall far under the band, where with no controller all four would run."""
+    rack = load_rack(ROOT / "examples" / "racks" / "small-pod.toml")
+    rating = {n.id: n.rating_w for n in rack.nodes}
+
+    def pod(paused: bool) -> RackView:
+        v = view(rack, 0.3)
+        for dv, d in zip(v.devices, rack.devices, strict=True):
+            if d.id.startswith("gpu"):
+                dv.mean_w, dv.upper_w = 113.0, 118.0
+                dv.room_w = 128.0 if paused else None
+            else:
+                dv.mean_w = d.p_min_w + 0.3 * (d.p_max_w - d.p_min_w)
+                dv.upper_w = dv.mean_w * 1.05
+        return v
+
+    def carried(a) -> float:
+        return sum(rating[i] for i, v in a.vref.items() if v is not None)
+
+    v = pod(paused=True)
+    back = sum(d.p_max_w - 113.0 for d in rack.devices if d.id.startswith("gpu"))
+    a = Allocator(rack).allocate(v, Policy(), Memory())
+    assert carried(a) >= sum(dv.upper_w for dv in v.devices) + back
+    # no pause known: one device's jump is the reserve, and light load sheds further
+    b = Allocator(rack).allocate(pod(paused=False), Policy(), Memory())
+    assert carried(b) < carried(a)
+
+
 def test_supply_readied_for_a_hinted_start_turns_converters_on_but_caps_nothing() -> None:
     """A job hinted to start soon (DeviceView.ready_w) is carried by the converters kept on,
     but nothing is capped for it before it draws: caps follow the forecast. Before, the

@@ -348,13 +348,19 @@ class Allocator:
         # the largest jump one device could make now, per segment (W)
         step = np.zeros(self.net.nseg)
         headroom = np.zeros(self.net.nseg)  # W all of a segment's devices could still rise
+        # W the devices kept room for a pause (a hint's, a learnt one) add when it ends: a
+        # job's devices come back together, so all of them, not only the largest one
+        back = np.zeros(self.net.nseg)
         if pol.step_reserve:
             np.maximum.at(step, self.dev_seg, np.maximum(capv - mean_c, 0.0))
             np.add.at(headroom, self.dev_seg, np.maximum(capv - mean_c, 0.0))
+            paused = np.array([dv.room_w is not None for dv in view.devices])
+            np.add.at(back, self.dev_seg, np.where(paused, np.maximum(capv - mean_c, 0.0), 0.0))
         try:
             if safe:
                 raise _SafeMode(safe)
-            on, node_why = self._shed(closed, load_hi, step, headroom, plim, avail, view, pol, mem)
+            on, node_why = self._shed(closed, load_hi, step, headroom, back, plim, avail, view,
+                                      pol, mem)
             lo = np.zeros(len(self.node_ids))
             for k, i in enumerate(self.node_ids):
                 if on[k] and str(i) in pol.node_output_w:
@@ -470,8 +476,8 @@ class Allocator:
         return best, why
 
     # ---- 5. phase shedding ---------------------------------------------------------------
-    def _shed(self, closed: Bools, load: Floats, step: Floats, headroom: Floats, plim: Floats,
-              avail: Bools, view: RackView,
+    def _shed(self, closed: Bools, load: Floats, step: Floats, headroom: Floats, back: Floats,
+              plim: Floats, avail: Bools, view: RackView,
               pol: Policy, mem: Memory) -> tuple[Bools, dict[int, str]]:
         nview = {nv.id: nv for nv in view.nodes}
         isl = self.net.islands(closed)
@@ -524,8 +530,12 @@ class Allocator:
                     ks.append(tired)
                     mem.last_rotation_t = view.t
             # held above the P95: the reserve, one device's jump to its max, and (step_reserve)
-            # the rack's largest recent jump as far as this island's devices can make it
-            jump = (min(view.jump_w, float(headroom[isl == lab].sum()))
+            # the rack's largest recent jump as far as this island's devices can make it, or
+            # the paused devices' return if larger (seen or not: a rack shed to two
+            # converters in a pause, the host late, had two at their current limit when the
+            # job came back and the bus fell to 9.9 V; with no controller all four run)
+            jump = (max(min(view.jump_w, float(headroom[isl == lab].sum())),
+                        float(back[isl == lab].sum()))
                     if pol.step_reserve else 0.0)
             need = max(demand * (1 + pol.reserve_frac),
                        demand + max(float(step[isl == lab].max()), jump))
