@@ -53,6 +53,8 @@ class Node:
         # commanded state
         self.cmd_mv = 0  # VOUT_COMMAND in force
         self.on = False  # the host wants the output on
+        self.wake_mv = 0  # standby: off, but start when the bus stays under this (0: plain off)
+        self.sag_steps = 0  # consecutive control steps the bus has been under wake_mv
         self.output_on = False  # the converter is running
         self.mode = d.MODE_OFF
         # events raised in step(), sent by service(): a preallocated ring
@@ -134,6 +136,19 @@ class Node:
             if due and not self.prot.faults and self.on and not self.fs.latched:
                 self._start()
                 self._push_event(d.EV_RETRY, due, 0)
+        elif self.wake_mv and not self.output_on and not self.fs.latched:
+            # standby: the host switched this converter off at light load; load came back
+            # faster than the host acts, so it starts on its own (SPEC §2, Standby)
+            if vout < self.wake_mv:
+                self.sag_steps += 1
+                if self.sag_steps >= cfg.debounce:
+                    self.on = True
+                    self.wake_mv = 0
+                    self.sag_steps = 0
+                    self._start()
+                    self._push_event(d.EV_WAKE, 0, vout)
+            else:
+                self.sag_steps = 0
         if self.output_on:
             if self.fs.latched and self.cmd_mv == 0 and self.ctrl.target_mv == 0:
                 self._stop()  # ramp-down failsafe finished
@@ -396,14 +411,20 @@ class Node:
         v = body[d.K_VOUT_COMMAND]
         mv = int(v * 1000.0 + 0.5)
         on = body.get(d.K_OPERATION, True)
+        wake = int(body.get(d.K_VOUT_WAKE, 0.0) * 1000.0 + 0.5) if not on else 0
         if mv > cfg.vout_max_mv or mv > cfg.ov_warn_mv:
             return d.RES_RANGE, d.K_VOUT_COMMAND
         if on and mv < cfg.uv_fault_mv:
             return d.RES_RANGE, d.K_VOUT_COMMAND
+        if wake and (mv <= cfg.uv_fault_mv or wake >= mv):
+            # standby starts at VOUT_COMMAND when the bus falls under VOUT_WAKE
+            return d.RES_RANGE, d.K_VOUT_WAKE
         if self.prot.latched or self.fs.latched:
             return d.RES_STATE, -1
         self.cmd_mv = mv
         self.on = on and mv > 0
+        self.wake_mv = wake
+        self.sag_steps = 0
         self.fs.grant(now, body[d.K_LEASE_MS])
         if not self.on:
             if self.output_on:
@@ -447,6 +468,8 @@ class Node:
                 if self.ev_faults[i] & (1 << p):
                     v = self.prot.value[p]
             body[d.K_VALUE] = _f(v)
+        elif code == d.EV_WAKE:
+            body[d.K_VALUE] = _f(self.ev_value[i])  # V: the bus it woke under
         self.send_body(d.MSG_EVENT, body)
 
     def feed_watchdog(self):

@@ -103,6 +103,7 @@ K_CLOSE = const(39)  # bool: close (true) or open (false)
 K_SESSION = const(40)  # uint16 session id
 K_WARNINGS = const(41)  # uint, FAULT_* bits currently in warning
 K_LEASE_LEFT_MS = const(42)  # uint: what is left of the setpoint lease
+K_VOUT_WAKE = const(43)  # V: an output held off starts when the bus falls under this
 # acknowledgement / events
 K_ACK_SEQ = const(50)  # seq of the frame acknowledged
 K_RESULT = const(51)  # uint, RES_*
@@ -195,6 +196,7 @@ EV_FAULTS_CLEARED = const(4)
 EV_FAILSAFE = const(5)  # failsafe entered (lease expiry or host silence)
 EV_RETRY = const(6)  # output restarted by a retry response
 EV_PORT = const(7)  # a port changed state
+EV_WAKE = const(8)  # a converter held off in standby started: the bus fell under VOUT_WAKE
 
 BOOT_POWER_ON = const(0)
 BOOT_WATCHDOG = const(1)

@@ -27,6 +27,7 @@ FIELDS = {
     d.K_LEASE_MS: (T_UINT, d.LEASE_MS_MIN, d.LEASE_MS_MAX),
     d.K_VOUT_COMMAND: (T_NUM, 0.0, d.VOUT_MAX_ABS),
     d.K_OPERATION: (T_BOOL, None, None),
+    d.K_VOUT_WAKE: (T_NUM, 0.0, d.VOUT_MAX_ABS),
     d.K_PORT: (T_UINT, 0, d.MAX_PORTS - 1),
     d.K_CLOSE: (T_BOOL, None, None),
     d.K_VOUT_OV_FAULT_LIMIT: (T_NUM, 0.0, d.VOUT_MAX_ABS),
@@ -55,7 +56,7 @@ FIELDS = {
 BODIES = {
     d.MSG_IDENTIFY: ((), ()),
     d.MSG_HEARTBEAT: ((d.K_UPTIME_MS,), ()),  # from the host
-    d.MSG_SETPOINT: ((d.K_VOUT_COMMAND, d.K_LEASE_MS), (d.K_OPERATION,)),
+    d.MSG_SETPOINT: ((d.K_VOUT_COMMAND, d.K_LEASE_MS), (d.K_OPERATION, d.K_VOUT_WAKE)),
     d.MSG_PORT_SWITCH: ((d.K_PORT, d.K_CLOSE), ()),
     d.MSG_CONFIG: ((), (
         d.K_VOUT_OV_FAULT_LIMIT, d.K_VOUT_OV_WARN_LIMIT, d.K_VOUT_UV_WARN_LIMIT,

@@ -129,6 +129,13 @@ def valid_vectors() -> list[dict[str, Any]]:
             d.K_MFR_VIN_MIN: 40.5, d.K_MFR_VIN_MAX: 59.5, d.K_CAPABILITIES: 0x1F,
             d.K_PORTS: 8, d.K_UPTIME_MS: 0x01010101, d.K_KEYED: False, d.K_BOOT_REASON: 1},
         seq=0x01010101, session=0x0101)
+    add("setpoint_standby", "off, but starting at 12.2 V if the bus falls under 11.64 V "
+        "(standby)", d.MSG_SETPOINT, 0, 3, {d.K_VOUT_COMMAND: 12.2, d.K_LEASE_MS: 3000,
+                                             d.K_OPERATION: False, d.K_VOUT_WAKE: 11.64},
+        seq=13, key=KEY)
+    add("event_wake", "a converter in standby started: the bus read 11.0 V", d.MSG_EVENT, 3, 0,
+        {d.K_EVENT: d.EV_WAKE, d.K_UPTIME_MS: 99200, d.K_FAULTS: 0, d.K_VALUE: 11.0,
+         d.K_STATUS_WORD: 0}, seq=24)
     return v
 
 
