@@ -68,13 +68,18 @@ class Controller:
         self.softstart = True
         self.ss_hold = 0
 
-    def start(self, cmd_mv):
-        """Begin a soft-start towards `cmd_mv` over TON_RISE."""
+    def start(self, cmd_mv, from_mv=0):
+        """Begin a soft-start towards `cmd_mv` at the rate of 0 to it over TON_RISE, from
+        `from_mv`: a live bus the output joins (a pre-biased start), so that it sources
+        current as soon as its ramp passes the bus, not after a ramp from 0 V."""
         self.reset()
         cfg = self.cfg
         steps = cfg.ton_rise_ms // cfg.control_period_ms
         self.ss_steps = steps
         self.ss_step_mv = cmd_mv // steps + 1 if steps > 0 else cmd_mv + 1
+        if from_mv > 0:
+            v = from_mv if from_mv < cmd_mv else cmd_mv
+            self.target_mv = self.u_mv = self.v_prev = self.goal_prev = v
 
     def step(self, cmd_mv, vout_mv, iout_ma, ilim_ma):
         """One control period; returns the new actuator reference (mV)."""

@@ -90,8 +90,8 @@ class Node:
         self.ev_value[i] = value
         self.ev_head = nxt
 
-    def _start(self):
-        self.ctrl.start(self.cmd_mv)
+    def _start(self, from_mv=0):
+        self.ctrl.start(self.cmd_mv, from_mv)
         self.hal.set_vref(0)
         self.hal.set_enable(True)
         self.output_on = True
@@ -145,7 +145,7 @@ class Node:
                     self.on = True
                     self.wake_mv = 0
                     self.sag_steps = 0
-                    self._start()
+                    self._start(vout)  # into a live bus: from where it is, not from 0 V
                     self._push_event(d.EV_WAKE, 0, vout)
             else:
                 self.sag_steps = 0

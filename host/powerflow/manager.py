@@ -44,6 +44,18 @@ OPEN_TIMEOUT_S = 3.0  # s, opening a link (a TCP connect that hangs counts as fa
 OPEN_BACKOFF_MAX_S = 5.0  # s, the longest wait between two tries at opening a link
 
 
+_RUNNING = (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC)
+
+
+def _off_body(standby: tuple[float, float] | None) -> dict[int, Any]:
+    """A SETPOINT body for an output held off: plain, or in standby (V it starts at, V the
+    bus must fall under for it to start on its own; protocol/SPEC.md, Standby)."""
+    if standby is None:
+        return {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS, d.K_OPERATION: False}
+    return {d.K_VOUT_COMMAND: round_f32(standby[0]), d.K_LEASE_MS: LEASE_MS,
+            d.K_OPERATION: False, d.K_VOUT_WAKE: round_f32(standby[1])}
+
+
 def link_error_text(e: BaseException) -> str:
     """Why a link did not open, in the OS's words: `[Errno 2] No such file or directory`
     for a serial device that is not there, `Connection refused` for a TCP port, ..."""
@@ -72,6 +84,9 @@ class NodeState:
     lost_count: int = 0
     vout: float | None = None  # desired VOUT_COMMAND, renewed as a lease; None = off
     off_leased: bool = False  # off by the host's choice: the off state is leased too
+    # off in standby (with off_leased): (V it starts at, V the bus must fall under)
+    standby: tuple[float, float] | None = None
+    woke_t: float = 0.0  # monotonic: when it last started on its own (0: not since taken over)
     ports: dict[int, bool] = field(default_factory=dict)  # desired port states
     session: NodeSession | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -233,13 +248,13 @@ class NodeManager:
                         # take over from where the node is (on at its failsafe voltage), not
                         # from the setpoint of before: the control loop moves it from there,
                         # all nodes together, once none is left in failsafe
-                        ns.vout, ns.off_leased = min(self.rack.bus_voltage, ns.node.vout_max), False
+                        ns.vout, ns.off_leased = (ns.node.safe_vout(self.rack.bus_voltage, self.match_droop),
+                                                 False)
+                        ns.standby = None
                     self._event(ns, "failsafe cleared", "the host is back")
                 if ns.vout is not None or ns.off_leased:
                     body = ({d.K_VOUT_COMMAND: ns.vout, d.K_LEASE_MS: LEASE_MS}
-                            if ns.vout is not None else
-                            {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS,
-                             d.K_OPERATION: False})
+                            if ns.vout is not None else _off_body(ns.standby))
                     try:
                         await s.command(d.MSG_SETPOINT, body)
                     except CommandError as e:
@@ -278,8 +293,20 @@ class NodeManager:
             if isinstance(v, int | float) and not isinstance(v, bool):
                 ns.vout_samples.append((rx.t, float(v)))
             self.store.add(ns.node.id, time.time(), {k: named[k] for k in STORED if k in named})
+            if ns.standby is not None and named.get("MODE") in _RUNNING:
+                self._woke(ns)  # its WAKE event lost: the telemetry says it runs
         elif f.type == d.MSG_EVENT:
+            if f.body[d.K_EVENT] == d.EV_WAKE and ns.standby is not None:
+                self._woke(ns)
             self._event(ns, EV_NAMES.get(f.body[d.K_EVENT], "event"), str(body_to_names(f.body)))
+
+    def _woke(self, ns: NodeState) -> None:
+        """A node in standby started on its own (the bus fell under its wake level): it now
+        holds its standby voltage as if the setpoint had said on, so that is what this host
+        renews until the control loop decides again (SPEC, Standby)."""
+        assert ns.standby is not None
+        ns.vout, ns.off_leased, ns.standby = ns.standby[0], False, None
+        ns.woke_t = time.monotonic()
 
     def _event(self, ns: NodeState, kind: str, detail: str) -> None:
         t = time.time()
@@ -299,16 +326,18 @@ class NodeManager:
             raise NodeUnavailable(f"node {node_id} is {ns.state}")
         return ns, ns.session
 
-    async def set_output(self, node_id: int, vout: float | None = None, on: bool | None = None
-                         ) -> dict[str, Any]:
-        """Change a node's output: `vout` (V) and/or on/off. ValueError when out of limits."""
+    async def set_output(self, node_id: int, vout: float | None = None, on: bool | None = None,
+                         standby: tuple[float, float] | None = None) -> dict[str, Any]:
+        """Change a node's output: `vout` (V) and/or on/off; off with `standby` (V it
+        starts at, V the bus must fall under), held ready (SPEC, Standby). ValueError when
+        out of limits."""
         ns, s = self._online(node_id)
         target = ns.vout if vout is None else vout
         if on is False:
-            await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS,
-                                             d.K_OPERATION: False})
+            await s.command(d.MSG_SETPOINT, _off_body(standby))
             ns.vout = None
             ns.off_leased = True
+            ns.standby = standby
             return {"node": node_id, "on": False}
         if target is None:
             raise ValueError("the node has no output voltage yet: give vout")
@@ -322,6 +351,7 @@ class NodeManager:
         await s.command(d.MSG_SETPOINT, {d.K_VOUT_COMMAND: wire, d.K_LEASE_MS: LEASE_MS})
         ns.vout = wire
         ns.off_leased = False
+        ns.standby = None
         return {"node": node_id, "on": True, "vout": ns.vout}
 
     async def set_port(self, node_id: int, port: int, close: bool) -> dict[str, Any]:

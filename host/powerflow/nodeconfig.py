@@ -18,7 +18,8 @@ TRANSITION_V_PER_S = 10.0
 def session_config(node: Node, bus_voltage: float, telemetry_ms: int, heartbeat_ms: int,
                    match_droop: bool = True) -> dict[int, Any]:
     """CONFIG body: telemetry period and heartbeat timeout (ms); the converter's own droop
-    (so sharing follows the rack physics); a gentle transition rate; and the failsafe *revert* at the bus voltage (V):
+    (so sharing follows the rack physics); a gentle transition rate; and the failsafe *revert* at its safe output
+    (V, `Node.safe_vout`: droop-centred on the bus voltage):
     a node whose host goes quiet runs on as a plain droop converter, so the rack is never
     worse off for having a host."""
     cfg: dict[int, Any] = {d.K_TELEMETRY_PERIOD_MS: telemetry_ms,
@@ -28,7 +29,7 @@ def session_config(node: Node, bus_voltage: float, telemetry_ms: int, heartbeat_
                            # undershoot, and a plan's trims still take a few ms
                            d.K_VOUT_TRANSITION_RATE: TRANSITION_V_PER_S,
                            d.K_FAILSAFE: d.FS_REVERT,
-                           d.K_VOUT_FAILSAFE: min(bus_voltage, node.vout_max)}
+                           d.K_VOUT_FAILSAFE: node.safe_vout(bus_voltage, match_droop)}
     if match_droop:
         cfg[d.K_VOUT_DROOP] = min(node.r_out, d.DROOP_MAX)
     return cfg

@@ -38,7 +38,8 @@ class BoardsIO:
                 self._seen_t[i] = ns.vout_samples[-1][0]
             out[i] = NodeObs(ns.state == "online", dict(ns.telemetry),
                              now - ns.telemetry_t if ns.telemetry_t else float("inf"),
-                             ns.lost_count, vout_low=min(new) if new else None)
+                             ns.lost_count, vout_low=min(new) if new else None,
+                             woke_age_s=now - ns.woke_t if ns.woke_t else None)
         return out
 
     def observe_devices(self) -> dict[str, DeviceObs]:
@@ -64,7 +65,7 @@ class BoardsIO:
             out[i] = Commanded(online=ns.state == "online", vout=ns.vout,
                                off_leased=ns.off_leased,
                                port_state=None if ps is None else int(ps),
-                               vout_max=ns.node.vout_max)
+                               vout_max=ns.node.vout_max, standby=ns.standby)
         return out
 
     async def poll(self) -> None:
@@ -79,7 +80,7 @@ class BoardsIO:
         async def setpoint(nid: int, vref: float | None) -> int:
             try:
                 if vref is None:
-                    await m.set_output(nid, on=False)
+                    await m.set_output(nid, on=False, standby=cmds.standby.get(nid))
                 else:
                     await m.set_output(nid, vout=vref)
                 return 0

@@ -223,7 +223,7 @@ class ControlStatus(BaseModel):
     periods: int = Field(description="control periods run")
     period_s: float = Field(description="s")
     dispatch_errors: int = Field(description="commands that failed to reach a node")
-    safe_mode: bool = Field(description="the supervisor holds the rack at nominal voltage")
+    safe_mode: bool = Field(description="the supervisor holds every converter on at its safe output (droop-centred on nominal)")
     safe_mode_why: str | None
     safe_mode_trips: int
     late_periods: int = Field(description="periods that started late (no verdicts made)")
@@ -270,6 +270,9 @@ class NodePlan(BaseModel):
     share_w: float = Field(description="planned output, W")
     plan_limit_w: float = Field(description="the most the plan lets it carry, W")
     loss_w: float = Field(description="its conversion loss, W")
+    wake_below_v: float | None = Field(
+        None, description="off but held ready (standby): it starts on its own if the bus "
+                          "falls under this, V; null: on, or plainly off")
     why: str
     binding: str = Field(description="what limits it: none, plan limit, thermal")
 

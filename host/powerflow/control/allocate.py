@@ -22,7 +22,8 @@ Pure computation (no I/O). Steps, each explained in the result:
    highest segment held at the target voltage;
 7. check: the exact load flow at the P95 demand must keep every voltage in the band and
    every converter under its limit; otherwise (or on any solver failure) the safe
-   allocation — every available converter on at the bus voltage, sharing by droop —
+   allocation — every available converter on at its safe output (Node.safe_vout: droop-centred
+   on the bus voltage), sharing by droop —
    goes out instead.
 
 Units: W, V, A, degC, s.
@@ -133,6 +134,9 @@ class Allocation:
     state: str = "optimal"
     measured: dict[str, Any] = field(default_factory=dict)  # the bus as measured (V)
     alarms: int = 0  # active alarms when it was made
+    # converters shed at light load, held off but ready: node -> (V it starts at, V the bus
+    # must fall under for it to start on its own; protocol/SPEC.md, Standby)
+    standby: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"t": self.t, "state": self.state, "ok": self.ok, "fallback": self.fallback,
@@ -356,11 +360,12 @@ class Allocator:
             np.add.at(headroom, self.dev_seg, np.maximum(capv - mean_c, 0.0))
             paused = np.array([dv.room_w is not None for dv in view.devices])
             np.add.at(back, self.dev_seg, np.where(paused, np.maximum(capv - mean_c, 0.0), 0.0))
+        shed: set[int] = set()
         try:
             if safe:
                 raise _SafeMode(safe)
-            on, node_why = self._shed(closed, load_hi, step, headroom, back, plim, avail, view,
-                                      pol, mem)
+            on, node_why, shed = self._shed(closed, load_hi, step, headroom, back, plim,
+                                            avail, view, pol, mem)
             lo = np.zeros(len(self.node_ids))
             for k, i in enumerate(self.node_ids):
                 if on[k] and str(i) in pol.node_output_w:
@@ -379,10 +384,12 @@ class Allocator:
             ok, reason = False, "optimiser ran late: safe allocation"
         fallback = not ok
         if fallback:
+            shed = set()
             on = avail.copy()
             node_why = {i: ("on (safe allocation)" if a else nview[i].why or "unavailable")
                         for i, a in zip(self.node_ids, avail, strict=True)}
-            vref = np.where(on, self.rack.bus_voltage, np.nan)
+            vref = np.where(on, [n.safe_vout(self.rack.bus_voltage) for n in self.rack.nodes],
+                            np.nan)
             fl = flow(self.net, closed, vref, load_mean)
             ok, check = self._check(closed, vref, load_hi, view, pol)
             if not ok:
@@ -391,13 +398,22 @@ class Allocator:
         conv_loss = np.where(on, self.losses(np.arange(len(on)), fl.p_conv), 0.0)
         feed_plan = float(np.sum(np.where(on, fl.p_conv, 0.0) + conv_loss))
         mem.last_feed_plan_w = max(feed_plan, view.feed_w)
+        # a shed converter is held ready: it starts on its own at the rack's nominal voltage
+        # if the bus falls out of the band before this host acts (load back faster than a
+        # period, or the host starved or paused), as it would run with no host at all
+        wake_v = round(pol.v_min_pu * self.rack.bus_voltage, 4)
+        standby = {self.node_ids[k]: (self.rack.bus_voltage, wake_v) for k in sorted(shed)}
         nodes: dict[int, dict[str, Any]] = {}
         for k, i in enumerate(self.node_ids):
             share = float(fl.p_conv[k]) if on[k] else 0.0
+            why = node_why.get(i, "")
+            if i in standby:
+                why += f"; standby: starts on its own under {wake_v:.2f} V"
             nodes[i] = {"on": bool(on[k]), "vref": None if not on[k] else round(float(vref[k]), 4),
                         "share_w": round(share, 2), "plan_limit_w": round(float(plim[k]), 1),
                         "loss_w": round(float(conv_loss[k]), 2),
-                        "why": node_why.get(i, ""),
+                        "wake_below_v": standby[i][1] if i in standby else None,
+                        "why": why,
                         "binding": ("thermal" if nview[i].temp_c > pol.thermal_soft_c else
                                     "plan limit" if on[k] and share > 0.99 * plim[k] else "none")}
         devices = {}
@@ -431,7 +447,7 @@ class Allocator:
                                    and bat.soc > pol.battery_soc_min else None),
             ok=ok, fallback=fallback, reason=reason + ("; " + tie_why if tie_why else ""),
             predicted=predicted, nodes=nodes, devices=devices,
-            elapsed_ms=(time.perf_counter() - t0) * 1000, flows=flows)
+            elapsed_ms=(time.perf_counter() - t0) * 1000, flows=flows, standby=standby)
 
     # ---- 4. ties -------------------------------------------------------------------------
     def _deficit(self, closed: Bools, load: Floats, plim: Floats) -> float:
@@ -478,11 +494,15 @@ class Allocator:
     # ---- 5. phase shedding ---------------------------------------------------------------
     def _shed(self, closed: Bools, load: Floats, step: Floats, headroom: Floats, back: Floats,
               plim: Floats, avail: Bools, view: RackView,
-              pol: Policy, mem: Memory) -> tuple[Bools, dict[int, str]]:
+              pol: Policy, mem: Memory) -> tuple[Bools, dict[int, str], set[int]]:
+        """Which converters run (per island, the number that minimises conversion loss with
+        supply held above the P95); why each runs or not; and those shed at light load (the
+        ones that would run were the load heavier: held ready, SPEC Standby)."""
         nview = {nv.id: nv for nv in view.nodes}
         isl = self.net.islands(closed)
         on = np.zeros(len(self.node_ids), bool)
         why: dict[int, str] = {}
+        shed: set[int] = set()
         rotate = (pol.rotation_period_s > 0
                   and view.t - mem.last_rotation_t >= pol.rotation_period_s)
         for lab in np.unique(isl):
@@ -560,7 +580,9 @@ class Allocator:
                 on[k] = j < best_n
                 why[self.node_ids[k]] = (f"on: {best_n} of {len(ks)} carry {demand:.0f} W"
                                          if on[k] else "off: shed at light load")
-        return on, why
+                if not on[k]:
+                    shed.add(k)
+        return on, why, shed
 
     # ---- 6. shares -----------------------------------------------------------------------
     def _shares(self, closed: Bools, on: Bools, load: Floats, plim: Floats, lo: Floats | None = None) -> Floats:

@@ -37,6 +37,9 @@ from powerflow.model.rack import Rack
 
 HORIZONS = (1, 10, 60)  # periods
 LATE_FRAC = 0.25  # a period that starts later than this fraction of itself judges nothing
+# s after a shed converter started on its own (standby wake) that every converter runs: the
+# load came back faster than the host acted, and shedding it again would meet the next sag
+WAKE_HOLD_S = 30.0
 
 
 @dataclass
@@ -48,6 +51,9 @@ class NodeObs:
     age_s: float = 0.0  # since that telemetry arrived
     lost_count: int = 0  # times the host declared the link lost
     vout_low: float | None = None  # V: lowest READ_VOUT among samples since the last look
+    # s since it last started on its own (standby: the bus fell under its wake level);
+    # None: not since this host took it over
+    woke_age_s: float | None = None
 
 
 @dataclass
@@ -235,8 +241,13 @@ class RackController:
     def _sag(self, nodes: dict[int, NodeObs]) -> str:
         """Why the bus is short of supply now ('' if it is not): a converter current-limited,
         or a bus voltage under the band (loads then draw less than they want, so their
-        measured power understates demand)."""
+        measured power understates demand), or a shed converter that started on its own
+        within WAKE_HOLD_S (the load came back faster than this host acted: everything runs
+        a while rather than shedding it again into the next sag)."""
         low = self.policy.v_min_pu * self.rack.bus_voltage
+        for i, ob in nodes.items():
+            if ob.online and ob.woke_age_s is not None and ob.woke_age_s < WAKE_HOLD_S:
+                return f"node {i} started on its own {ob.woke_age_s:.0f} s ago (standby)"
         for i, ob in nodes.items():
             tel = ob.telemetry
             if not ob.online or not tel:
@@ -308,7 +319,8 @@ class RackController:
         for i, h in self.health.nodes.items():
             if h.probing and h.probe_vref is not None:
                 alloc.vref[i] = h.probe_vref
-                alloc.nodes[i].update(on=True, vref=h.probe_vref, share_w=0.0,
+                alloc.standby.pop(i, None)
+                alloc.nodes[i].update(on=True, vref=h.probe_vref, share_w=0.0, wake_below_v=None,
                                       why=f"probe: reference {h.probe_vref:.3f} V, a step above "
                                           "its bus; a healthy converter sources current there")
 

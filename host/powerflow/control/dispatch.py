@@ -44,16 +44,22 @@ class Dispatcher:
     def commands(self, a: Allocation, held: dict[int, Commanded]) -> Commands:
         now = make_before_break(a, self.prev)
         setpoints: dict[int, float | None] = {}
+        standby: dict[int, tuple[float, float]] = {}
         for nid, vref in a.vref.items():
             c = held.get(nid)
             if c is None or not c.online:
                 continue
             if vref is None:
+                sb = a.standby.get(nid)
+                if sb is not None:
+                    sb = (min(sb[0], c.vout_max), sb[1])
                 # off, unless it is on and the plan of before had it on (make before break);
-                # an off already leased is left to the lease renewal
+                # an off already leased as planned (standby or not) is left to the renewal
                 if (nid not in now.hold and c.vout is not None) or (
-                        c.vout is None and not c.off_leased):
+                        c.vout is None and (not c.off_leased or c.standby != sb)):
                     setpoints[nid] = None
+                    if sb is not None:
+                        standby[nid] = sb
             elif c.vout is None or abs(c.vout - vref) > SETPOINT_DEADBAND_V:
                 setpoints[nid] = min(vref, c.vout_max)
         ports: dict[tuple[int, int], bool] = {}
@@ -70,6 +76,6 @@ class Dispatcher:
         ramps = {dev: (p.get("smoothing_up_w_per_s"), p.get("smoothing_down_w_per_s"))
                  for dev, p in a.devices.items()
                  if p.get("smoothing_up_w_per_s") or p.get("smoothing_down_w_per_s")}
-        return Commands(setpoints=setpoints, ports=ports, caps=dict(a.caps),
+        return Commands(setpoints=setpoints, standby=standby, ports=ports, caps=dict(a.caps),
                         battery_w=a.battery_w, battery_shave_above_w=a.battery_shave_above_w,
                         ramps=ramps)

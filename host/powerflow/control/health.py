@@ -151,7 +151,7 @@ class HealthJudge:
 
     def _set_probe(self, h: NodeHealth, r: Reading, safe: bool) -> None:
         """A step above the bus it measures: a healthy converter must source current there.
-        (In safe mode the safe reference, the bus voltage, is the probe.)"""
+        (In safe mode the safe reference, Node.safe_vout, is the probe.)"""
         if r.vout is None or safe:
             return
         if h.probe_vref is not None:  # one reference for the whole probe, so readings settle

@@ -28,6 +28,8 @@ class Commanded:
     off_leased: bool  # off by the host's choice (the off state is leased too)
     port_state: int | None  # the PORT_STATE bits it last reported (bit k: port k closed)
     vout_max: float  # V: the highest it may be set to
+    # off in standby: (V it starts at, V the bus must fall under); None: plain off or on
+    standby: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Commands:
     """What to send to the rack now: only what changes (leases are renewed by the RackIO)."""
 
     setpoints: dict[int, float | None] = field(default_factory=dict)  # node -> V; None = off
+    # of the nodes set off, those held ready: node -> (V it starts at, V the bus must fall
+    # under for it to start on its own; protocol/SPEC.md, Standby)
+    standby: dict[int, tuple[float, float]] = field(default_factory=dict)
     ports: dict[tuple[int, int], bool] = field(default_factory=dict)  # (node, port) -> closed
     caps: dict[str, float | None] = field(default_factory=dict)  # W per device; None = uncapped
     battery_w: float = 0.0  # W, + discharging into the bus

@@ -118,6 +118,8 @@ def case_standby_starts_on_its_own_when_the_bus_sags():
     bus.v = 11.0  # the load came back and the converters on are at their limit
     r.run(5 * r.node.cfg.control_period_ms)
     assert r.hal.enabled, "standby did not wake"
+    # it joins the live bus from where the bus is, not from 0 V: it sources at once
+    assert r.node.ctrl.target_mv >= 11000, r.node.ctrl.target_mv
     evs = [b for b in r.link.of_type(d.MSG_EVENT) if b[d.K_EVENT] == d.EV_WAKE]
     assert len(evs) == 1 and near(evs[0][d.K_VALUE] * 1000, 11000, 5), evs
     bus.v = 0.0  # the others give way: this one carries the load at its setpoint
