@@ -39,6 +39,34 @@ def test_a_converter_goes_off_only_when_two_plans_agree() -> None:
     assert dsp.commands(plan(shed), holding({**on, 4: None}, off={4})).setpoints == {}
 
 
+def test_a_shed_converter_goes_into_standby_and_its_standby_is_kept_by_renewal() -> None:
+    """A converter the plan sheds with a standby goes off held ready (Commands.standby);
+    one already off in that standby is left to the lease renewal; a plain off the plan now
+    wants ready, or a standby at another wake level, is sent again."""
+    dsp = Dispatcher(RACK)
+    on = {n.id: 12.2 for n in RACK.nodes}
+    shed = plan({**on, 4: None})
+    shed.standby = {4: (12.0, 11.64)}
+    dsp.commands(shed, holding(on))  # the first plan that sheds it: held on
+    cmds = dsp.commands(shed, holding(on))
+    assert cmds.setpoints == {4: None} and cmds.standby == {4: (12.0, 11.64)}
+
+    def held(sb: tuple[float, float] | None) -> dict[int, Commanded]:
+        h = holding({**on, 4: None}, off={4})
+        h[4] = Commanded(online=True, vout=None, off_leased=True, port_state=0,
+                         vout_max=h[4].vout_max, standby=sb)
+        return h
+
+    assert dsp.commands(shed, held((12.0, 11.64))).setpoints == {}
+    again = dsp.commands(shed, held(None))
+    assert again.setpoints == {4: None} and again.standby == {4: (12.0, 11.64)}
+    moved = dsp.commands(shed, held((12.0, 11.5)))
+    assert moved.standby == {4: (12.0, 11.64)}
+    plain = plan({**on, 4: None})  # off for another reason: plainly off
+    cmds = dsp.commands(plain, held((12.0, 11.64)))
+    assert cmds.setpoints == {4: None} and cmds.standby == {}
+
+
 def test_small_changes_are_not_sent_and_setpoints_are_capped() -> None:
     dsp = Dispatcher(RACK)
     on = {n.id: 12.2 for n in RACK.nodes}
