@@ -55,6 +55,13 @@ def test_safe_through_failures(name: str) -> None:
     assert_safe(outcomes(name, baselines=False), safe_mode_periods=5)
 
 
+def test_a_job_starting_on_a_shed_rack_browns_nothing_out() -> None:
+    """Four GPUs jump from idle at once, unannounced, on a rack shed for light load: the
+    shed converters start on their own when the bus sags (standby), so no priority-1 device
+    browns out (two periods did before standby, the bus at 5.2 V)."""
+    assert_safe(outcomes("job-start", baselines=False))
+
+
 def test_battery_holds_the_feed_under_its_limit_where_the_baselines_do_not() -> None:
     out = outcomes("load-spike", baselines=True)
     assert_safe(out)
