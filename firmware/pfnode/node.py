@@ -25,6 +25,9 @@ _HELLO_PERIOD_MS = 1000
 # Unkeyed sessions: a counter this far below the highest accepted is taken as the host's
 # own, so one stray or forged frame cannot lock the host out (keyed sessions never do this)
 _RESYNC_WINDOW = 16
+# ms after a standby wake in which a repeat of that standby only renews the lease: a host
+# renews every second, and one renewal may be on its way before the wake reaches it
+_WAKE_GRACE_MS = 1500
 
 
 def _f(milli):
@@ -55,6 +58,8 @@ class Node:
         self.on = False  # the host wants the output on
         self.wake_mv = 0  # standby: off, but start when the bus stays under this (0: plain off)
         self.sag_steps = 0  # consecutive control steps the bus has been under wake_mv
+        self.woke_mv = 0  # the wake level of the standby it last woke from (0: none)
+        self.woke_at = 0  # ticks of that wake
         self.output_on = False  # the converter is running
         self.mode = d.MODE_OFF
         # events raised in step(), sent by service(): a preallocated ring
@@ -92,7 +97,7 @@ class Node:
 
     def _start(self, from_mv=0):
         self.ctrl.start(self.cmd_mv, from_mv)
-        self.hal.set_vref(0)
+        self.hal.set_vref(self.ctrl.target_mv)
         self.hal.set_enable(True)
         self.output_on = True
 
@@ -113,14 +118,16 @@ class Node:
         temp = hal.temp1_mc if hal.temp1_mc > hal.temp2_mc else hal.temp2_mc
         if self.fs.check(now):
             self._push_event(d.EV_FAILSAFE, d.FAULT_FAILSAFE, self.cmd_mv)
+            self.wake_mv = 0  # the failsafe's policy decides now, not the host's standby
+            self.sag_steps = 0
             if cfg.failsafe == d.FS_OFF:
                 self.on = False
                 self._stop()
             elif cfg.failsafe == d.FS_RAMP_DOWN:
                 self.cmd_mv = 0
             elif cfg.failsafe == d.FS_REVERT and cfg.fs_vout_mv > 0:
-                # the host is gone: run as a plain droop converter at the rack's nominal
-                # voltage (an off converter comes on), so the rack is no worse than without one
+                # the host is gone: run as a plain droop converter at VOUT_FAILSAFE (an off
+                # converter comes on), so the rack is no worse than without one
                 self.cmd_mv = cfg.fs_vout_mv
                 self.on = True
                 if not self.output_on and not self.prot.faults:
@@ -136,13 +143,15 @@ class Node:
             if due and not self.prot.faults and self.on and not self.fs.latched:
                 self._start()
                 self._push_event(d.EV_RETRY, due, 0)
-        elif self.wake_mv and not self.output_on and not self.fs.latched:
+        elif self.wake_mv and not self.output_on and self.fs.lease_valid:
             # standby: the host switched this converter off at light load; load came back
             # faster than the host acts, so it starts on its own (SPEC §2, Standby)
             if vout < self.wake_mv:
                 self.sag_steps += 1
                 if self.sag_steps >= cfg.debounce:
                     self.on = True
+                    self.woke_mv = self.wake_mv
+                    self.woke_at = now
                     self.wake_mv = 0
                     self.sag_steps = 0
                     self._start(vout)  # into a live bus: from where it is, not from 0 V
@@ -421,6 +430,13 @@ class Node:
             return d.RES_RANGE, d.K_VOUT_WAKE
         if self.prot.latched or self.fs.latched:
             return d.RES_STATE, -1
+        if (wake and wake == self.woke_mv and mv == self.cmd_mv and self.output_on
+                and ticks_diff(now, self.woke_at) < _WAKE_GRACE_MS):
+            # the host renewing the standby this node just woke from: sent before it heard
+            # of the wake, so the lease is renewed and the output left running (SPEC, Standby)
+            self.fs.grant(now, body[d.K_LEASE_MS])
+            return d.RES_OK, -1
+        self.woke_mv = 0
         self.cmd_mv = mv
         self.on = on and mv > 0
         self.wake_mv = wake

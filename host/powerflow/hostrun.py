@@ -211,7 +211,10 @@ async def run_host(rack_path: str | Path, emulate: bool = False, duration: float
                 if b.port is not None and b.closed:
                     manager.nodes[b.port[0]].ports[b.port[1]] = True
             for ns in manager.nodes.values():
-                ns.vout = rack.bus_voltage
+                # under control, from the safe output until the first plan (a host restarted
+                # onto a loaded rack keeps it in band); without, plain nominal: the reference
+                # of a rack with no controller
+                ns.vout = ns.node.safe_vout(rack.bus_voltage) if control else rack.bus_voltage
         manager.start()
         up.push_async_callback(manager.stop)
         loop_, io = None, None

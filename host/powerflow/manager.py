@@ -47,6 +47,13 @@ OPEN_BACKOFF_MAX_S = 5.0  # s, the longest wait between two tries at opening a l
 _RUNNING = (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC)
 
 
+def _held_body(ns: NodeState) -> dict[int, Any]:
+    """The SETPOINT body that renews what the host holds a node to now."""
+    if ns.vout is not None:
+        return {d.K_VOUT_COMMAND: ns.vout, d.K_LEASE_MS: LEASE_MS}
+    return _off_body(ns.standby)
+
+
 def _off_body(standby: tuple[float, float] | None) -> dict[int, Any]:
     """A SETPOINT body for an output held off: plain, or in standby (V it starts at, V the
     bus must fall under for it to start on its own; protocol/SPEC.md, Standby)."""
@@ -87,6 +94,7 @@ class NodeState:
     # off in standby (with off_leased): (V it starts at, V the bus must fall under)
     standby: tuple[float, float] | None = None
     woke_t: float = 0.0  # monotonic: when it last started on its own (0: not since taken over)
+    standby_t: float = 0.0  # monotonic: when the node acknowledged its standby
     ports: dict[int, bool] = field(default_factory=dict)  # desired port states
     session: NodeSession | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -253,10 +261,14 @@ class NodeManager:
                         ns.standby = None
                     self._event(ns, "failsafe cleared", "the host is back")
                 if ns.vout is not None or ns.off_leased:
-                    body = ({d.K_VOUT_COMMAND: ns.vout, d.K_LEASE_MS: LEASE_MS}
-                            if ns.vout is not None else _off_body(ns.standby))
                     try:
-                        await s.command(d.MSG_SETPOINT, body)
+                        # a command in flight (set_output) holds the session: renew what is
+                        # wanted once the renewal has gone, if that changed while it waited
+                        for _ in range(2):
+                            body = _held_body(ns)
+                            await s.command(d.MSG_SETPOINT, body)
+                            if _held_body(ns) == body:
+                                break
                     except CommandError as e:
                         if e.result is None:
                             raise  # no answer: the link is in trouble
@@ -293,8 +305,9 @@ class NodeManager:
             if isinstance(v, int | float) and not isinstance(v, bool):
                 ns.vout_samples.append((rx.t, float(v)))
             self.store.add(ns.node.id, time.time(), {k: named[k] for k in STORED if k in named})
-            if ns.standby is not None and named.get("MODE") in _RUNNING:
-                self._woke(ns)  # its WAKE event lost: the telemetry says it runs
+            if (ns.standby is not None and named.get("MODE") in _RUNNING
+                    and rx.t > ns.standby_t):
+                self._woke(ns)  # its WAKE event lost: telemetry sent since says it runs
         elif f.type == d.MSG_EVENT:
             if f.body[d.K_EVENT] == d.EV_WAKE and ns.standby is not None:
                 self._woke(ns)
@@ -338,6 +351,7 @@ class NodeManager:
             ns.vout = None
             ns.off_leased = True
             ns.standby = standby
+            ns.standby_t = time.monotonic()  # telemetry that arrived before is of before
             return {"node": node_id, "on": False}
         if target is None:
             raise ValueError("the node has no output voltage yet: give vout")

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from powerflow.control.dcnet import DcFlow, DcNetwork, flow, realise
 from powerflow.control.policy import Policy
 from powerflow.model.mesh import MeshIndex
-from powerflow.model.rack import Rack
+from powerflow.model.rack import BROWNOUT_V_PU, Rack
 from powerflow.model.arrays import Bools, Floats, Ints
 
 
@@ -398,11 +398,14 @@ class Allocator:
         conv_loss = np.where(on, self.losses(np.arange(len(on)), fl.p_conv), 0.0)
         feed_plan = float(np.sum(np.where(on, fl.p_conv, 0.0) + conv_loss))
         mem.last_feed_plan_w = max(feed_plan, view.feed_w)
-        # a shed converter is held ready: it starts on its own at the rack's nominal voltage
-        # if the bus falls out of the band before this host acts (load back faster than a
-        # period, or the host starved or paused), as it would run with no host at all
-        wake_v = round(pol.v_min_pu * self.rack.bus_voltage, 4)
-        standby = {self.node_ids[k]: (self.rack.bus_voltage, wake_v) for k in sorted(shed)}
+        # a shed converter is held ready: it starts on its own at its safe output if the bus
+        # falls under the band before this host acts (load back faster than a period, or the
+        # host starved or paused), as it would run with no host at all. The wake level sits
+        # halfway from the band's bottom to the brownout level: a plan may put a segment at
+        # the band's bottom, and a converter woken by that would only churn
+        wake_v = round(0.5 * (pol.v_min_pu + BROWNOUT_V_PU) * self.rack.bus_voltage, 4)
+        standby = {self.node_ids[k]: (self.rack.nodes[k].safe_vout(self.rack.bus_voltage), wake_v)
+                   for k in sorted(shed)}
         nodes: dict[int, dict[str, Any]] = {}
         for k, i in enumerate(self.node_ids):
             share = float(fl.p_conv[k]) if on[k] else 0.0
