@@ -22,33 +22,15 @@ import time
 from pathlib import Path
 
 import powerflow
-from powerflow.testing.chaos import running_host, wait_for
+from powerflow.testing.chaos import joint_start, running_host, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 START_S = 20.0
 BROWNOUT_V = 0.95 * 12.0
-JOBS = """[scenario]
-name = "every device starts one job at once"
-rack = "small-500.toml"
-duration_s = 600
-
-[[job]]
-kind = "training"
-devices = ["gpu0", "cpu0", "gpu1", "cpu1", "gpu2", "cpu2", "gpu3", "cpu3"]
-start_s = 20
-init_s = 0
-iteration_s = 7.0
-dip_frac = 0.1
-"""
 
 
 def one(folder: Path, pause_s: float) -> dict[str, float | None]:
-    rack = folder / "small-500.toml"
-    rack.write_text((ROOT / "examples" / "racks" / "small.toml").read_text()
-                    .replace("rating_w = 600.0", "rating_w = 500.0")
-                    .replace("iout_max = 50.0", "iout_max = 41.0"))
-    jobs = folder / "joint-start.toml"
-    jobs.write_text(JOBS)
+    rack, jobs = joint_start(folder, ROOT / "examples" / "racks" / "small.toml", START_S)
     with running_host(folder, rack, "--jobs", str(jobs)) as h:
         first = h.physics()[0].t
         wait_for(lambda: (ln := h.physics(since=time.time() - 0.5)) and not all(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from powerflow.testing.chaos import running_host, wait_for
+from powerflow.testing.chaos import joint_start, running_host, wait_for
 from tests.conftest import ROOT
 
 START_S = 20.0  # s of rack time: the job starts, every device at once
@@ -37,27 +37,8 @@ BROWNOUT_V = 0.95 * 12.0
 
 @pytest.fixture(scope="module")
 def rack_and_jobs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("standby")
-    text = (ROOT / "examples" / "racks" / "small.toml").read_text()
-    assert text.count("rating_w = 600.0") == 4 and text.count("iout_max = 50.0") == 4
-    rack = folder / "small-500.toml"
-    rack.write_text(text.replace("rating_w = 600.0", "rating_w = 500.0")
-                    .replace("iout_max = 50.0", "iout_max = 41.0"))
-    jobs = folder / "joint-start.toml"
-    jobs.write_text(f"""[scenario]
-name = "every device starts one job at once"
-rack = "{rack.name}"
-duration_s = 600
-
-[[job]]
-kind = "training"
-devices = ["gpu0", "cpu0", "gpu1", "cpu1", "gpu2", "cpu2", "gpu3", "cpu3"]
-start_s = {START_S}
-init_s = 0
-iteration_s = 7.0
-dip_frac = 0.1
-""")
-    return rack, jobs
+    return joint_start(tmp_path_factory.mktemp("standby"), ROOT / "examples" / "racks" /
+                       "small.toml", START_S)
 
 
 def test_shed_converters_start_on_their_own_when_load_returns_with_the_host_paused(

@@ -166,6 +166,35 @@ def cpu_hogs(count: int, seconds: float) -> Iterator[list[subprocess.Popen[bytes
             p.wait(timeout=5)
 
 
+def joint_start(folder: Path, small_rack: Path, start_s: float) -> tuple[Path, Path]:
+    """A rack file and a jobs file in `folder`: the small rack (`small_rack`, the shipped
+    examples/racks/small.toml) with 500-W converters, and every one of its eight devices
+    starting one training job at once `start_s` into the emulation, from idle (546 W) to
+    1,740 W — more than the converters a host keeps on at idle carry: load that comes back
+    faster than a host acts (tests/chaos/test_chaos_standby.py, bench/bench_standby.py)."""
+    text = small_rack.read_text()
+    assert text.count("rating_w = 600.0") == 4 and text.count("iout_max = 50.0") == 4
+    rack = folder / "small-500.toml"
+    rack.write_text(text.replace("rating_w = 600.0", "rating_w = 500.0")
+                    .replace("iout_max = 50.0", "iout_max = 41.0"))
+    jobs = folder / "joint-start.toml"
+    devices = ", ".join(f'"{k}{i}"' for i in range(4) for k in ("gpu", "cpu"))
+    jobs.write_text(f"""[scenario]
+name = "every device starts one job at once"
+rack = "{rack.name}"
+duration_s = 600
+
+[[job]]
+kind = "training"
+devices = [{devices}]
+start_s = {start_s}
+init_s = 0
+iteration_s = 7.0
+dip_frac = 0.1
+""")
+    return rack, jobs
+
+
 def hog(count: int, seconds: float) -> None:
     """CPU oversubscription for `seconds` (returns when it is over)."""
     with cpu_hogs(count, seconds):
