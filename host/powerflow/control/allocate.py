@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from powerflow.control.dcnet import DcFlow, DcNetwork, flow, realise
 from powerflow.control.policy import Policy
 from powerflow.model.mesh import MeshIndex
-from powerflow.model.rack import BROWNOUT_V_PU, Rack
+from powerflow.model.rack import Rack
 from powerflow.model.arrays import Bools, Floats, Ints
 
 
@@ -400,10 +400,13 @@ class Allocator:
         mem.last_feed_plan_w = max(feed_plan, view.feed_w)
         # a shed converter is held ready: it starts on its own at its safe output if the bus
         # falls under the band before this host acts (load back faster than a period, or the
-        # host starved or paused), as it would run with no host at all. The wake level sits
-        # halfway from the band's bottom to the brownout level: a plan may put a segment at
-        # the band's bottom, and a converter woken by that would only churn
-        wake_v = round(0.5 * (pol.v_min_pu + BROWNOUT_V_PU) * self.rack.bus_voltage, 4)
+        # host starved or paused), as it would run with no host at all. The wake level is
+        # the band's bottom: halfway to the brownout level (0.96 p.u.) let job-start's bus
+        # under 0.95 p.u. for a step before the wake came (a priority-1 brownout, measured).
+        # A plan holds the highest segment at v_target_pu and a rack's distribution drops
+        # are millivolts, so a shed plan does not sit at the bottom; were it to, a wake holds
+        # every converter on for WAKE_HOLD_S, not a churn each period
+        wake_v = round(pol.v_min_pu * self.rack.bus_voltage, 4)
         standby = {self.node_ids[k]: (self.rack.nodes[k].safe_vout(self.rack.bus_voltage), wake_v)
                    for k in sorted(shed)}
         nodes: dict[int, dict[str, Any]] = {}
