@@ -25,7 +25,7 @@ from pfproto.names import EV_NAMES, MODE_NAMES
 from powerflow.link.session import CommandError, NodeSession
 from powerflow.link.transport import LinkAddress, open_link
 from powerflow.nodeconfig import (HEARTBEAT_TIMEOUT_MS, HOST_HEARTBEAT_MS, LEASE_MS,
-                                  LEASE_RENEW_S, session_config)
+                                  LEASE_RENEW_S, off_body, session_config)
 from powerflow.protocol.codec import round_f32
 from powerflow.protocol.names import body_to_names
 from powerflow.model.rack import Node, Rack
@@ -51,16 +51,7 @@ def _held_body(ns: NodeState) -> dict[int, Any]:
     """The SETPOINT body that renews what the host holds a node to now."""
     if ns.vout is not None:
         return {d.K_VOUT_COMMAND: ns.vout, d.K_LEASE_MS: LEASE_MS}
-    return _off_body(ns.standby)
-
-
-def _off_body(standby: tuple[float, float] | None) -> dict[int, Any]:
-    """A SETPOINT body for an output held off: plain, or in standby (V it starts at, V the
-    bus must fall under for it to start on its own; protocol/SPEC.md, Standby)."""
-    if standby is None:
-        return {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: LEASE_MS, d.K_OPERATION: False}
-    return {d.K_VOUT_COMMAND: round_f32(standby[0]), d.K_LEASE_MS: LEASE_MS,
-            d.K_OPERATION: False, d.K_VOUT_WAKE: round_f32(standby[1])}
+    return off_body(LEASE_MS, ns.standby)
 
 
 def link_error_text(e: BaseException) -> str:
@@ -347,7 +338,7 @@ class NodeManager:
         ns, s = self._online(node_id)
         target = ns.vout if vout is None else vout
         if on is False:
-            await s.command(d.MSG_SETPOINT, _off_body(standby))
+            await s.command(d.MSG_SETPOINT, off_body(LEASE_MS, standby))
             ns.vout = None
             ns.off_leased = True
             ns.standby = standby

@@ -7,6 +7,7 @@ from typing import Any
 
 from pfproto import defs as d
 from powerflow.model.rack import Node
+from powerflow.protocol.codec import round_f32
 
 HEARTBEAT_TIMEOUT_MS = 2000  # the node's failsafe timer: no frame from the host for this long
 HOST_HEARTBEAT_MS = 500  # the host heartbeats every quarter of it
@@ -33,3 +34,13 @@ def session_config(node: Node, bus_voltage: float, telemetry_ms: int, heartbeat_
     if match_droop:
         cfg[d.K_VOUT_DROOP] = min(node.r_out, d.DROOP_MAX)
     return cfg
+
+
+def off_body(lease_ms: int, standby: tuple[float, float] | None = None) -> dict[int, Any]:
+    """A SETPOINT body for an output held off: plain, or in standby (V it starts at, V the
+    bus must fall under for it to start on its own; protocol/SPEC.md, Standby). Values as
+    float32 carries them."""
+    if standby is None:
+        return {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: lease_ms, d.K_OPERATION: False}
+    return {d.K_VOUT_COMMAND: round_f32(standby[0]), d.K_LEASE_MS: lease_ms,
+            d.K_OPERATION: False, d.K_VOUT_WAKE: round_f32(standby[1])}

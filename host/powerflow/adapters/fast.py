@@ -14,6 +14,7 @@ from powerflow.control.allocate import BatteryView
 from powerflow.control.controller import DeviceObs, NodeObs
 from powerflow.control.rackio import Commanded, Commands
 from powerflow.emulator.fast import FastRack
+from powerflow.nodeconfig import off_body
 from powerflow.protocol.names import body_to_names
 
 Measure = Callable[[], tuple[dict[str, DeviceObs], float]]  # (devices, feed W) this period
@@ -39,9 +40,7 @@ class FastRackIO:
         """Lease node `nid` an output of `vref` V (None: off, held ready with `standby`: V
         it starts at, V the bus must fall under); True when it acknowledged."""
         if vref is None:
-            body = {d.K_VOUT_COMMAND: 0.0, d.K_LEASE_MS: self.lease_ms, d.K_OPERATION: False}
-            if standby is not None:
-                body.update({d.K_VOUT_COMMAND: float(standby[0]), d.K_VOUT_WAKE: float(standby[1])})
+            body = off_body(self.lease_ms, standby)
         else:
             body = {d.K_VOUT_COMMAND: float(vref), d.K_LEASE_MS: self.lease_ms,
                     d.K_OPERATION: True}

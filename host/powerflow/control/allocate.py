@@ -356,10 +356,11 @@ class Allocator:
         # job's devices come back together, so all of them, not only the largest one
         back = np.zeros(self.net.nseg)
         if pol.step_reserve:
-            np.maximum.at(step, self.dev_seg, np.maximum(capv - mean_c, 0.0))
-            np.add.at(headroom, self.dev_seg, np.maximum(capv - mean_c, 0.0))
+            rise = np.maximum(capv - mean_c, 0.0)
             paused = np.array([dv.room_w is not None for dv in view.devices])
-            np.add.at(back, self.dev_seg, np.where(paused, np.maximum(capv - mean_c, 0.0), 0.0))
+            np.maximum.at(step, self.dev_seg, rise)
+            np.add.at(headroom, self.dev_seg, rise)
+            np.add.at(back, self.dev_seg, np.where(paused, rise, 0.0))
         shed: set[int] = set()
         try:
             if safe:
