@@ -708,31 +708,33 @@ def _forecast_command(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """Progress of a scenario on stderr: the run, rack time done, an ETA over all runs. On a
-    terminal one line redrawn a few times a second; otherwise a line every 5 s of wall time."""
+    """Progress of a scenario's runs on stderr: rack time done, runs finished, an ETA over
+    all runs (which may run at once, one process each). On a terminal one line redrawn a few
+    times a second; otherwise a line every 5 s of wall time."""
 
     def __init__(self, runs: int, period_s: float) -> None:
         self.runs, self.period_s = runs, period_s
         self.t0 = time.monotonic()
         self.last = 0.0
         self.tty = sys.stderr.isatty()
-        self.done_runs: list[str] = []
+        self.frac: dict[str, float] = {}  # run -> share of its periods done
 
     def __call__(self, mode: str, done: int, total: int) -> None:
-        if done == total:
-            self.done_runs.append(mode)
+        self.frac[mode] = done / total
         now = time.monotonic()
+        finished = sum(1 for f in self.frac.values() if f >= 1.0)
         if now - self.last < (0.25 if self.tty else 5.0) and done != total:
             return
         self.last = now
-        runs_done = len(self.done_runs) - (1 if done == total else 0)
-        frac = (runs_done + done / total) / self.runs
+        frac = sum(self.frac.values()) / self.runs
         elapsed = now - self.t0
         eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
         line = (f"{mode}: {done * self.period_s:g} of {total * self.period_s:g} s of rack time "
-                f"(run {runs_done + 1} of {self.runs}), {elapsed:.0f} s elapsed, ETA {eta:.0f} s")
+                f"({finished} of {self.runs} runs done), {elapsed:.0f} s elapsed, "
+                f"ETA {eta:.0f} s")
         if self.tty:
-            print(f"\r\033[K{line}", end="" if frac < 1 else "\n", file=sys.stderr, flush=True)
+            print(f"\r\033[K{line}", end="" if finished < self.runs else "\n", file=sys.stderr,
+                  flush=True)
         else:
             print(line, file=sys.stderr, flush=True)
 
@@ -1090,12 +1092,17 @@ def _site_command(args: argparse.Namespace) -> int:
 
 
 def entry() -> int:
-    """Console entry point: `main` with a quiet exit when the reader of stdout goes away."""
+    """Console entry point: `main` with a quiet exit when the reader of stdout goes away,
+    and one line, not a traceback, when the user interrupts a command (130, as a shell
+    reports SIGINT)."""
     try:
         return main()
     except BrokenPipeError:
         sys.stderr.close()
         return 1
+    except KeyboardInterrupt:
+        print("\npowerflow: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

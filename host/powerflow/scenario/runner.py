@@ -7,7 +7,8 @@ Each scenario runs three times on the same rack, seed and events:
 - `droop`: every converter on at the bus voltage, sharing by droop, no host decisions.
 
 The node firmware runs in-process on a virtual clock (`FastRack`), so a run takes a
-fraction of its rack time. Outcomes come from the rack physics, not from the host's view:
+fraction of its rack time; a scenario's runs (and the arms of `run_arms`) go at once, each
+in a process of its own (`scenario.pool`). Outcomes come from the rack physics, not from the host's view:
 feed-limit violations (periods whose mean feed draw exceeded the breaker limit),
 priority-1 brownouts (periods in which a priority-1 device got less than it demanded, by a
 cap or by a sagging bus), re-share time after each converter or link failure, over-
@@ -35,6 +36,7 @@ from powerflow.emulator.faults import apply_fault
 from powerflow.emulator.workloads import JobPlan
 from powerflow.model.rack import BROWNOUT_V_PU
 from powerflow.nodeconfig import HEARTBEAT_TIMEOUT_MS, LEASE_MS, session_config
+from powerflow.scenario.pool import RunSpec, run_all
 from powerflow.scenario.spec import Event, Scenario
 
 STEP_MS = 10  # the firmware's control period and the physics' step in fast mode
@@ -387,11 +389,8 @@ def run_arms(sc: Scenario, arms: tuple[str, ...] = ("predictive", "reactive", "o
     better than persistence; None where reactive and oracle do not differ); with the hinted
     arm, `hint_value`, the same for it."""
     t0 = time.perf_counter()
-    out: dict[str, Any] = {}
-    for arm in arms:
-        r = ScenarioRun(sc, "controlled", arm)
-        r.mode = arm  # named by its arm in the progress
-        out[arm] = arm_outcomes(r.run(progress), sc)
+    results = run_all([RunSpec(sc, "controlled", arm, label=arm) for arm in arms], progress)
+    out = {arm: arm_outcomes(res, sc) for arm, res in zip(arms, results, strict=True)}
     res = {"scenario": sc.name, "rack": sc.rack.name, "duration_s": sc.duration_s,
            "arms": out, "prediction_value": gap_closed(out, "predictive")}
     if "hinted" in out:
@@ -416,7 +415,9 @@ def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
     """Outcomes of a scenario (and of its two baselines unless told not to). `progress` is
     told of every period; `series`, if given, receives each run's time series by mode."""
     t0 = time.perf_counter()
-    res = ScenarioRun(sc, "controlled").run(progress)
+    modes = ("controlled", "even", "droop") if baselines else ("controlled",)
+    runs = dict(zip(modes, run_all([RunSpec(sc, m) for m in modes], progress), strict=True))
+    res = runs["controlled"]
     if series is not None:
         series["controlled"] = res.series
     m = res.meter
@@ -437,7 +438,7 @@ def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
     }
     if baselines:
         for mode in ("even", "droop"):
-            br = ScenarioRun(sc, mode).run(progress)
+            br = runs[mode]
             if series is not None:
                 series[mode] = br.series
             b = br.meter
