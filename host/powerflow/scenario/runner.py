@@ -12,7 +12,9 @@ in a process of its own (`scenario.pool`). Outcomes come from the rack physics, 
 feed-limit violations (periods whose mean feed draw exceeded the breaker limit),
 priority-1 brownouts (periods in which a priority-1 device got less than it demanded, by a
 cap or by a sagging bus), re-share time after each converter or link failure, over-
-temperature trips, and the energy lost in conversion and distribution.
+temperature trips, standby wakes (converters the host had shed that started on their own
+when the bus sagged: load came back before the host acted), and the energy lost in
+conversion and distribution.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Meter:
     p1_brownouts: int = 0
     periods: int = 0
     ot_trips: int = 0
+    wakes: int = 0  # converters in standby that started on their own (EVENT WAKE)
     feed_peak_w: float = 0.0
     capped_j: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per device, J unmet
     battery_j: float = 0.0  # energy in and out of the battery, J
@@ -330,6 +333,8 @@ class ScenarioRun:
         for _, _, body in fr.events[self._n_events:]:
             if body.get(d.K_EVENT) == d.EV_FAULT and body.get(d.K_FAULTS, 0) & d.FAULT_OT:
                 self.meter.ot_trips += 1
+            elif body.get(d.K_EVENT) == d.EV_WAKE:
+                self.meter.wakes += 1
         self._n_events = len(fr.events)
         self._record(t + sc.period_s, alloc)
         return alloc
@@ -353,7 +358,7 @@ MODES = ("controlled", "even", "droop")
 def arm_outcomes(res: RunResult, sc: Scenario) -> dict[str, Any]:
     """What an arm of a scenario cost: energy left unmet by priority (Wh: capped or browned
     out), brownouts and feed-limit violations (periods), converter switchings (on/off changes
-    over the run), battery throughput (Wh in and out) and the losses (Wh)."""
+    over the run), standby wakes, battery throughput (Wh in and out) and the losses (Wh)."""
     m = res.meter
     by_prio: dict[str, float] = {}
     for k, dv in enumerate(sc.rack.devices):
@@ -367,7 +372,7 @@ def arm_outcomes(res: RunResult, sc: Scenario) -> dict[str, Any]:
             "feed_ramp_p99_w_per_s": ramp_p99(m),
             "capped_wh_by_priority": {k: round(v, 3) for k, v in sorted(by_prio.items())},
             "brownouts": m.p1_brownouts, "feed_limit_violations": m.feed_violations,
-            "converter_switchings": switchings,
+            "converter_switchings": switchings, "standby_wakes": m.wakes,
             "battery_throughput_wh": round(m.battery_j / 3600.0, 3),
             "loss_wh": round(m.loss_wh, 3)}
 
@@ -427,7 +432,8 @@ def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
         "periods": m.periods,
         "feed_limit_violations": m.feed_violations, "priority1_brownouts": m.p1_brownouts,
         "max_reshare_periods": max(res.reshare_periods, default=0),
-        "overtemp_trips": m.ot_trips, "energy_loss_wh": round(m.loss_wh, 3),
+        "overtemp_trips": m.ot_trips, "standby_wakes": m.wakes,
+        "energy_loss_wh": round(m.loss_wh, 3),
         "feed_energy_wh": round(m.feed_wh, 3), "feed_peak_w": round(m.feed_peak_w, 1),
         "feed_ramp_p99_w_per_s": ramp_p99(m),
         "smoothing_held_wh": round(m.smoothing_held_j / 3600.0, 3),
@@ -456,7 +462,7 @@ def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
 
 # what `[expect]` may name: the outcomes above, baselines included
 OUTCOMES = ("feed_limit_violations", "priority1_brownouts", "max_reshare_periods",
-            "overtemp_trips", "energy_loss_wh", "feed_energy_wh", "feed_peak_w",
+            "overtemp_trips", "standby_wakes", "energy_loss_wh", "feed_energy_wh", "feed_peak_w",
             "feed_ramp_p99_w_per_s", "smoothing_held_wh", "smoothing_burnt_wh",
             "safe_allocations", "safe_mode_periods", "cycle_ms_p50", "cycle_ms_p99",
             "loss_saved_vs_even_pct", "loss_saved_vs_droop_pct",
