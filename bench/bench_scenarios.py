@@ -1,5 +1,6 @@
 """Every shipped scenario (examples/scenarios) on the emulated rack in fast mode, with its two
-baselines in the same process: all converters on with even sharing, and droop only.
+baselines: all converters on with even sharing, and droop only. A scenario's three runs go
+at once, each in a process of its own (`scenario.pool`); "run s" is the three together.
 
     .venv/bin/python bench/bench_scenarios.py [--json]
 """

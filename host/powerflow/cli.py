@@ -286,6 +286,11 @@ def _add_scenario_and_faults(sub: argparse._SubParsersAction) -> None:
                           "time, V, W)")
     scr.add_argument("--quiet", action="store_true",
                      help="no progress on stderr (it shows rack time done and an ETA)")
+    scr.add_argument("--workers", type=_workers, default=None, metavar="N",
+                     help="how many of the runs (controlled and baselines, or the arms) go at "
+                          "once, each in a process of its own (default: all of them, up to "
+                          "twice the CPUs); 1 runs them in turn in this process, so that "
+                          "cycle_ms measures the controller alone")
     fa = sub.add_parser("fault", help="fault injection (emulated racks only)")
     fsub = fa.add_subparsers(dest="fault_command", required=True, metavar="inject")
     fi = _client(fsub, "inject", "inject a fault")
@@ -434,6 +439,17 @@ _count0 = _whole_in(0, 1_000_000)
 _index = _whole_in(0, 7)
 _telemetry_ms = _whole_in(10, 60000)
 _sessions = _whole_in(1, 10000)
+
+
+def _workers(text: str) -> int:
+    """--workers: how many of a scenario's runs go at once (1 to 64)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+    if not 1 <= v <= 64:
+        raise _out_of_range(text, "a whole number from 1 to 64")
+    return v
 
 
 def _arms(text: str) -> tuple[str, ...]:
@@ -764,7 +780,8 @@ def _scenario_command(args: argparse.Namespace) -> int:
         return _scenario_arms(args, sc)
     series: dict = {}
     progress = None if args.quiet else _Progress(1 if args.no_baselines else 3, sc.period_s)
-    out = run(sc, baselines=not args.no_baselines, progress=progress, series=series)
+    out = run(sc, baselines=not args.no_baselines, progress=progress, series=series,
+              workers=args.workers)
     checks = verdicts(sc, out)
     if args.csv:
         write_csv(series, args.csv)
@@ -834,7 +851,7 @@ def _scenario_arms(args: argparse.Namespace, sc: Any) -> int:
             print(f"powerflow: error: --{opt} goes without --arms", file=sys.stderr)
             return 2
     progress = None if args.quiet else _Progress(len(args.arms), sc.period_s)
-    out = run_arms(sc, args.arms, progress)
+    out = run_arms(sc, args.arms, progress, workers=args.workers)
     if args.json:
         print(json.dumps(out, indent=1))
         return 0

@@ -80,6 +80,11 @@ def test_the_cli_takes_arms_and_refuses_unknown_ones() -> None:
                         "--arms", "predictive,psychic"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "psychic" in r.stderr and "Traceback" not in r.stderr
+    for bad in ("0", "65", "two"):
+        r = subprocess.run([sys.executable, "-m", "powerflow.cli", "scenario", "run", str(SPIKE),
+                            "--arms", "oracle", "--workers", bad], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and "--workers" in r.stderr and "Traceback" not in r.stderr
 
 
 HINTED = """

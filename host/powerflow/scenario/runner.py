@@ -387,14 +387,16 @@ VALUE_OUTCOMES = ("capped_wh", "feed_limit_violations", "brownouts", "loss_wh")
 
 
 def run_arms(sc: Scenario, arms: tuple[str, ...] = ("predictive", "reactive", "oracle"),
-             progress: Progress | None = None) -> dict[str, Any]:
+             progress: Progress | None = None, workers: int | None = None) -> dict[str, Any]:
     """The same scenario under each arm (the same rack, seed and events; only what feeds the
     allocator differs), and `prediction_value`: per outcome, the share of the reactive arm's
     gap to the oracle that the predictive arm closes (1: as good as perfect foresight, 0: no
     better than persistence; None where reactive and oracle do not differ); with the hinted
-    arm, `hint_value`, the same for it."""
+    arm, `hint_value`, the same for it. The arms go at once (`scenario.pool.run_all`, at most
+    `workers`)."""
     t0 = time.perf_counter()
-    results = run_all([RunSpec(sc, "controlled", arm, label=arm) for arm in arms], progress)
+    results = run_all([RunSpec(sc, "controlled", arm, label=arm) for arm in arms], progress,
+                      workers)
     out = {arm: arm_outcomes(res, sc) for arm, res in zip(arms, results, strict=True)}
     res = {"scenario": sc.name, "rack": sc.rack.name, "duration_s": sc.duration_s,
            "arms": out, "prediction_value": gap_closed(out, "predictive")}
@@ -416,12 +418,15 @@ def gap_closed(out: dict[str, Any], arm: str) -> dict[str, float | None]:
 
 
 def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
-        series: dict[str, Series] | None = None) -> dict[str, Any]:
+        series: dict[str, Series] | None = None, workers: int | None = None) -> dict[str, Any]:
     """Outcomes of a scenario (and of its two baselines unless told not to). `progress` is
-    told of every period; `series`, if given, receives each run's time series by mode."""
+    told of every period; `series`, if given, receives each run's time series by mode. The
+    runs go at once (`scenario.pool.run_all`, at most `workers`): `cycle_ms_p50`/`_p99`, the
+    controller's step time, then include their contention for the CPUs (workers=1: alone)."""
     t0 = time.perf_counter()
     modes = ("controlled", "even", "droop") if baselines else ("controlled",)
-    runs = dict(zip(modes, run_all([RunSpec(sc, m) for m in modes], progress), strict=True))
+    runs = dict(zip(modes, run_all([RunSpec(sc, m) for m in modes], progress, workers),
+                    strict=True))
     res = runs["controlled"]
     if series is not None:
         series["controlled"] = res.series

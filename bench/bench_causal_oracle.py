@@ -1,0 +1,135 @@
+"""What any forecaster could close of inference-day's gap: the oracle arm without foresight of
+what no model can know in advance.
+
+inference-day's request bursts start each second with a fixed probability (a Bernoulli draw
+per second, scaled by the diurnal curve: memoryless), and its batch jobs arrive after
+exponential gaps (memoryless too). The `oracle` arm knows both ahead. Two weaker oracles,
+each perfect on everything else, bound what a forecaster can do:
+
+- `oracle-no-bursts`: a burst is known only once it has begun (its end is then known);
+- `oracle-causal`: the same, and a batch job too is known only once it has begun.
+
+Each is run beside the reactive, predictive and full-oracle arms, the same seeds, rack and
+events; the table gives every arm's share of the reactive-to-oracle gap it closes (on the
+means over seeds), as `bench_arms.py --seeds` does. In-process, fast mode, the runs in
+processes of their own (two at a time per CPU).
+
+    .venv/bin/python -u bench/bench_causal_oracle.py --seeds 1,2,3,4,5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+
+from powerflow.emulator.workloads import Workload, _hash
+from powerflow.scenario.arms import Oracle
+from powerflow.scenario.pool import usable_cpus
+from powerflow.scenario.runner import VALUE_OUTCOMES, ScenarioRun, arm_outcomes, gap_closed
+from powerflow.scenario.spec import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "examples" / "scenarios" / "inference-day.toml"
+
+
+def known_utilisation(wl: Workload, t: float, now: float, batch: bool) -> np.ndarray:
+    """Each device's utilisation at trace time `t` as known at trace time `now`: bursts that
+    begin after `now` left out, and with `batch`, batch jobs that begin after `now` too."""
+    out = wl.utilisation(t)
+    if t <= now:
+        return out
+    for j in wl.jobs:
+        idx = np.array(j.devices, np.int64)
+        if j.kind == "inference":
+            day = j.p("day_s")
+            hour = (t % day) / day * 24.0
+            curve = 0.5 * (1.0 + math.cos(2.0 * math.pi * (hour - j.p("peak_hour")) / 24.0))
+            u = j.p("trough_util") + (j.p("peak_util") - j.p("trough_util")) * curve
+            dur = j.p("burst_s")
+            k0 = int(math.floor(t))
+            ks = np.arange(k0 - int(math.ceil(dur)) + 1, k0 + 1)
+            starts = (_hash(wl.seed * 7919 + j.index * 131 + 5, ks)
+                      < j.p("burst_rate_per_s") * curve)
+            if bool(np.any(starts & (ks + dur > t) & (ks <= now))):
+                u += j.p("burst_util")
+            out[idx] = np.clip(u + wl._noise(j, t, idx), 0.0, 1.0)
+        elif j.kind == "batch" and batch:
+            runs = wl._batch_runs(j, t)
+            for m, k in enumerate(idx):
+                u = j.p("idle_util")
+                for a, b in runs[m]:
+                    if a <= t < b and a <= now:
+                        u = j.p("job_util")
+                        break
+                out[k] = u
+            out[idx] = np.clip(out[idx] + wl._noise(j, t, idx), 0.0, 1.0)
+    return out
+
+
+class CausalOracle(Oracle):
+    """The oracle, blind to bursts (and with `batch`, batch jobs) not yet begun."""
+
+    def __init__(self, *args: object, batch: bool) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.batch = batch
+
+    def _demand(self, t: float) -> np.ndarray:
+        ph = self.ph
+        wl = ph.workload
+        assert wl is not None
+        real = ph.utilisations
+        ph.utilisations = lambda tt: known_utilisation(  # type: ignore[method-assign]
+            wl, tt * ph.trace_speed, ph.t * ph.trace_speed, self.batch)
+        try:
+            return super()._demand(t)
+        finally:
+            ph.utilisations = real  # type: ignore[method-assign]
+
+
+def run_arm(args: tuple[int, str]) -> tuple[int, str, dict]:
+    seed, arm = args
+    sc = dataclasses.replace(load_scenario(SCENARIO), seed=seed)
+    base = "oracle" if arm.startswith("oracle") else arm
+    r = ScenarioRun(sc, "controlled", base)
+    if arm in ("oracle-no-bursts", "oracle-causal"):
+        from powerflow.control.controller import HORIZONS
+
+        assert r.ctrl is not None
+        r.ctrl.forecaster = CausalOracle(r.fr.physics, HORIZONS, sc.period_s, sc.events,
+                                         batch=arm == "oracle-causal")
+    return seed, arm, arm_outcomes(r.run(), sc)
+
+
+ARMS = ("reactive", "predictive", "oracle", "oracle-no-bursts", "oracle-causal")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated seeds (1,2,3,4,5)")
+    seeds = [int(x) for x in ap.parse_args().seeds.split(",")]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(2 * usable_cpus()) as pool:
+        got = pool.map(run_arm, [(s, a) for s in seeds for a in ARMS])
+    by = {(s, a): o for s, a, o in got}
+    mean = {a: {k: float(np.mean([by[s, a][k] for s in seeds])) for k in VALUE_OUTCOMES}
+            for a in ARMS}
+    print(f"inference-day, seeds {seeds} ({time.perf_counter() - t0:.0f} s)\n")
+    print("| arm | unmet Wh mean | feed violations mean | share of the gap closed: unmet | "
+          "violations |")
+    print("|---|---|---|---|---|")
+    for a in ARMS:
+        v = gap_closed({**mean, "x": mean[a]}, "x")
+        cells = ["—" if v[k] is None else f"{v[k]:.2f}"
+                 for k in ("capped_wh", "feed_limit_violations")]
+        print(f"| {a} | {mean[a]['capped_wh']:.2f} | {mean[a]['feed_limit_violations']:.1f} | "
+              f"{cells[0]} | {cells[1]} |")
+
+
+if __name__ == "__main__":
+    main()
