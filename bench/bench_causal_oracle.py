@@ -15,6 +15,11 @@ means over seeds), as `bench_arms.py --seeds` does. In-process, fast mode, the r
 processes of their own (two at a time per CPU).
 
     .venv/bin/python -u bench/bench_causal_oracle.py --seeds 1,2,3,4,5
+    .venv/bin/python -u bench/bench_causal_oracle.py --arms oracle-no-bursts,oracle-causal
+
+With `--arms` naming only some (the runs are deterministic: the other arms' figures are
+those of `bench_arms.py --seeds ... --scenario inference-day` at the same code), the shares
+are printed where reactive and oracle are among them.
 """
 
 from __future__ import annotations
@@ -112,20 +117,25 @@ ARMS = ("reactive", "predictive", "oracle", "oracle-no-bursts", "oracle-causal")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated seeds (1,2,3,4,5)")
-    seeds = [int(x) for x in ap.parse_args().seeds.split(",")]
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {ARMS}")
+    args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
+    arms = tuple(a for a in args.arms.split(",") if a)
+    if not arms or any(a not in ARMS for a in arms):
+        ap.error(f"--arms: expected some of {', '.join(ARMS)}")
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(2 * usable_cpus()) as pool:
-        got = pool.map(run_arm, [(s, a) for s in seeds for a in ARMS])
+        got = pool.map(run_arm, [(s, a) for s in seeds for a in arms])
     by = {(s, a): o for s, a, o in got}
     mean = {a: {k: float(np.mean([by[s, a][k] for s in seeds])) for k in VALUE_OUTCOMES}
-            for a in ARMS}
+            for a in arms}
     print(f"inference-day, seeds {seeds} ({time.perf_counter() - t0:.0f} s)\n")
     print("| arm | unmet Wh mean | feed violations mean | share of the gap closed: unmet | "
           "violations |")
     print("|---|---|---|---|---|")
-    for a in ARMS:
+    for a in arms:
         v = gap_closed({**mean, "x": mean[a]}, "x")
-        cells = ["—" if v[k] is None else f"{v[k]:.2f}"
+        cells = ["—" if v.get(k) is None else f"{v[k]:.2f}"
                  for k in ("capped_wh", "feed_limit_violations")]
         print(f"| {a} | {mean[a]['capped_wh']:.2f} | {mean[a]['feed_limit_violations']:.1f} | "
               f"{cells[0]} | {cells[1]} |")
