@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import multiprocessing as mp
 import time
 from pathlib import Path
 
 import numpy as np
 
-from powerflow.emulator.workloads import Workload, _hash
+from powerflow.emulator.workloads import Workload
 from powerflow.scenario.arms import Oracle
 from powerflow.scenario.pool import usable_cpus
 from powerflow.scenario.runner import VALUE_OUTCOMES, ScenarioRun, arm_outcomes, gap_closed
@@ -47,33 +46,11 @@ def known_utilisation(wl: Workload, t: float, now: float, batch: bool) -> np.nda
     """Each device's utilisation at trace time `t` as known at trace time `now`: bursts that
     begin after `now` left out, and with `batch`, batch jobs that begin after `now` too."""
     out = wl.utilisation(t)
-    if t <= now:
-        return out
     for j in wl.jobs:
-        idx = np.array(j.devices, np.int64)
-        if j.kind == "inference":
-            day = j.p("day_s")
-            hour = (t % day) / day * 24.0
-            curve = 0.5 * (1.0 + math.cos(2.0 * math.pi * (hour - j.p("peak_hour")) / 24.0))
-            u = j.p("trough_util") + (j.p("peak_util") - j.p("trough_util")) * curve
-            dur = j.p("burst_s")
-            k0 = int(math.floor(t))
-            ks = np.arange(k0 - int(math.ceil(dur)) + 1, k0 + 1)
-            starts = (_hash(wl.seed * 7919 + j.index * 131 + 5, ks)
-                      < j.p("burst_rate_per_s") * curve)
-            if bool(np.any(starts & (ks + dur > t) & (ks <= now))):
-                u += j.p("burst_util")
-            out[idx] = np.clip(u + wl._noise(j, t, idx), 0.0, 1.0)
-        elif j.kind == "batch" and batch:
-            runs = wl._batch_runs(j, t)
-            for m, k in enumerate(idx):
-                u = j.p("idle_util")
-                for a, b in runs[m]:
-                    if a <= t < b and a <= now:
-                        u = j.p("job_util")
-                        break
-                out[k] = u
-            out[idx] = np.clip(out[idx] + wl._noise(j, t, idx), 0.0, 1.0)
+        if t > now and (j.kind == "inference" or (j.kind == "batch" and batch)):
+            idx = np.array(j.devices, np.int64)
+            gen = wl._gen_inference if j.kind == "inference" else wl._gen_batch
+            out[idx] = np.clip(gen(j, t, idx, begun_by=now), 0.0, 1.0)
     return out
 
 

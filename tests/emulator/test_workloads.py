@@ -104,3 +104,27 @@ def test_the_alibaba_trace_is_replayed_interpolated_and_offset_per_device() -> N
     assert wl.utilisation(0.0).tolist() == [s[3], s[13]]
     assert np.allclose(wl.utilisation(25.0), [s[5] + 0.5 * (s[6] - s[5]),
                                               s[15] + 0.5 * (s[16] - s[15])])
+
+
+def test_what_was_known_earlier_leaves_out_bursts_and_jobs_not_yet_begun() -> None:
+    """`begun_by`: an inference burst or a batch job that begins later is left out of what
+    was known then (the causal oracle of bench/bench_causal_oracle.py); whatever had begun is
+    as the full workload has it."""
+    inf = Job("inference", (0, 1), {"day_s": 600.0, "peak_hour": 12.0, "peak_util": 0.8,
+                                    "trough_util": 0.2, "burst_rate_per_s": 0.2,
+                                    "burst_s": 5.0, "burst_util": 0.3, "noise": 0.0})
+    bat = Job("batch", (2, 3), {"mean_gap_s": 30.0, "mean_duration_s": 40.0,
+                                "idle_util": 0.1, "job_util": 0.9, "noise": 0.0}, index=1)
+    wl = Workload(4, (inf, bat), seed=5)
+    left_out = {"inference": 0, "batch": 0}
+    for now in np.arange(0.0, 600.0, 3.0):
+        for j, gen in ((inf, wl._gen_inference), (bat, wl._gen_batch)):
+            idx = np.array(j.devices, np.int64)
+            for t in (now - 2.0, now, now + 1.0, now + 6.0):
+                full, known = gen(j, t, idx), gen(j, t, idx, begun_by=now)
+                if t <= now:
+                    np.testing.assert_array_equal(known, full)
+                else:
+                    assert np.all(known <= full)
+                    left_out[j.kind] += int(np.any(known < full))
+    assert left_out["inference"] > 0 and left_out["batch"] > 0, left_out

@@ -223,7 +223,10 @@ class Workload:
                 out.append((t0 + a, t0 + b, u))
         return out
 
-    def _gen_inference(self, j: Job, t: float, idx: np.ndarray) -> Floats:
+    def _gen_inference(self, j: Job, t: float, idx: np.ndarray,
+                       begun_by: float = math.inf) -> Floats:
+        """The service's utilisation at trace time `t`; with `begun_by`, as known then: the
+        bursts that begin later left out (bench/bench_causal_oracle.py)."""
         day = j.p("day_s")
         hour = (t % day) / day * 24.0
         curve = 0.5 * (1.0 + math.cos(2.0 * math.pi * (hour - j.p("peak_hour")) / 24.0))
@@ -233,17 +236,20 @@ class Workload:
         k0 = int(math.floor(t))
         ks = np.arange(k0 - int(math.ceil(dur)) + 1, k0 + 1)
         starts = _hash(self.seed * 7919 + j.index * 131 + 5, ks) < j.p("burst_rate_per_s") * curve
-        if bool(np.any(starts & (ks + dur > t))):
+        if bool(np.any(starts & (ks + dur > t) & (ks <= begun_by))):
             u += j.p("burst_util")
         return u + self._noise(j, t, idx)
 
-    def _gen_batch(self, j: Job, t: float, idx: np.ndarray) -> Floats:
+    def _gen_batch(self, j: Job, t: float, idx: np.ndarray,
+                   begun_by: float = math.inf) -> Floats:
+        """Each device's utilisation at trace time `t`; with `begun_by`, as known then: the
+        jobs that begin later left out."""
         runs = self._batch_runs(j, t)
         out = np.empty(len(idx))
         for m in range(len(idx)):
             out[m] = j.p("idle_util")
             for a, b in runs[m]:
-                if a <= t < b:
+                if a <= t < b and a <= begun_by:
                     out[m] = j.p("job_util")
                     break
         return out + self._noise(j, t, idx)
