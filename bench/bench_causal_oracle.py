@@ -7,7 +7,10 @@ exponential gaps (memoryless too). The `oracle` arm knows both ahead. Two weaker
 each perfect on everything else, bound what a forecaster can do:
 
 - `oracle-no-bursts`: a burst is known only once it has begun (its end is then known);
-- `oracle-causal`: the same, and a batch job too is known only once it has begun.
+- `oracle-causal`: the same, and a batch job too is known only once it has begun (its end
+  then known);
+- `oracle-now`: the same, but a batch device is taken to stay as it is now (a running job's
+  end unknown too): perfect only on the inference replicas' curve and begun bursts.
 
 Each is run beside the reactive, predictive and full-oracle arms, the same seeds, rack and
 events; the table gives every arm's share of the reactive-to-oracle gap it closes (on the
@@ -42,22 +45,30 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "examples" / "scenarios" / "inference-day.toml"
 
 
-def known_utilisation(wl: Workload, t: float, now: float, batch: bool) -> np.ndarray:
+def known_utilisation(wl: Workload, t: float, now: float, batch: str) -> np.ndarray:
     """Each device's utilisation at trace time `t` as known at trace time `now`: bursts that
-    begin after `now` left out, and with `batch`, batch jobs that begin after `now` too."""
+    begin after `now` left out; batch jobs as they will be (`batch` "all"), without those
+    that begin after `now` ("begun"), or as they are now, every job's end unknown too
+    ("now")."""
     out = wl.utilisation(t)
     for j in wl.jobs:
-        if t > now and (j.kind == "inference" or (j.kind == "batch" and batch)):
-            idx = np.array(j.devices, np.int64)
-            gen = wl._gen_inference if j.kind == "inference" else wl._gen_batch
-            out[idx] = np.clip(gen(j, t, idx, begun_by=now), 0.0, 1.0)
+        if t <= now or (j.kind == "batch" and batch == "all"):
+            continue
+        idx = np.array(j.devices, np.int64)
+        if j.kind == "inference":
+            out[idx] = np.clip(wl._gen_inference(j, t, idx, begun_by=now), 0.0, 1.0)
+        elif j.kind == "batch" and batch == "begun":
+            out[idx] = np.clip(wl._gen_batch(j, t, idx, begun_by=now), 0.0, 1.0)
+        elif j.kind == "batch":
+            out[idx] = np.clip(wl._gen_batch(j, now, idx), 0.0, 1.0)
     return out
 
 
 class CausalOracle(Oracle):
-    """The oracle, blind to bursts (and with `batch`, batch jobs) not yet begun."""
+    """The oracle, blind to bursts not yet begun, and to batch jobs as `batch` says (see
+    `known_utilisation`)."""
 
-    def __init__(self, *args: object, batch: bool) -> None:
+    def __init__(self, *args: object, batch: str) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
         self.batch = batch
 
@@ -79,16 +90,18 @@ def run_arm(args: tuple[int, str]) -> tuple[int, str, dict]:
     sc = dataclasses.replace(load_scenario(SCENARIO), seed=seed)
     base = "oracle" if arm.startswith("oracle") else arm
     r = ScenarioRun(sc, "controlled", base)
-    if arm in ("oracle-no-bursts", "oracle-causal"):
+    if arm in BATCH:
         from powerflow.control.controller import HORIZONS
 
         assert r.ctrl is not None
         r.ctrl.forecaster = CausalOracle(r.fr.physics, HORIZONS, sc.period_s, sc.events,
-                                         batch=arm == "oracle-causal")
+                                         batch=BATCH[arm])
     return seed, arm, arm_outcomes(r.run(), sc)
 
 
-ARMS = ("reactive", "predictive", "oracle", "oracle-no-bursts", "oracle-causal")
+# the weaker oracles: what each knows of the batch jobs (`known_utilisation`)
+BATCH = {"oracle-no-bursts": "all", "oracle-causal": "begun", "oracle-now": "now"}
+ARMS = ("reactive", "predictive", "oracle", *BATCH)
 
 
 def main() -> None:
