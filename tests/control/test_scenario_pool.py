@@ -57,13 +57,20 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+def _interruptible() -> None:
+    """In the child before it runs: SIGINT as a terminal's command has it. A shell starts a
+    background job (a test suite run with `&`) with SIGINT ignored, which its children
+    inherit, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupted_scenario_says_so_and_leaves_no_process() -> None:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) during a scenario's
     runs: one line, exit status 130, no traceback, and no worker process left running."""
     proc = subprocess.Popen([sys.executable, "-m", "powerflow.cli", "scenario", "run",
                              str(ROOT / "examples" / "scenarios" / "mixed-day.toml")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_interruptible)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # the first progress line: the runs are under way
