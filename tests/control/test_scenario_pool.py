@@ -38,10 +38,15 @@ def test_runs_in_processes_equal_runs_in_turn() -> None:
     assert all(v[-1] == 25 and v == sorted(v) for v in seen.values()), seen
 
 
-def test_a_failing_run_raises_here() -> None:
-    sc = load_scenario(ROOT / "examples" / "scenarios" / "light-load.toml")
+def test_a_failing_run_raises_here_at_once() -> None:
+    """A run that fails, behind one that would take minutes: raised here without waiting
+    for the other, whose process is terminated."""
+    sc = load_scenario(ROOT / "examples" / "scenarios" / "mixed-day.toml")
+    seen: list[int] = []
     with pytest.raises(ValueError):
-        run_all([RunSpec(sc, "controlled", "no-such-arm"), RunSpec(sc, "droop")], workers=2)
+        run_all([RunSpec(sc, "droop"), RunSpec(sc, "controlled", "no-such-arm")],
+                lambda run, done, total: seen.append(done), workers=2)
+    assert not seen or max(seen) < 720, seen  # raised before the droop run's end
 
 
 def _children(pid: int) -> set[int]:

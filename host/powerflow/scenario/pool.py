@@ -87,7 +87,8 @@ def run_all(specs: Sequence[RunSpec], progress: Progress | None = None,
     of its own; with one run or one worker, in this process. By default as many at once as
     there are runs, up to twice the CPUs this process may use: the runs are of unequal
     length, and with no more processes than CPUs a core idles while the last one ends
-    (mixed-day's three runs on two CPUs: 89 s with two at once, 66 s with three). An exception in a run (or an interrupt here) is raised here at once, the
+    (mixed-day's three runs on two CPUs: 89 s with two at once, 66 s with three). An
+    exception in any run (or an interrupt here) is raised here as soon as it happens, the
     other runs' processes terminated."""
     n = min(len(specs), workers if workers is not None else 2 * usable_cpus())
     if n <= 1:
@@ -106,12 +107,14 @@ def run_all(specs: Sequence[RunSpec], progress: Progress | None = None,
     pool = ctx.Pool(n, initializer=_init_worker, initargs=(q,))
     try:
         jobs = [pool.apply_async(_run_in_worker, (s,)) for s in specs]
-        for job in jobs:
-            while not job.ready():
-                job.wait(0.2)
-                pump()
-            if not job.successful():
-                job.get()  # raises the run's exception
+        pending = jobs
+        while pending:
+            pending[0].wait(0.2)
+            pump()
+            for job in pending:
+                if job.ready() and not job.successful():
+                    job.get()  # raises the run's exception, whichever run it was
+            pending = [job for job in pending if not job.ready()]
         results = [job.get() for job in jobs]
         pool.close()
         pool.join()  # the workers' queue feeders flushed: every progress report is in
