@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from powerflow.scenario.arms import ARMS
-from powerflow.scenario.runner import (VALUE_OUTCOMES, ScenarioRun, arm_outcomes, gap_closed,
-                                       run_arms)
+from powerflow.scenario.pool import RunSpec, run_one
+from powerflow.scenario.runner import VALUE_OUTCOMES, arm_outcomes, gap_closed, run_arms
 from powerflow.scenario.spec import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +53,7 @@ def main() -> None:
             cell = ["—" if val.get(k) is None else f"{val[k]:.2f}" for k in VALUE_OUTCOMES]
             print(f"| {name} | {what} | " + " | ".join(cell) + f" | {el:.0f} s |")
     sc = load_scenario(ROOT / "examples" / "scenarios" / "training-jobs.toml")
-    r = ScenarioRun(sc, "controlled", "predictive")
-    r.observe_demand = True
-    a = arm_outcomes(r.run(), sc)
+    a = arm_outcomes(run_one(RunSpec(sc, "controlled", "predictive", observe_demand=True)), sc)
     print(f"\ntraining-jobs, predictive, the forecaster shown demand instead of served power: "
           f"unmet {a['capped_wh']:.2f} Wh, feed violations {a['feed_limit_violations']}, "
           f"loss {a['loss_wh']:.2f} Wh")

@@ -8,7 +8,8 @@ Each scenario runs three times on the same rack, seed and events:
 
 The node firmware runs in-process on a virtual clock (`FastRack`), so a run takes a
 fraction of its rack time; a scenario's runs (and the arms of `run_arms`) go at once, each
-in a process of its own (`scenario.pool`). Outcomes come from the rack physics, not from the host's view:
+in a process of its own (`scenario.pool`). Outcomes come from the rack physics, not from the
+host's view:
 feed-limit violations (periods whose mean feed draw exceeded the breaker limit),
 priority-1 brownouts (periods in which a priority-1 device got less than it demanded, by a
 cap or by a sagging bus), re-share time after each converter or link failure, over-
@@ -424,7 +425,7 @@ def run(sc: Scenario, baselines: bool = True, progress: Progress | None = None,
     runs go at once (`scenario.pool.run_all`, at most `workers`): `cycle_ms_p50`/`_p99`, the
     controller's step time, then include their contention for the CPUs (workers=1: alone)."""
     t0 = time.perf_counter()
-    modes = ("controlled", "even", "droop") if baselines else ("controlled",)
+    modes = MODES if baselines else MODES[:1]
     runs = dict(zip(modes, run_all([RunSpec(sc, m) for m in modes], progress, workers),
                     strict=True))
     res = runs["controlled"]
