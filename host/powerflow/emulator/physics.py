@@ -52,6 +52,11 @@ def _source(x: float, r: float, i_hw: float) -> tuple[float, float]:
     return (i_hw, 0.0) if i >= i_hw else (i, di)
 
 
+def _norm(x: np.ndarray) -> float:
+    """Euclidean norm of a vector: `np.linalg.norm`'s own sum, without its checks."""
+    return math.sqrt(float(x.dot(x)))
+
+
 def _unit(seed: int, k: int) -> float:
     """A deterministic pseudo-random number in [0, 1) for integer step k."""
     x = (k * 2654435761 + seed * 97531) & 0xFFFFFFFF
@@ -193,6 +198,11 @@ class RackPhysics:
         np.add.at(self._p_max_seg, self.dev_seg, np.array([d.p_max_w for d in rack.devices]))
         if self.battery is not None:  # charging is a constant-power load too
             self._p_max_seg[self.battery.seg] += self.battery.p_charge_max
+        # C/dt of each segment's bus capacitance, S (see `solve`)
+        self._c_dt = 2.0 * np.maximum(self._p_max_seg, 1.0) / (LOW_V * rack.bus_voltage) ** 2
+        # per set of closed ties: (conductance, S; the step's Jacobian before the sources and
+        # loads). Ties change seldom and each step needs both, so they are made once per set.
+        self._matrices_of: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         self._update_devices(0.0)
 
     def follow(self, jobs: JobPlan) -> None:
@@ -239,6 +249,17 @@ class RackPhysics:
                 owner = self.conv[b.port[0]]
                 closed[k] = port_closed(owner.ports, b.port[1])
         return closed
+
+    def _matrices(self, closed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(G, diag(C/dt) + G) with the ties `closed` (both read-only)."""
+        key = closed.tobytes()
+        got = self._matrices_of.get(key)
+        if got is None:
+            if len(self._matrices_of) >= 256:  # bound it: a rack toggling every tie
+                self._matrices_of.clear()
+            g = conductance(self.mesh, closed)
+            got = self._matrices_of[key] = (g, np.diag(self._c_dt) + g)
+        return got
 
     # ---- time --------------------------------------------------------------------------
     def utilisations(self, t: float) -> np.ndarray:
@@ -292,19 +313,19 @@ class RackPhysics:
         low-voltage branch of constant-power loads).
         """
         ns = len(self.segs)
-        closed = self.branch_closed()
-        g = conductance(self.mesh, closed)
+        g, jac0 = self._matrices(self.branch_closed())
         live = [c for c in self.conv.values() if c.enabled and not c.failed and c.vref > 0]
         p_load = np.zeros(ns)
         np.add.at(p_load, self.dev_seg, np.minimum(self.dev_p, self.dev_cap))
         vlow = LOW_V * self.rack.bus_voltage
         dt = max(dt, 1e-4)
-        c_dt = 2.0 * np.maximum(self._p_max_seg, 1.0) / vlow ** 2  # C/dt, S
+        c_dt = self._c_dt
         v_prev = self.v.copy()
 
         def residual(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             res = c_dt * (v - v_prev) + g @ v
-            jac = np.diag(c_dt) + g
+            jac = jac0.copy()
+            diag = jac.reshape(-1)[::ns + 1]  # a view: adding to it adds to jac's diagonal
             for c in live:
                 i, di = _source(c.vref - v[c.seg], c.r_out, c.i_hw)
                 res[c.seg] -= i
@@ -317,7 +338,7 @@ class RackPhysics:
             hi = v >= vlow
             vs = np.maximum(v, 1e-9)
             res += np.where(hi, p_load / vs, p_load * v / vlow ** 2)
-            jac += np.diag(np.where(hi, -p_load / vs ** 2, p_load / vlow ** 2))
+            diag += np.where(hi, -p_load / vs ** 2, p_load / vlow ** 2)
             return res, jac
 
         v = v_prev.copy()
@@ -328,16 +349,17 @@ class RackPhysics:
             step = float(np.max(np.abs(dv)))
             if step > 1.0:
                 dv *= 1.0 / step
-            norm = float(np.linalg.norm(res))
+            norm = _norm(res)
             t = 1.0
             for _ in range(12):  # backtrack until the residual shrinks
                 trial = np.maximum(v + t * dv, 0.0)
                 res_t, jac_t = residual(trial)
-                if float(np.linalg.norm(res_t)) < norm or t < 1e-3:
+                norm_t = _norm(res_t)
+                if norm_t < norm or t < 1e-3:
                     break
                 t *= 0.5
             v, res, jac = trial, res_t, jac_t
-            if step * t < 1e-9 or float(np.linalg.norm(res)) < 1e-9:
+            if step * t < 1e-9 or norm_t < 1e-9:
                 self.converged = True
                 break
         self.v = v
