@@ -51,9 +51,13 @@ demo: $(STAMP)
 demo-site: $(STAMP) sysdeps
 	$(VENV)/bin/powerflow site run examples/sites/two-pdus.toml --emulate --duration 60
 
+# The tests run on every usable CPU at once (pytest-xdist); then the chaos tests, which make
+# their own CPU starvation and pauses, run alone, so that the disturbance each one measures
+# is the one it made and not another test's.
 test: $(STAMP) sysdeps
 	$(MAKE) typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --ignore=tests/chaos
+	$(PY) -m pytest -q tests/chaos
 
 # The Robot Framework acceptance suites on the emulated rack (also run by `make test`, through
 # tests/acceptance/test_robot_suites.py); Robot's log.html, report.html and output.xml go to
