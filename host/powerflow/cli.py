@@ -932,34 +932,14 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 
 
 def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """`powerflow run`: options checked, then the API socket bound before anything starts
-    (a port in use is one line at once), then the rack checked and the host run."""
-    from powerflow.hostrun import ApiOptions, OptionsError, load_tokens, run_host
-    from powerflow.logs import setup_logging
-    from powerflow.process import ListenError, listen
-    from powerflow.ui import DEFAULT_PORT
-
-    try:
-        tokens = load_tokens(args.tokens) if args.tokens else None
-    except OptionsError as e:
-        print(f"powerflow: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        api = ApiOptions(tokens=tokens, bind=args.bind, tls_cert=args.tls_cert,
-                         tls_key=args.tls_key, insecure_http=args.insecure_http,
-                         session_timeout_s=args.session_timeout, max_sessions=args.max_sessions)
-        api.check()
-    except OptionsError as e:
-        parser.error(str(e))
+    """`powerflow run`: the files (rack, jobs, faults) read and checked first, with only the
+    modules that reads need, so that a refused file costs a fraction of a second, not the
+    import of the API and its server; then the API's options, then its socket bound before
+    anything starts (a port in use is one line at once), then the host run."""
     if args.faults and not args.emulate:
         parser.error("--faults needs --emulate (faults are injected into the emulator)")
     if args.jobs and not args.emulate:
         parser.error("--jobs needs --emulate (jobs drive the emulated devices)")
-    try:
-        sock = listen(args.bind, args.port or DEFAULT_PORT)
-    except ListenError as e:
-        print(f"powerflow: error: {e}", file=sys.stderr)
-        return 2
     from powerflow.control.policy import load_rack_checked
     from powerflow.model.rack import RackError
 
@@ -981,7 +961,28 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                                        [dv.id for dv in rk.devices])
     except ValueError as e:  # RackError included
         print(f"powerflow: error: {e}", file=sys.stderr)
-        sock.close()
+        return 2
+    from powerflow.hostrun import ApiOptions, OptionsError, load_tokens, run_host
+    from powerflow.logs import setup_logging
+    from powerflow.process import ListenError, listen
+    from powerflow.ui import DEFAULT_PORT
+
+    try:
+        tokens = load_tokens(args.tokens) if args.tokens else None
+    except OptionsError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        api = ApiOptions(tokens=tokens, bind=args.bind, tls_cert=args.tls_cert,
+                         tls_key=args.tls_key, insecure_http=args.insecure_http,
+                         session_timeout_s=args.session_timeout, max_sessions=args.max_sessions)
+        api.check()
+    except OptionsError as e:
+        parser.error(str(e))
+    try:
+        sock = listen(args.bind, args.port or DEFAULT_PORT)
+    except ListenError as e:
+        print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     interactive = setup_logging(args.log_level)
     import asyncio
