@@ -759,10 +759,9 @@ def _scenario_command(args: argparse.Namespace) -> int:
     import json
 
     from powerflow.model.rack import RackError
-    from powerflow.scenario.runner import run
     from powerflow.scenario.spec import load_scenario
 
-    try:
+    try:  # the file first: a refused one need not wait for the runner's imports
         sc = load_scenario(args.file)
         if args.policy:
             sc = _scenario_policy(sc, args.policy)
@@ -770,6 +769,7 @@ def _scenario_command(args: argparse.Namespace) -> int:
         print(f"powerflow: error: {e}", file=sys.stderr)
         return 2
     from powerflow.scenario.report import verdicts, write_csv, write_html
+    from powerflow.scenario.runner import run
 
     for opt in ("report", "csv"):  # refuse an unwritable path now, not after the run
         path = getattr(args, opt)
@@ -1073,7 +1073,6 @@ def _site_command(args: argparse.Namespace) -> int:
     from powerflow.process import ListenError, listen
     from powerflow.site.broker import BrokerError
     from powerflow.site.mqtt import AddressError, BrokerAddress
-    from powerflow.siterun import run_site
 
     if args.site_command == "scenario":
         return _site_scenario(args)
@@ -1098,6 +1097,7 @@ def _site_command(args: argparse.Namespace) -> int:
         return 2
     setup_logging("info")
     from powerflow.process import StopDeadline
+    from powerflow.siterun import run_site  # after the checks: the server's imports take ~1 s
 
     try:
         with StopDeadline() as deadline:
