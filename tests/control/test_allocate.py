@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from powerflow.control.allocate import (Allocator, BatteryView, DeviceView, Memory, NodeView,
-                                        RackView, loss_w)
+from powerflow.control.allocate import (BATTERY_PLAN_RATE, Allocator, BatteryView, DeviceView,
+                                        Memory, NodeView, RackView, loss_w)
 from powerflow.control.dcnet import flow
 from powerflow.control.policy import Policy
 from powerflow.model.rack import load_rack, parse_rack
@@ -205,6 +205,40 @@ def test_battery_shaves_the_peak_above_the_feed_limit() -> None:
     assert any(dv["cap_w"] is not None for dv in b.devices.values())  # caps instead
     quiet = Allocator(rack).allocate(view(rack, 0.4, battery=empty), Policy(), Memory())
     assert quiet.battery_w < 0  # recharges in the valley
+
+
+def test_with_a_hinted_end_ahead_the_battery_counts_only_as_far_as_its_energy_lasts() -> None:
+    """A hinted job's end ahead (RackView.battery_last_s): the caps count on the battery's
+    full rate while its energy would last, less as it runs short, and never on more than
+    with no plan; the unit's own shaving is unchanged."""
+    rack = load_rack(ROOT / "examples" / "racks" / "small-bbu.toml")
+    low = BatteryView(0.25, 150.0, 250.0, 700.0)  # 0.05 of 150 Wh above the 0.20 floor
+    usable_j = 0.05 * 150.0 * 3600.0
+
+    def plan(last_s):
+        v = view(rack, 1.3, battery=low)
+        v.battery_last_s = last_s
+        return Allocator(rack).allocate(v, Policy(), Memory())
+
+    free, near, far = plan(None), plan(60.0), plan(3000.0)
+    # near the end the energy lasts at full rate: as with no plan
+    assert near.predicted["supply_w"] == pytest.approx(free.predicted["supply_w"])
+    assert near.caps == free.caps
+    # far from it, the battery counts for BATTERY_PLAN_RATE x its energy spread to the end
+    allowance = BATTERY_PLAN_RATE * usable_j / 3000.0
+    assert allowance < 700.0
+    assert far.predicted["supply_w"] == pytest.approx(
+        free.predicted["supply_w"] - 700.0 + allowance, abs=0.01)
+    assert all(dv["cap_w"] is None for dv in free.devices.values())
+    assert any(dv["cap_w"] is not None for dv in far.devices.values())  # lower classes capped
+    assert far.battery_shave_above_w == free.battery_shave_above_w  # its loop still shaves
+    # a battery at its floor counts for nothing, plan or not
+    empty = BatteryView(0.2, 150.0, 250.0, 700.0)
+    v = view(rack, 1.3, battery=empty)
+    v.battery_last_s = 60.0
+    a = Allocator(rack).allocate(v, Policy(), Memory())
+    b = Allocator(rack).allocate(view(rack, 1.3, battery=empty), Policy(), Memory())
+    assert a.predicted["supply_w"] == b.predicted["supply_w"]
 
 
 def test_an_operator_pin_fixes_a_converter_and_the_others_share_the_rest() -> None:

@@ -63,6 +63,19 @@ def test_hints_expire_end_early_replace_and_are_bounded() -> None:
     assert book.listing(2010.0) == []  # every one expired at its end
 
 
+def test_the_battery_is_planned_to_the_first_end_of_a_job_running_now() -> None:
+    book = HintBook(DEVS)
+    assert book.next_end(1000.0) is None
+    book.start(1000.0, "later", ["gpu0"], 1100.0, 250.0, 50.0)
+    assert book.next_end(1000.0) is None  # not begun: nothing to last through yet
+    book.start(1000.0, "long", ["gpu1"], 1000.0, 250.0, 900.0)
+    assert book.next_end(1000.0) == 900.0
+    assert book.next_end(1120.0) == 30.0  # "later" runs now and ends first
+    book.end(1120.0, "long", 1125.0)  # an end hinted earlier moves the plan
+    assert book.next_end(1120.0) == 5.0
+    assert book.next_end(1150.0) is None  # both over
+
+
 def test_a_hint_raises_the_forecast_and_readies_supply_before_the_start_only() -> None:
     rack = load_rack(ROOT / "examples" / "racks" / "small.toml")
     ctrl = RackController(rack)

@@ -292,7 +292,8 @@ class RackController:
             if rd[n.id].mode in (d.MODE_SOFTSTART, d.MODE_CV, d.MODE_CC):
                 self.run_s[n.id] += pol.period_s
         view = RackView(t, self._views(rd, nodes), self._forecast(t, devices), battery, feed_w,
-                        self._sag(nodes), self._budget(t), jump_w=self.jump_w())
+                        self._sag(nodes), self._budget(t), jump_w=self.jump_w(),
+                        battery_last_s=self.hints.next_end(t))
         alloc = self.allocator.allocate(view, pol, self.memory, safe=self._safe_reason())
         self._probes(alloc)
         self._report(alloc, m)
@@ -356,7 +357,8 @@ class RackController:
                                    room_w=self.room.get(dv.id)))
         rd = self.readings(t, nodes)
         view = RackView(t, self._views(rd, nodes), devs, battery, feed_w, self._sag(nodes),
-                        self._budget(t), jump_w=self.jump_w())
+                        self._budget(t), jump_w=self.jump_w(),
+                        battery_last_s=self.hints.next_end(t))
         alloc = self.allocator.allocate(view, self.policy, memory, safe=self._safe_reason())
         self._probes(alloc)
         self._report(alloc, measure(rd))

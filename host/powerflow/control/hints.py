@@ -358,6 +358,12 @@ class HintBook:
         """W the hint says `device` will draw: its watts, or the device's p_max_w if none."""
         return self.devices[device][1] if h.watts is None else h.watts
 
+    def next_end(self, now: float) -> float | None:
+        """s until the first end of a job running now (started, not ended); None: none runs.
+        The rack's demand first eases then: what the allocator spreads the battery over."""
+        left = [h.end_t - now for h in self.hints.values() if h.start_t <= now < h.end_t]
+        return min(left) if left else None
+
     def prepare(self, now: float) -> dict[str, float]:
         """W per device the allocator should have supply ready for now: the hinted watts of a
         job from HINT_LEAD_S before its start until HINT_LEAD_S after it (by then the
