@@ -254,7 +254,10 @@ class Predicted(BaseModel):
     loss_conversion_w: float = Field(description="W lost in the converters")
     loss_distribution_w: float = Field(description="W lost in the mesh")
     feed_w: float = Field(description="W drawn from the rack feed")
-    supply_w: float = Field(description="W the converters on can supply")
+    supply_w: float = Field(
+        description="W the caps are fitted to: what the converters that can run deliver "
+                    "less the reserve, at most what the feed allows, plus the battery's "
+                    "discharge counted on")
     demand_p95_w: float = Field(description="the devices' P95 demand, W")
     feed_limit_w: float | None = Field(
         default=None, description="the feed's limit the plan keeps to, W: the breaker's, or "
