@@ -112,7 +112,7 @@ class RackView:
 # 25x 31.40, 60x 31.51. So the rule only tapers the last of the energy: at 8x, the full
 # rate holds until the battery's usable energy falls under an eighth of what it would give
 # at full rate until the end. Not applied without a hint: with a fixed 300-s or 600-s
-# horizon in its place, every arm lost 1-3 Wh (its reserve is never spent at an end).
+# horizon in its place, the predictive and oracle arms lost 1-3 Wh (a reserve never spent).
 BATTERY_PLAN_RATE = 8.0
 
 
