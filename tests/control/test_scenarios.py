@@ -20,6 +20,34 @@ from tests.conftest import ROOT
 SC = ROOT / "examples" / "scenarios"
 
 
+def test_a_step_late_in_wall_time_is_not_late_on_the_virtual_rack_clock(monkeypatch) -> None:
+    """In fast mode the rack's clock waits for the controller, so a step the machine delays
+    (another process on the CPU) is not a late step: no safe allocation, the same plan as
+    an undelayed run; the step's time is still measured."""
+    import time
+
+    from powerflow.control.allocate import Allocator
+    from powerflow.scenario.runner import ScenarioRun
+
+    sc = dataclasses.replace(load_scenario(SC / "light-load.toml"), duration_s=6.0)
+    plain = ScenarioRun(sc).run()
+    shares = Allocator._shares
+    delayed: list[int] = []
+
+    def slow(self, *a, **kw):  # the third step's optimisation held up 0.4 s, as a
+        if len(delayed) < 3:    # preempted process would be
+            delayed.append(1)
+            if len(delayed) == 3:
+                time.sleep(0.4)
+        return shares(self, *a, **kw)
+
+    monkeypatch.setattr(Allocator, "_shares", slow)
+    late = ScenarioRun(sc).run()
+    assert max(late.cycle_ms) > 400.0 > max(plain.cycle_ms)  # measured ...
+    assert late.fallbacks == plain.fallbacks == 0  # ... and not taken for late
+    assert late.series["feed_w"] == plain.series["feed_w"]
+
+
 def outcomes(name: str, baselines: bool) -> dict:
     """The run's outcomes, after checking the scenario file's own [expect] verdicts."""
     sc = load_scenario(SC / f"{name}.toml")
